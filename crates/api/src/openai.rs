@@ -1,0 +1,580 @@
+//! OpenAI API shapes, as documented in the API reference
+//! (<https://platform.openai.com/docs/api-reference/chat>, `/embeddings`, `/models`).
+//!
+//! Requests keep every field they do not model in `extra`, so that an OpenAI-compatible target
+//! receives what the client sent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::usage::TokenUsage;
+
+/// `POST /v1/chat/completions` request body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Every other field (`frequency_penalty`, `logprobs`, `reasoning_effort`, vendor fields...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether the client asked for a final usage chunk on a stream.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The output token cap the client asked for (`max_completion_tokens` wins, as at OpenAI).
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Checks what a provider would otherwise reject late, with the field at fault.
+    pub fn validate(&self) -> Result<(), crate::ApiError> {
+        use crate::ApiError;
+        if self.model.is_empty() {
+            return Err(ApiError::invalid("you must provide a model parameter").with_param("model"));
+        }
+        if self.messages.is_empty() {
+            return Err(
+                ApiError::invalid("'messages' must contain at least one message").with_param("messages")
+            );
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) || t.is_nan() {
+                return Err(ApiError::invalid(format!(
+                    "{t} is not a valid temperature: it must be between 0 and 2"
+                ))
+                .with_param("temperature"));
+            }
+        }
+        if let Some(p) = self.top_p {
+            if !(0.0..=1.0).contains(&p) || p.is_nan() {
+                return Err(
+                    ApiError::invalid(format!("{p} is not a valid top_p: it must be between 0 and 1"))
+                        .with_param("top_p"),
+                );
+            }
+        }
+        if self.n.is_some_and(|n| n == 0) {
+            return Err(ApiError::invalid("n must be at least 1").with_param("n"));
+        }
+        if self.max_output_tokens() == Some(0) {
+            return Err(ApiError::invalid("max_tokens must be at least 1").with_param("max_tokens"));
+        }
+        Ok(())
+    }
+
+    /// All plain text of the conversation, for classification and token estimates.
+    pub fn prompt_text(&self) -> String {
+        let mut out = String::new();
+        for m in &self.messages {
+            if let Some(c) = &m.content {
+                c.push_text(&mut out);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `stop`: one string or up to four.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// One chat message. `role` is kept as a string: OpenAI adds roles (`developer`) over time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Message {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    pub fn text(role: &str, text: impl Into<String>) -> Self {
+        Message {
+            role: role.to_string(),
+            content: Some(Content::Text(text.into())),
+            ..Default::default()
+        }
+    }
+}
+
+/// Message content: a string, or an array of typed parts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+impl Content {
+    /// Appends the text parts to `out`.
+    pub fn push_text(&self, out: &mut String) {
+        match self {
+            Content::Text(t) => out.push_str(t),
+            Content::Parts(parts) => {
+                for p in parts {
+                    if let ContentPart::Known(KnownPart::Text { text }) = p {
+                        out.push_str(text);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn as_text(&self) -> String {
+        let mut s = String::new();
+        self.push_text(&mut s);
+        s
+    }
+}
+
+/// A content part: text and images are typed; parts we do not model (audio, files...) are kept verbatim.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ContentPart {
+    Known(KnownPart),
+    Other(Value),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KnownPart {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCall {
+    pub name: String,
+    /// JSON text, as OpenAI sends it.
+    pub arguments: String,
+}
+
+/// `chat.completion` response body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Choice {
+    pub index: u32,
+    pub message: ResponseMessage,
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ResponseMessage {
+    pub role: String,
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+/// OpenAI `usage` object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+    /// Not an OpenAI field: set when the tokens came from Anthropic's cache writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CompletionTokensDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub fn to_token_usage(&self) -> TokenUsage {
+        TokenUsage {
+            input_tokens: self.prompt_tokens,
+            output_tokens: self.completion_tokens,
+            cached_input_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_creation_input_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cache_creation_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+
+    pub fn from_token_usage(u: &TokenUsage) -> Self {
+        Usage {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.input_tokens + u.output_tokens,
+            prompt_tokens_details: Some(PromptTokensDetails {
+                cached_tokens: Some(u.cached_input_tokens),
+                cache_creation_tokens: (u.cache_creation_input_tokens > 0)
+                    .then_some(u.cache_creation_input_tokens),
+            }),
+            completion_tokens_details: Some(CompletionTokensDetails {
+                reasoning_tokens: Some(u.reasoning_tokens),
+            }),
+        }
+    }
+}
+
+/// `chat.completion.chunk`, one SSE event of a stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Delta,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Delta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCallDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// What the stream tap reads from each upstream chunk: borrowed, so reading allocates nothing
+/// unless the text holds escapes.
+#[derive(Debug, Deserialize)]
+pub struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    pub choices: Vec<ChunkChoiceView<'a>>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChunkChoiceView<'a> {
+    #[serde(borrow, default)]
+    pub delta: Option<DeltaView<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    pub content: Option<CowStr<'a>>,
+    #[serde(borrow, default)]
+    pub reasoning_content: Option<CowStr<'a>>,
+    #[serde(default)]
+    pub tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+/// A string that borrows from the input unless it holds escapes (serde's own `Cow<str>`
+/// always allocates).
+#[derive(Debug, PartialEq, Eq)]
+pub struct CowStr<'a>(pub std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// What the gateway reads from a non-streamed upstream answer.
+#[derive(Debug, Deserialize)]
+pub struct CompletionView {
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// `POST /v1/embeddings` request. Only `model` and `input` are read; the rest passes through.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    pub input: Value,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl EmbeddingsRequest {
+    pub fn validate(&self) -> Result<(), crate::ApiError> {
+        let ok = match &self.input {
+            Value::String(_) => true,
+            Value::Array(a) => !a.is_empty(),
+            _ => false,
+        };
+        if self.model.is_empty() {
+            return Err(crate::ApiError::invalid("you must provide a model parameter").with_param("model"));
+        }
+        if !ok {
+            return Err(crate::ApiError::invalid(
+                "'input' must be a string, an array of strings, or an array of token arrays, and not empty",
+            )
+            .with_param("input"));
+        }
+        Ok(())
+    }
+
+    /// Input text for a token estimate.
+    pub fn input_text(&self) -> String {
+        let mut out = String::new();
+        fn walk(v: &Value, out: &mut String) {
+            match v {
+                Value::String(s) => {
+                    out.push_str(s);
+                    out.push('\n');
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        walk(&self.input, &mut out);
+        out
+    }
+}
+
+/// `GET /v1/models` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelObject {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<ModelObject>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi","x_msg":1}],
+            "logit_bias":{"50256":-100},"reasoning_effort":"low","stream":true}"#;
+        let req: ChatRequest = serde_json::from_str(body).unwrap();
+        assert!(req.is_stream());
+        let back = serde_json::to_value(&req).unwrap();
+        assert_eq!(back["reasoning_effort"], "low");
+        assert_eq!(back["logit_bias"]["50256"], -100);
+        assert_eq!(back["messages"][0]["x_msg"], 1);
+    }
+
+    #[test]
+    fn content_parts_are_typed_or_kept() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":[
+            {"type":"text","text":"look"},
+            {"type":"image_url","image_url":{"url":"data:x"}},
+            {"type":"input_audio","input_audio":{"data":"..","format":"wav"}}]}]}"#;
+        let req: ChatRequest = serde_json::from_str(body).unwrap();
+        let Some(Content::Parts(parts)) = &req.messages[0].content else {
+            panic!("parts expected")
+        };
+        assert_eq!(parts.len(), 3);
+        assert!(matches!(&parts[0], ContentPart::Known(KnownPart::Text { text }) if text == "look"));
+        assert!(matches!(&parts[1], ContentPart::Known(KnownPart::ImageUrl { .. })));
+        assert!(matches!(&parts[2], ContentPart::Other(_)));
+        assert_eq!(req.prompt_text(), "look\n");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut req: ChatRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        assert!(req.validate().is_ok());
+        req.temperature = Some(3.0);
+        assert_eq!(req.validate().unwrap_err().param.as_deref(), Some("temperature"));
+        req.temperature = None;
+        req.messages.clear();
+        assert_eq!(req.validate().unwrap_err().param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn chunk_view_borrows_content() {
+        let c = br#"{"id":"x","choices":[{"index":0,"delta":{"content":"Hel"}}],"usage":null}"#;
+        let v: ChunkView = serde_json::from_slice(c).unwrap();
+        let content = &v.choices[0].delta.as_ref().unwrap().content;
+        assert!(matches!(content, Some(CowStr(std::borrow::Cow::Borrowed("Hel")))));
+        assert!(v.usage.is_none());
+    }
+}

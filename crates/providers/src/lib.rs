@@ -1,0 +1,113 @@
+//! Provider adapters: one file per wire format, all behind [`Provider`].
+//!
+//! An adapter turns a [`ChatCall`] (the client's OpenAI-shaped request plus the target's model
+//! name) into the provider's request, and the provider's answer back into OpenAI shapes:
+//! a whole [`Completion`] or a [`ChunkStream`] of OpenAI SSE events. Adapters report the
+//! usage the provider gave; estimating what it did not give is the meter's job.
+//!
+//! Timeouts on the first token and the whole call, retries and fallbacks are the gateway's:
+//! an adapter makes one attempt.
+
+pub mod anthropic;
+mod error;
+pub mod openai;
+mod stream;
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use bytes::Bytes;
+use switchyard_api::{
+    openai::{ChatRequest, EmbeddingsRequest},
+    TokenUsage,
+};
+
+pub use error::{ProviderError, ProviderErrorKind};
+pub use stream::{ChunkStream, StreamItem, StreamSummary};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One attempt at one target.
+#[derive(Debug, Clone)]
+pub struct ChatCall {
+    /// The client's request as received (its `model` is the public route name).
+    pub request: Arc<ChatRequest>,
+    /// The model name the target knows.
+    pub model: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddingsCall {
+    pub request: Arc<EmbeddingsRequest>,
+    pub model: String,
+}
+
+/// A whole (non-streamed) answer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The OpenAI-shaped JSON body for the client.
+    pub body: Bytes,
+    /// Usage as the provider reported it; `None` when it reported none.
+    pub usage: Option<TokenUsage>,
+    /// The model name the provider says answered.
+    pub response_model: Option<String>,
+    /// The answer's text, kept only when usage is missing so the meter can count it.
+    pub output_text: Option<String>,
+    /// Energy the provider measured or estimated itself (the local engine does).
+    pub energy: Option<Energy>,
+}
+
+/// Energy a provider reports for one request, with the method that produced it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Energy {
+    pub wh: f64,
+    /// `measured-rapl`, `estimated-cpu-time`, ...
+    pub method: &'static str,
+}
+
+/// What a chat call returns: the shape follows `request.stream`.
+pub enum ChatOutput {
+    Complete(Completion),
+    Stream(ChunkStream),
+}
+
+impl std::fmt::Debug for ChatOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatOutput::Complete(c) => f.debug_tuple("Complete").field(c).finish(),
+            ChatOutput::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+/// A model provider. One instance per configured provider (base URL + credentials);
+/// the model is chosen per call.
+pub trait Provider: Send + Sync + 'static {
+    /// The configured name of this provider instance.
+    fn name(&self) -> &str;
+
+    /// The OpenTelemetry `gen_ai.provider.name` value (`openai`, `anthropic`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// One chat completion attempt.
+    fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatOutput, ProviderError>>;
+
+    /// One embeddings attempt. Providers without embeddings answer 404-like `Unsupported`.
+    fn embeddings(&self, _call: EmbeddingsCall) -> BoxFuture<'_, Result<Completion, ProviderError>> {
+        Box::pin(async move {
+            Err(ProviderError::unsupported(format!(
+                "provider '{}' does not serve embeddings",
+                self.name()
+            )))
+        })
+    }
+}
+
+pub type DynProvider = Arc<dyn Provider>;
+
+/// Reads a secret from the environment variable the config names. The value is never logged.
+pub fn secret_from_env(var: &str) -> Result<String, String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(format!("environment variable {var} is not set")),
+    }
+}
