@@ -231,7 +231,7 @@ async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Byt
     if req["model"].as_str().unwrap_or("").is_empty() {
         return error_response(400, "you must provide a model parameter", None, None);
     }
-    let mut reply = mock.next_reply();
+    let mut reply = reply_for_model(req["model"].as_str().unwrap_or("")).unwrap_or_else(|| mock.next_reply());
     while let Reply::Delay(d, inner) = reply {
         tokio::time::sleep(d).await;
         reply = *inner;
@@ -269,6 +269,36 @@ async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Byt
         }
         Reply::ToolCall { name, arguments } => sse(tool_stream(model, prompt, name, arguments, include_usage)),
         Reply::Delay(..) => error_response(500, "unreachable: delays are unwrapped above", None, None),
+    }
+}
+
+/// Behaviour chosen by the upstream model name, so a gateway config can point routes at
+/// misbehaving "models" in end-to-end tests: `err-<status>` (429 carries `retry-after: 1`),
+/// `stall-<n>`, `cut-<n>`, `tool-<name>`, `slow-<ms>` (first token after ms), `nousage`.
+pub fn reply_for_model(model: &str) -> Option<Reply> {
+    let (kind, arg) = model.split_once('-').unwrap_or((model, ""));
+    match kind {
+        "err" => {
+            let status: u16 = arg.parse().ok()?;
+            Some(Reply::Error {
+                status,
+                message: format!("scripted error {status} from the test server"),
+                code: (status == 429).then(|| "rate_limit_exceeded".to_string()),
+                retry_after: (status == 429).then(|| "1".to_string()),
+            })
+        }
+        "stall" => Some(Reply::Stall { after: arg.parse().ok()? }),
+        "cut" => Some(Reply::Cut { after: arg.parse().ok()? }),
+        "tool" => Some(Reply::ToolCall {
+            name: arg.to_string(),
+            arguments: "{\"city\":\"Paris\"}".to_string(),
+        }),
+        "slow" => Some(Reply::Answer(Answer {
+            first_token_delay: Duration::from_millis(arg.parse().ok()?),
+            ..Default::default()
+        })),
+        "nousage" => Some(Reply::Answer(Answer { usage: false, ..Default::default() })),
+        _ => None,
     }
 }
 
