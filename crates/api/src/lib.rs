@@ -5,6 +5,7 @@
 //! * [`sse`]: an incremental Server-Sent Events decoder and a small encoder.
 //! * [`usage`]: provider-neutral token usage, the unit metering works in.
 
+pub mod anthropic;
 pub mod error;
 pub mod openai;
 pub mod sse;
