@@ -1,0 +1,291 @@
+//! The request path's handle ([`Meter`]: one bounded-queue send per request) and the ledger
+//! writer behind it: a dedicated thread that turns outcomes into records (token estimates, cost,
+//! energy, carbon), updates the metrics, and writes batches, one transaction each.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use switchyard_api::TokenUsage;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::energy::{self, EnergyInputs};
+use crate::ledger::{Ledger, SqliteLedger};
+use crate::metrics::Metrics;
+use crate::prices::{self, Price, PriceCatalog};
+use crate::{tokens, LedgerRecord, MeterConfig, MeterError, Outcome, TargetMeterConfig};
+
+/// Prices and per-target facts, shared by the request path (for the cost header) and the writer.
+#[derive(Debug)]
+struct Facts {
+    prices: PriceCatalog,
+    targets: HashMap<String, TargetMeterConfig>,
+}
+
+/// Cheap, cloneable handle used on the request path.
+#[derive(Clone)]
+pub struct Meter {
+    tx: mpsc::Sender<Outcome>,
+    facts: Arc<Facts>,
+    metrics: Arc<Metrics>,
+}
+
+/// The running writer; [`MeterTask::shutdown`] drains it.
+pub struct MeterTask {
+    stop: oneshot::Sender<()>,
+    done: oneshot::Receiver<Result<u64, MeterError>>,
+}
+
+impl Meter {
+    /// Opens the ledger and starts the writer on its own thread (SQLite calls block).
+    pub fn start(cfg: MeterConfig) -> Result<(Meter, MeterTask), MeterError> {
+        cfg.validate()?;
+        let ledger = SqliteLedger::open(&cfg.ledger_path)?;
+        let facts = Arc::new(Facts { prices: cfg.prices, targets: cfg.targets });
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let writer = Writer {
+            rx,
+            stop: stop_rx,
+            ledger: Box::new(ledger),
+            facts: facts.clone(),
+            metrics: metrics.clone(),
+            batch_size: cfg.batch_size,
+            flush_interval: cfg.flush_interval,
+        };
+        std::thread::Builder::new().name("switchyard-ledger".into()).spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                Ok(rt) => rt.block_on(writer.run()),
+                Err(e) => Err(MeterError::Io(e)),
+            };
+            let _ = done_tx.send(result);
+        })?;
+        Ok((Meter { tx, facts, metrics }, MeterTask { stop: stop_tx, done: done_rx }))
+    }
+
+    /// Queues a finished request for the ledger. Waits for room when the queue is full
+    /// (backpressure rather than loss); counts a drop only if the writer has stopped.
+    pub async fn record(&self, outcome: Outcome) {
+        if let Err(e) = self.tx.send(outcome).await {
+            self.metrics.records_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(id = %e.0.id, "ledger writer has stopped; request not recorded");
+        }
+    }
+
+    /// The price for a target: its config override (`config:<target>`), else the catalog's
+    /// (`catalog:<provider>/<model>@<date>`).
+    pub fn price_for(&self, target: &str, provider_kind: &str, model: &str) -> Option<(Price, String)> {
+        self.facts.price_for(target, provider_kind, model).map(|(p, s)| (p.clone(), s))
+    }
+
+    /// USD for `usage` on a target, or `None` when it has no price (for the cost header).
+    pub fn cost(&self, target: &str, provider_kind: &str, model: &str, usage: &TokenUsage) -> Option<f64> {
+        self.facts.price_for(target, provider_kind, model).map(|(p, _)| prices::cost(p, usage))
+    }
+
+    /// Appends the Prometheus text exposition of every meter metric.
+    pub fn render_metrics(&self, out: &mut String) {
+        let depth = self.tx.max_capacity() - self.tx.capacity();
+        self.metrics.render(depth, out);
+    }
+}
+
+impl MeterTask {
+    /// Stops accepting records, writes everything already queued, and closes the ledger.
+    /// Returns the number of records written over the writer's life.
+    pub async fn shutdown(self) -> Result<u64, MeterError> {
+        let _ = self.stop.send(());
+        self.done.await.map_err(|_| MeterError::WriterGone)?
+    }
+}
+
+impl Facts {
+    fn price_for(&self, target: &str, provider_kind: &str, model: &str) -> Option<(&Price, String)> {
+        find_price(&self.prices, &self.targets, Some(target), Some(provider_kind), Some(model))
+    }
+}
+
+/// A target's config price wins over the catalog's.
+fn find_price<'a>(
+    prices: &'a PriceCatalog,
+    targets: &'a HashMap<String, TargetMeterConfig>,
+    target: Option<&str>,
+    provider_kind: Option<&str>,
+    model: Option<&str>,
+) -> Option<(&'a Price, String)> {
+    if let Some((t, p)) = target.and_then(|t| Some((t, targets.get(t)?.price.as_ref()?))) {
+        return Some((p, format!("config:{t}")));
+    }
+    prices.lookup(provider_kind?, model?).map(|e| (&e.price, e.source_label()))
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Outcome>,
+    stop: oneshot::Receiver<()>,
+    ledger: Box<dyn Ledger>,
+    facts: Arc<Facts>,
+    metrics: Arc<Metrics>,
+    batch_size: usize,
+    flush_interval: std::time::Duration,
+}
+
+impl Writer {
+    async fn run(mut self) -> Result<u64, MeterError> {
+        let mut written = 0u64;
+        let mut pending: Vec<LedgerRecord> = Vec::with_capacity(self.batch_size);
+        let mut received: Vec<Outcome> = Vec::with_capacity(self.batch_size);
+        let mut deadline: Option<Instant> = None;
+        let mut stopping = false;
+        loop {
+            // `pending` is flushed whenever it reaches `batch_size`, so the limit is at least 1
+            // and `recv_many` returns 0 only once the queue is closed and empty.
+            let room = self.batch_size - pending.len();
+            tokio::select! {
+                biased;
+                // Stop (or the task handle dropped): refuse new records, keep draining.
+                _ = &mut self.stop, if !stopping => {
+                    stopping = true;
+                    self.rx.close();
+                }
+                n = self.rx.recv_many(&mut received, room) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for o in received.drain(..) {
+                        let r = to_record(&o, &self.facts.prices, &self.facts.targets);
+                        self.metrics.observe(&r);
+                        pending.push(r);
+                    }
+                    deadline.get_or_insert_with(|| Instant::now() + self.flush_interval);
+                    if pending.len() >= self.batch_size {
+                        written += self.flush(&mut pending);
+                        deadline = None;
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    written += self.flush(&mut pending);
+                    deadline = None;
+                }
+            }
+        }
+        written += self.flush(&mut pending);
+        Ok(written)
+    }
+
+    /// Writes one batch; returns how many records landed. A failed batch is counted as dropped.
+    fn flush(&mut self, pending: &mut Vec<LedgerRecord>) -> u64 {
+        if pending.is_empty() {
+            return 0;
+        }
+        let n = pending.len() as u64;
+        let landed = match self.ledger.insert_batch(pending) {
+            Ok(()) => {
+                self.metrics.records_written.fetch_add(n, Ordering::Relaxed);
+                n
+            }
+            Err(e) => {
+                self.metrics.records_dropped.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(error = %e, records = n, "ledger batch failed to write; records lost");
+                0
+            }
+        };
+        pending.clear();
+        landed
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Turns an outcome into its ledger row: token counts (estimated with our tokenizer when the
+/// provider reported none), cost, energy and carbon. Pure apart from the tokenizer's lazy load.
+///
+/// A failed request with no usage and no answer text is recorded with zero tokens and, when the
+/// target is priced, zero cost: providers do not bill requests they answered with an error.
+pub fn to_record(
+    outcome: &Outcome,
+    prices: &PriceCatalog,
+    targets: &HashMap<String, TargetMeterConfig>,
+) -> LedgerRecord {
+    let o = outcome;
+    let answered = o.status < 400 || o.output_text.as_deref().is_some_and(|t| !t.is_empty());
+    let (usage, estimated) = match (&o.usage, answered) {
+        (Some(u), _) => (*u, false),
+        (None, false) => (TokenUsage::default(), false),
+        (None, true) => {
+            let out = o.output_text.as_deref();
+            let u = match (&o.request, &o.input_text) {
+                (Some(req), _) => tokens::estimate_chat(req, out),
+                (None, Some(input)) => tokens::estimate_text(input, out),
+                (None, None) => tokens::estimate_text("", out),
+            };
+            (u, true)
+        }
+    };
+
+    let target_cfg = o.target.as_deref().and_then(|t| targets.get(t));
+    let price = find_price(
+        prices,
+        targets,
+        o.target.as_deref(),
+        o.provider_kind.as_deref(),
+        o.model.as_deref(),
+    );
+    let (cost_usd, price_source) = match price {
+        Some((p, source)) => (Some(prices::cost(p, &usage)), Some(source)),
+        None => (None, None),
+    };
+
+    let serve_ms = o.upstream_latency_ms.unwrap_or(o.latency_ms);
+    let (energy_wh, energy_method) = energy::energy(
+        o.provider_energy_wh,
+        o.provider_energy_method,
+        target_cfg.and_then(|t| t.energy.as_ref()),
+        &EnergyInputs { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens, serve_ms },
+    );
+    let carbon_g = energy::carbon_g(energy_wh, target_cfg.and_then(|t| t.grid_g_co2e_per_kwh));
+
+    LedgerRecord {
+        id: o.id.clone(),
+        started_at_ms: o.started_at_ms,
+        finished_at_ms: o.finished_at_ms,
+        operation: o.operation.to_string(),
+        route: o.route.clone(),
+        class: o.class.clone(),
+        key: o.key.clone(),
+        team: o.team.clone(),
+        task: o.task.clone(),
+        provider: o.provider.clone(),
+        provider_kind: o.provider_kind.clone(),
+        target: o.target.clone(),
+        model: o.model.clone(),
+        response_model: o.response_model.clone(),
+        stream: o.stream,
+        status: o.status,
+        error_type: o.error_type.clone(),
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cached_input_tokens: usage.cached_input_tokens,
+        cache_creation_input_tokens: usage.cache_creation_input_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        tokens_estimated: estimated,
+        cost_usd,
+        price_source,
+        ttft_ms: o.ttft_ms,
+        latency_ms: o.latency_ms,
+        upstream_latency_ms: o.upstream_latency_ms,
+        overhead_us: o.overhead_us,
+        attempts: o.attempts,
+        fallbacks: o.fallbacks,
+        energy_wh,
+        energy_method,
+        carbon_g,
+    }
+}
