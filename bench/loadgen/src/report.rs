@@ -1,0 +1,477 @@
+//! Turns the JSON lines of one bench run into the comparison table (Markdown, CSV, JSON).
+//!
+//! Added latency is the difference of percentiles (target p99 − direct p99 at the same offered
+//! rate), not a percentile of per-request differences: the two runs are separate.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+/// Order of the rows; labels not listed here follow in name order.
+const ORDER: [&str; 5] = ["direct", "nginx", "switchyard", "portkey", "litellm"];
+
+fn f(v: &Value, path: &[&str]) -> Option<f64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(*p)?;
+    }
+    cur.as_f64()
+}
+
+/// Everything known about one target.
+#[derive(Debug, Default, Clone)]
+struct Row {
+    step: Option<Value>,
+    rates: BTreeMap<u64, Value>,
+    streams: Option<Value>,
+    rss_kb: Option<f64>,
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "–".to_string(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// The rendered report.
+pub struct Report {
+    /// Markdown tables.
+    pub markdown: String,
+    /// One CSV row per target.
+    pub csv: String,
+    /// Everything, structured.
+    pub json: Value,
+}
+
+/// Builds the report from the run's JSON lines.
+pub fn build(lines: &str) -> anyhow::Result<Report> {
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    let mut meta: Vec<Value> = Vec::new();
+    let mut long_run: Vec<Value> = Vec::new();
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)?;
+        let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+        let label = v
+            .get("label")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match kind {
+            "meta" => meta.push(v),
+            "long" | "long_rss" => long_run.push(v),
+            "step" => rows.entry(label).or_default().step = Some(v),
+            "rate" => {
+                let rate = f(&v, &["rate"]).unwrap_or(0.0).round() as u64;
+                rows.entry(label).or_default().rates.insert(rate, v);
+            }
+            "streams" => rows.entry(label).or_default().streams = Some(v),
+            "rss" => {
+                let kb = f(&v, &["vmhwm_kb"]);
+                let row = rows.entry(label).or_default();
+                row.rss_kb = match (row.rss_kb, kb) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            _ => {}
+        }
+    }
+    let mut labels: Vec<String> = ORDER
+        .iter()
+        .filter(|l| rows.contains_key(**l))
+        .map(|l| l.to_string())
+        .collect();
+    labels.extend(
+        rows.keys()
+            .filter(|k| !ORDER.contains(&k.as_str()))
+            .cloned(),
+    );
+    let rates: Vec<u64> = {
+        let mut all: Vec<u64> = rows
+            .values()
+            .flat_map(|r| r.rates.keys().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
+
+    let max_rps = |l: &str| -> Option<f64> {
+        rows.get(l)?
+            .step
+            .as_ref()
+            .and_then(|s| f(s, &["max_sustained_rps"]))
+    };
+    let rate_metric = |l: &str, rate: u64, m: &str| -> Option<f64> {
+        let r = rows.get(l)?.rates.get(&rate)?;
+        // A percentile of a run with errors or unmet rate would flatter the target: leave it out.
+        if f(r, &["error_rate"])? >= 0.001 {
+            return None;
+        }
+        f(r, &["latency", m])
+    };
+    let stream_metric =
+        |l: &str, path: &[&str]| -> Option<f64> { f(rows.get(l)?.streams.as_ref()?, path) };
+
+    let mut md = String::new();
+    let mut csv = String::new();
+    let mut targets_json = serde_json::Map::new();
+
+    // Throughput and RSS.
+    let _ = writeln!(
+        md,
+        "### Throughput (highest offered rate sustained with < 0.1% errors and bounded p99)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| target | max req/s | × direct | × nginx | Switchyard ÷ target | peak RSS MB |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for l in &labels {
+        let m = max_rps(l);
+        let rss = rows.get(l).and_then(|r| r.rss_kb).map(|kb| kb / 1024.0);
+        let _ = writeln!(
+            md,
+            "| {l} | {} | {} | {} | {} | {} |",
+            fmt_opt(m, 0),
+            fmt_opt(ratio(m, max_rps("direct")), 2),
+            fmt_opt(ratio(m, max_rps("nginx")), 2),
+            fmt_opt(ratio(max_rps("switchyard"), m), 2),
+            fmt_opt(rss, 1)
+        );
+    }
+
+    // Latency at fixed rates.
+    let _ = writeln!(
+        md,
+        "\n### Latency at fixed open-loop rates, non-streaming (ms; added = target − direct)\n"
+    );
+    let mut head = String::from("| target |");
+    let mut sep = String::from("|---|");
+    for r in &rates {
+        let _ = write!(head, " p50 @{r} | p99 @{r} | +p50 @{r} | +p99 @{r} |");
+        sep.push_str("---:|---:|---:|---:|");
+    }
+    let _ = writeln!(md, "{head}\n{sep}");
+    for l in &labels {
+        let mut line = format!("| {l} |");
+        for &r in &rates {
+            let p50 = rate_metric(l, r, "p50_ms");
+            let p99 = rate_metric(l, r, "p99_ms");
+            let d50 = p50
+                .zip(rate_metric("direct", r, "p50_ms"))
+                .map(|(a, b)| a - b);
+            let d99 = p99
+                .zip(rate_metric("direct", r, "p99_ms"))
+                .map(|(a, b)| a - b);
+            let _ = write!(
+                line,
+                " {} | {} | {} | {} |",
+                fmt_opt(p50, 3),
+                fmt_opt(p99, 3),
+                fmt_opt(d50, 3),
+                fmt_opt(d99, 3)
+            );
+        }
+        let _ = writeln!(md, "{line}");
+    }
+    let _ = writeln!(
+        md,
+        "\n– = not measured, or the target did not sustain that rate (≥ 0.1% errors)."
+    );
+
+    // Streams.
+    let conc = labels
+        .iter()
+        .find_map(|l| stream_metric(l, &["concurrency"]))
+        .unwrap_or(0.0);
+    let itl = labels
+        .iter()
+        .find_map(|l| stream_metric(l, &["expected_itl_ms"]))
+        .unwrap_or(0.0);
+    let _ = writeln!(
+        md,
+        "\n### {conc:.0} concurrent streams (upstream inter-token delay {itl:.0} ms; ms)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| target | streams ok / err | TTFT p50 | TTFT p99 | +TTFT p50 | +TTFT p99 | gap p50 | gap p99 | gap max | multi-token frames | stalls |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for l in &labels {
+        if rows.get(l).and_then(|r| r.streams.as_ref()).is_none() {
+            continue;
+        }
+        let s = |p: &[&str]| stream_metric(l, p);
+        let add = |p: &[&str]| s(p).zip(stream_metric("direct", p)).map(|(a, b)| a - b);
+        let _ = writeln!(
+            md,
+            "| {l} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt_opt(s(&["streams_ok"]), 0),
+            fmt_opt(s(&["streams_err"]), 0),
+            fmt_opt(s(&["ttft", "p50_ms"]), 2),
+            fmt_opt(s(&["ttft", "p99_ms"]), 2),
+            fmt_opt(add(&["ttft", "p50_ms"]), 2),
+            fmt_opt(add(&["ttft", "p99_ms"]), 2),
+            fmt_opt(s(&["gap", "p50_ms"]), 2),
+            fmt_opt(s(&["gap", "p99_ms"]), 2),
+            fmt_opt(s(&["gap", "max_ms"]), 1),
+            fmt_opt(s(&["multi_token_frames"]), 0),
+            fmt_opt(s(&["stalls"]), 0),
+        );
+    }
+
+    // Switchyard against its targets.
+    let sy = "switchyard";
+    let mut checks: Vec<Value> = Vec::new();
+    if rows.contains_key(sy) {
+        let mut check = |name: &str, value: Option<f64>, goal: &str, met: Option<bool>| {
+            checks.push(json!({"check": name, "value": value, "goal": goal, "met": met}));
+        };
+        let r_nginx = ratio(max_rps(sy), max_rps("nginx"));
+        check(
+            "throughput ÷ nginx",
+            r_nginx,
+            "≥ 0.9",
+            r_nginx.map(|r| r >= 0.9),
+        );
+        let r_pk = ratio(max_rps(sy), max_rps("portkey"));
+        check(
+            "throughput ÷ Portkey",
+            r_pk,
+            "≥ 20",
+            r_pk.map(|r| r >= 20.0),
+        );
+        let r_ll = ratio(max_rps(sy), max_rps("litellm"));
+        check(
+            "throughput ÷ LiteLLM",
+            r_ll,
+            "≥ 100",
+            r_ll.map(|r| r >= 100.0),
+        );
+        let d99 = rate_metric(sy, 2000, "p99_ms")
+            .zip(rate_metric("direct", 2000, "p99_ms"))
+            .map(|(a, b)| a - b);
+        check(
+            "added p99 @2000 req/s (ms)",
+            d99,
+            "≤ 0.5",
+            d99.map(|d| d <= 0.5),
+        );
+        let stalls = stream_metric(sy, &["stalls"]);
+        let errs = stream_metric(sy, &["streams_err"]);
+        let no_stall = stalls.zip(errs).map(|(s, e)| s + e);
+        check(
+            "streams: stalls + failed",
+            no_stall,
+            "= 0",
+            no_stall.map(|n| n == 0.0),
+        );
+        let ttft = stream_metric(sy, &["ttft", "p99_ms"])
+            .zip(stream_metric("direct", &["ttft", "p99_ms"]))
+            .map(|(a, b)| a - b);
+        check(
+            "streams: added TTFT p99 (ms)",
+            ttft,
+            "≤ 1",
+            ttft.map(|d| d <= 1.0),
+        );
+        let rss = rows.get(sy).and_then(|r| r.rss_kb).map(|kb| kb / 1024.0);
+        check("peak RSS (MB)", rss, "≤ 150", rss.map(|m| m <= 150.0));
+        let _ = writeln!(md, "\n### Switchyard targets\n");
+        let _ = writeln!(md, "| check | value | goal | met |");
+        let _ = writeln!(md, "|---|---:|---|---|");
+        for c in &checks {
+            let met = match c["met"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "not measured",
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {met} |",
+                c["check"].as_str().unwrap_or(""),
+                fmt_opt(c["value"].as_f64(), 3),
+                c["goal"].as_str().unwrap_or("")
+            );
+        }
+    }
+
+    // CSV: one row per target, flat.
+    let mut header = vec![
+        "target".to_string(),
+        "max_rps".into(),
+        "x_direct".into(),
+        "x_nginx".into(),
+        "switchyard_over_target".into(),
+        "peak_rss_mb".into(),
+    ];
+    for r in &rates {
+        for m in ["p50_ms", "p99_ms", "added_p50_ms", "added_p99_ms"] {
+            header.push(format!("{m}_at_{r}"));
+        }
+    }
+    header.extend(
+        [
+            "streams_ok",
+            "streams_err",
+            "ttft_p50_ms",
+            "ttft_p99_ms",
+            "added_ttft_p50_ms",
+            "added_ttft_p99_ms",
+            "gap_p50_ms",
+            "gap_p99_ms",
+            "gap_max_ms",
+            "multi_token_frames",
+            "stalls",
+        ]
+        .map(String::from),
+    );
+    let _ = writeln!(csv, "{}", header.join(","));
+    for l in &labels {
+        let m = max_rps(l);
+        let rss = rows.get(l).and_then(|r| r.rss_kb).map(|kb| kb / 1024.0);
+        let mut cells: Vec<Option<f64>> = vec![
+            m,
+            ratio(m, max_rps("direct")),
+            ratio(m, max_rps("nginx")),
+            ratio(max_rps(sy), m),
+            rss,
+        ];
+        let mut tj = serde_json::Map::new();
+        tj.insert("max_rps".into(), json!(m));
+        tj.insert("x_direct".into(), json!(ratio(m, max_rps("direct"))));
+        tj.insert("x_nginx".into(), json!(ratio(m, max_rps("nginx"))));
+        let peers: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|p| (p.clone(), json!(ratio(m, max_rps(p)))))
+            .collect();
+        tj.insert("throughput_ratio_to".into(), Value::Object(peers));
+        tj.insert("peak_rss_mb".into(), json!(rss));
+        let mut at = serde_json::Map::new();
+        for &r in &rates {
+            let p50 = rate_metric(l, r, "p50_ms");
+            let p99 = rate_metric(l, r, "p99_ms");
+            let d50 = p50
+                .zip(rate_metric("direct", r, "p50_ms"))
+                .map(|(a, b)| a - b);
+            let d99 = p99
+                .zip(rate_metric("direct", r, "p99_ms"))
+                .map(|(a, b)| a - b);
+            cells.extend([p50, p99, d50, d99]);
+            at.insert(
+                r.to_string(),
+                json!({"p50_ms": p50, "p99_ms": p99, "added_p50_ms": d50, "added_p99_ms": d99}),
+            );
+        }
+        tj.insert("latency_at_rate".into(), Value::Object(at));
+        let s = |p: &[&str]| stream_metric(l, p);
+        let add = |p: &[&str]| s(p).zip(stream_metric("direct", p)).map(|(a, b)| a - b);
+        let stream_cells = [
+            s(&["streams_ok"]),
+            s(&["streams_err"]),
+            s(&["ttft", "p50_ms"]),
+            s(&["ttft", "p99_ms"]),
+            add(&["ttft", "p50_ms"]),
+            add(&["ttft", "p99_ms"]),
+            s(&["gap", "p50_ms"]),
+            s(&["gap", "p99_ms"]),
+            s(&["gap", "max_ms"]),
+            s(&["multi_token_frames"]),
+            s(&["stalls"]),
+        ];
+        tj.insert(
+            "streams".into(),
+            json!({
+                "added_ttft_p50_ms": stream_cells[4], "added_ttft_p99_ms": stream_cells[5],
+                "raw": rows.get(l).and_then(|r| r.streams.clone()),
+            }),
+        );
+        cells.extend(stream_cells);
+        let row: Vec<String> = std::iter::once(l.clone())
+            .chain(
+                cells
+                    .iter()
+                    .map(|c| c.map(|x| format!("{x:.4}")).unwrap_or_default()),
+            )
+            .collect();
+        let _ = writeln!(csv, "{}", row.join(","));
+        if let Some(r) = rows.get(l) {
+            tj.insert("step".into(), json!(r.step));
+            tj.insert("rates".into(), json!(r.rates));
+        }
+        targets_json.insert(l.clone(), Value::Object(tj));
+    }
+
+    if !long_run.is_empty() {
+        let _ = writeln!(md, "\n### Long run\n");
+        for v in &long_run {
+            let _ = writeln!(md, "- {v}");
+        }
+    }
+
+    Ok(Report {
+        markdown: md,
+        csv,
+        json: json!({"meta": meta, "targets": targets_json, "switchyard_checks": checks, "long_run": long_run}),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines() -> String {
+        [
+            json!({"kind":"step","label":"direct","max_sustained_rps":20000.0}),
+            json!({"kind":"step","label":"nginx","max_sustained_rps":10000.0}),
+            json!({"kind":"step","label":"switchyard","max_sustained_rps":9500.0}),
+            json!({"kind":"step","label":"litellm","max_sustained_rps":100.0}),
+            json!({"kind":"rate","label":"direct","rate":2000.0,"error_rate":0.0,"latency":{"p50_ms":0.2,"p99_ms":0.5}}),
+            json!({"kind":"rate","label":"switchyard","rate":2000.0,"error_rate":0.0,"latency":{"p50_ms":0.4,"p99_ms":0.9}}),
+            json!({"kind":"rate","label":"litellm","rate":2000.0,"error_rate":0.5,"latency":{"p50_ms":900.0,"p99_ms":5000.0}}),
+            json!({"kind":"rss","label":"switchyard","vmhwm_kb":20480}),
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+    }
+
+    #[test]
+    fn ratios_added_latency_and_checks() {
+        let r = build(&lines()).unwrap();
+        let sy = &r.json["targets"]["switchyard"];
+        assert_eq!(sy["x_nginx"], 0.95);
+        assert_eq!(sy["throughput_ratio_to"]["litellm"], 95.0);
+        let added = sy["latency_at_rate"]["2000"]["added_p99_ms"]
+            .as_f64()
+            .unwrap();
+        assert!((added - 0.4).abs() < 1e-9);
+        assert_eq!(sy["peak_rss_mb"], 20.0);
+        // A rate with errors is not reported as a latency.
+        assert!(r.json["targets"]["litellm"]["latency_at_rate"]["2000"]["p99_ms"].is_null());
+        let checks = r.json["switchyard_checks"].as_array().unwrap();
+        let by_name = |n: &str| checks.iter().find(|c| c["check"] == n).unwrap()["met"].clone();
+        assert_eq!(by_name("throughput ÷ nginx"), true);
+        assert_eq!(by_name("throughput ÷ LiteLLM"), false);
+        assert_eq!(by_name("added p99 @2000 req/s (ms)"), true);
+        assert!(by_name("throughput ÷ Portkey").is_null());
+        // Rows come in the fixed order and the CSV has one line per target plus a header.
+        assert_eq!(r.csv.lines().count(), 5);
+        assert!(r.csv.lines().nth(1).unwrap().starts_with("direct,"));
+        assert!(r.markdown.contains("| switchyard | 9500 |"));
+    }
+}
