@@ -374,13 +374,9 @@ fn push_turn(turns: &mut Vec<MessageParam>, role: Role, blocks: Vec<ContentBlock
 fn user_blocks(m: &Message, i: usize) -> Result<Vec<ContentBlock>, ProviderError> {
     let mut out = Vec::new();
     match &m.content {
-        None => {}
-        Some(Content::Text(t)) => {
-            // Anthropic rejects empty text blocks.
-            if !t.is_empty() {
-                out.push(ContentBlock::text(t.clone()));
-            }
-        }
+        // Anthropic rejects empty text blocks.
+        Some(Content::Text(t)) if !t.is_empty() => out.push(ContentBlock::text(t.clone())),
+        None | Some(Content::Text(_)) => {}
         Some(Content::Parts(parts)) => {
             for (j, p) in parts.iter().enumerate() {
                 match p {

@@ -5,6 +5,7 @@
 //!
 //! `mock-upstream` (src/bin) runs the OpenAI one as a standalone, fast upstream for benchmarks.
 
+pub mod anthropic;
 pub mod openai;
 
 use std::net::SocketAddr;
