@@ -48,16 +48,25 @@ impl EnergyProfile {
             }
         };
         match self {
-            EnergyProfile::JPerToken { input_j, output_j, .. } => {
+            EnergyProfile::JPerToken {
+                input_j, output_j, ..
+            } => {
                 ok("input_j", *input_j)?;
                 ok("output_j", *output_j)
             }
-            EnergyProfile::PowerTime { watts, utilization, pue, .. } => {
+            EnergyProfile::PowerTime {
+                watts,
+                utilization,
+                pue,
+                ..
+            } => {
                 ok("watts", *watts)?;
                 ok("utilization", *utilization)?;
                 ok("pue", *pue)?;
                 if *utilization > 1.0 {
-                    return Err(format!("utilization is a share, at most 1, not {utilization}"));
+                    return Err(format!(
+                        "utilization is a share, at most 1, not {utilization}"
+                    ));
                 }
                 if *pue < 1.0 {
                     return Err(format!("pue is at least 1, not {pue}"));
@@ -87,12 +96,15 @@ pub struct EnergyInputs {
 /// Watt-hours by a profile.
 pub fn estimate_wh(profile: &EnergyProfile, r: &EnergyInputs) -> f64 {
     match profile {
-        EnergyProfile::JPerToken { input_j, output_j, .. } => {
-            (r.input_tokens as f64 * input_j + r.output_tokens as f64 * output_j) / 3600.0
-        }
-        EnergyProfile::PowerTime { watts, utilization, pue, .. } => {
-            (r.serve_ms.max(0.0) / 1000.0) * watts * utilization * pue / 3600.0
-        }
+        EnergyProfile::JPerToken {
+            input_j, output_j, ..
+        } => (r.input_tokens as f64 * input_j + r.output_tokens as f64 * output_j) / 3600.0,
+        EnergyProfile::PowerTime {
+            watts,
+            utilization,
+            pue,
+            ..
+        } => (r.serve_ms.max(0.0) / 1000.0) * watts * utilization * pue / 3600.0,
     }
 }
 
@@ -128,16 +140,31 @@ mod tests {
 
     #[test]
     fn j_per_token_counts_input_and_output_joules() {
-        let p = EnergyProfile::JPerToken { input_j: 0.012, output_j: 0.12, source: None };
-        let r = EnergyInputs { input_tokens: 1000, output_tokens: 500, serve_ms: 9_999.0 };
+        let p = EnergyProfile::JPerToken {
+            input_j: 0.012,
+            output_j: 0.12,
+            source: None,
+        };
+        let r = EnergyInputs {
+            input_tokens: 1000,
+            output_tokens: 500,
+            serve_ms: 9_999.0,
+        };
         assert!(close(estimate_wh(&p, &r), (12.0 + 60.0) / 3600.0));
         assert_eq!(energy(None, None, Some(&p), &r).1, "estimated-j-per-token");
     }
 
     #[test]
     fn power_time_multiplies_power_time_utilization_and_pue() {
-        let p: EnergyProfile = toml::from_str("method = \"power_time\"\nwatts = 1300.0\nutilization = 0.7\npue = 1.12").unwrap();
-        let r = EnergyInputs { input_tokens: 1, output_tokens: 1, serve_ms: 3_000.0 };
+        let p: EnergyProfile = toml::from_str(
+            "method = \"power_time\"\nwatts = 1300.0\nutilization = 0.7\npue = 1.12",
+        )
+        .unwrap();
+        let r = EnergyInputs {
+            input_tokens: 1,
+            output_tokens: 1,
+            serve_ms: 3_000.0,
+        };
         let (wh, method) = energy(None, None, Some(&p), &r);
         assert!(close(wh.unwrap(), 3.0 * 1300.0 * 0.7 * 1.12 / 3600.0));
         assert_eq!(method, "estimated-power-time");
@@ -146,15 +173,28 @@ mod tests {
     #[test]
     fn power_time_defaults_utilization_and_pue_to_one() {
         let p: EnergyProfile = toml::from_str("method = \"power_time\"\nwatts = 360.0").unwrap();
-        let r = EnergyInputs { serve_ms: 10_000.0, ..Default::default() };
+        let r = EnergyInputs {
+            serve_ms: 10_000.0,
+            ..Default::default()
+        };
         assert!(close(estimate_wh(&p, &r), 1.0));
     }
 
     #[test]
     fn provider_figure_wins_and_no_profile_is_unknown() {
-        let p = EnergyProfile::JPerToken { input_j: 1.0, output_j: 1.0, source: None };
-        let r = EnergyInputs { input_tokens: 3600, ..Default::default() };
-        assert_eq!(energy(Some(0.5), Some("measured-rapl"), Some(&p), &r), (Some(0.5), "measured-rapl".into()));
+        let p = EnergyProfile::JPerToken {
+            input_j: 1.0,
+            output_j: 1.0,
+            source: None,
+        };
+        let r = EnergyInputs {
+            input_tokens: 3600,
+            ..Default::default()
+        };
+        assert_eq!(
+            energy(Some(0.5), Some("measured-rapl"), Some(&p), &r),
+            (Some(0.5), "measured-rapl".into())
+        );
         assert_eq!(energy(None, None, None, &r), (None, "unknown".into()));
     }
 
@@ -169,7 +209,8 @@ mod tests {
     fn profiles_reject_unknown_methods_fields_and_bad_figures() {
         assert!(toml::from_str::<EnergyProfile>("method = \"guess\"\nwatts = 1.0").is_err());
         assert!(toml::from_str::<EnergyProfile>("method = \"power_time\"\nwats = 1.0").is_err());
-        let p: EnergyProfile = toml::from_str("method = \"power_time\"\nwatts = 100.0\nutilization = 7.0").unwrap();
+        let p: EnergyProfile =
+            toml::from_str("method = \"power_time\"\nwatts = 100.0\nutilization = 7.0").unwrap();
         assert!(p.validate().is_err());
     }
 }

@@ -90,7 +90,10 @@ impl SqliteLedger {
             }
             SCHEMA_VERSION => {}
             found => {
-                return Err(MeterError::SchemaVersion { found, supported: SCHEMA_VERSION });
+                return Err(MeterError::SchemaVersion {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
             }
         }
         Ok(SqliteLedger { conn })
@@ -111,7 +114,10 @@ impl SqliteLedger {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version != SCHEMA_VERSION {
-            return Err(MeterError::SchemaVersion { found: version, supported: SCHEMA_VERSION });
+            return Err(MeterError::SchemaVersion {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         Ok(SqliteLedger { conn })
     }
@@ -272,19 +278,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.sqlite");
         let l = SqliteLedger::open(&path).unwrap();
-        let mode: String = l.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = l
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = l.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
+        let sync: i64 = l
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
         assert_eq!(sync, 1, "NORMAL");
-        let v: i64 = l.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = l
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
         let mut stmt = l
             .conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests' ORDER BY name")
             .unwrap();
-        let names: Vec<String> =
-            stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
-        assert_eq!(names, ["requests_route", "requests_started_at", "requests_target"]);
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            names,
+            ["requests_route", "requests_started_at", "requests_target"]
+        );
     }
 
     #[test]
@@ -292,7 +313,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.sqlite");
         drop(SqliteLedger::open(&path).unwrap());
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
         assert!(matches!(
             SqliteLedger::open(&path),
             Err(MeterError::SchemaVersion { found: 99, .. })

@@ -72,10 +72,13 @@ impl MeterConfig {
     /// Checks sizes and every target's price and energy profile; errors name the target.
     pub fn validate(&self) -> Result<(), MeterError> {
         if self.queue_capacity == 0 || self.batch_size == 0 {
-            return Err(MeterError::Config("queue_capacity and batch_size must be at least 1".into()));
+            return Err(MeterError::Config(
+                "queue_capacity and batch_size must be at least 1".into(),
+            ));
         }
         for (id, t) in &self.targets {
-            t.validate().map_err(|e| MeterError::Config(format!("targets.{id:?}.{e}")))?;
+            t.validate()
+                .map_err(|e| MeterError::Config(format!("targets.{id:?}.{e}")))?;
         }
         Ok(())
     }
@@ -106,7 +109,9 @@ impl TargetMeterConfig {
         }
         if let Some(g) = self.grid_g_co2e_per_kwh {
             if !g.is_finite() || g < 0.0 {
-                return Err(format!("grid_g_co2e_per_kwh: must be a non-negative number, not {g}"));
+                return Err(format!(
+                    "grid_g_co2e_per_kwh: must be a non-negative number, not {g}"
+                ));
             }
         }
         Ok(())

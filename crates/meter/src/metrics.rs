@@ -58,7 +58,12 @@ struct Family {
 
 impl Family {
     fn counter(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Family {
-        Family { name, help, labels, series: Series::Counter(BTreeMap::new()) }
+        Family {
+            name,
+            help,
+            labels,
+            series: Series::Counter(BTreeMap::new()),
+        }
     }
 
     fn histogram(
@@ -67,7 +72,12 @@ impl Family {
         labels: &'static [&'static str],
         buckets: &'static [f64],
     ) -> Family {
-        Family { name, help, labels, series: Series::Histogram(buckets, BTreeMap::new()) }
+        Family {
+            name,
+            help,
+            labels,
+            series: Series::Histogram(buckets, BTreeMap::new()),
+        }
     }
 
     fn add(&mut self, values: Vec<String>, v: f64) {
@@ -113,11 +123,35 @@ impl Family {
                 for (values, h) in m {
                     for (b, c) in bounds.iter().zip(&h.counts) {
                         let le = format_value(*b);
-                        sample(out, self.name, "_bucket", self.labels, values, Some(&le), *c as f64);
+                        sample(
+                            out,
+                            self.name,
+                            "_bucket",
+                            self.labels,
+                            values,
+                            Some(&le),
+                            *c as f64,
+                        );
                     }
-                    sample(out, self.name, "_bucket", self.labels, values, Some("+Inf"), h.count as f64);
+                    sample(
+                        out,
+                        self.name,
+                        "_bucket",
+                        self.labels,
+                        values,
+                        Some("+Inf"),
+                        h.count as f64,
+                    );
                     sample(out, self.name, "_sum", self.labels, values, None, h.sum);
-                    sample(out, self.name, "_count", self.labels, values, None, h.count as f64);
+                    sample(
+                        out,
+                        self.name,
+                        "_count",
+                        self.labels,
+                        values,
+                        None,
+                        h.count as f64,
+                    );
                 }
             }
         }
@@ -310,7 +344,10 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            state: Mutex::new(State { families: families(), seen: HashMap::new() }),
+            state: Mutex::new(State {
+                families: families(),
+                seen: HashMap::new(),
+            }),
             records_written: AtomicU64::new(0),
             records_dropped: AtomicU64::new(0),
         }
@@ -340,7 +377,10 @@ impl Metrics {
             let labels = vec![op.clone(), kind.clone(), model.clone(), error.clone()];
             f[CLIENT_DURATION].observe(labels, ms / 1000.0);
         }
-        f[SERVER_DURATION].observe(vec![op.clone(), route.clone(), error.clone()], r.latency_ms / 1000.0);
+        f[SERVER_DURATION].observe(
+            vec![op.clone(), route.clone(), error.clone()],
+            r.latency_ms / 1000.0,
+        );
         if let Some(ttft) = r.ttft_ms {
             f[TTFT].observe(vec![op.clone(), route.clone()], ttft / 1000.0);
             if let Some(tpot) = time_per_output_token_s(r.latency_ms, ttft, r.output_tokens) {
@@ -348,7 +388,10 @@ impl Metrics {
             }
         }
         let status = r.status.to_string();
-        f[REQUESTS].add(vec![route.clone(), target.clone(), class.clone(), status], 1.0);
+        f[REQUESTS].add(
+            vec![route.clone(), target.clone(), class.clone(), status],
+            1.0,
+        );
         match r.cost_usd {
             Some(c) => f[COST].add(vec![route.clone(), target.clone(), class], c),
             None => f[COST_UNKNOWN].add(vec![route.clone(), target.clone()], 1.0),
@@ -379,7 +422,11 @@ impl Metrics {
             }
         }
         let plain = |out: &mut String, name: &str, kind: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", format_value(v));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                format_value(v)
+            );
         };
         plain(
             out,
@@ -440,13 +487,18 @@ mod tests {
         }
     }
 
+    type Sample = (String, Vec<(String, String)>, f64);
+
     /// Parses a label block `k="v",...` honouring escapes; returns the pairs.
     fn parse_labels(s: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut chars = s.chars().peekable();
         loop {
             let name: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
-            assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{s}");
+            assert!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{s}"
+            );
             assert_eq!(chars.next(), Some('='));
             assert_eq!(chars.next(), Some('"'));
             let mut v = String::new();
@@ -472,33 +524,45 @@ mod tests {
     }
 
     /// Every non-comment line is `name{labels} value` with a float value; returns the samples.
-    fn parse(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    fn parse(text: &str) -> Vec<Sample> {
         let mut samples = Vec::new();
         for line in text.lines() {
             if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
                 continue;
             }
-            assert!(!line.starts_with('#') && !line.is_empty(), "stray line {line:?}");
+            assert!(
+                !line.starts_with('#') && !line.is_empty(),
+                "stray line {line:?}"
+            );
             let (head, value) = line.rsplit_once(' ').unwrap();
             let value: f64 = match value {
                 "+Inf" => f64::INFINITY,
-                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
             };
             let (name, labels) = match head.split_once('{') {
                 Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}').unwrap())),
                 None => (head, Vec::new()),
             };
-            assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "{line}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "{line}"
+            );
             samples.push((name.to_string(), labels, value));
         }
         samples
     }
 
-    fn value(samples: &[(String, Vec<(String, String)>, f64)], name: &str, want: &[(&str, &str)]) -> f64 {
+    fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
         samples
             .iter()
             .filter(|(n, l, _)| {
-                n == name && want.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+                n == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
             })
             .map(|s| s.2)
             .sum()
@@ -517,26 +581,102 @@ mod tests {
         m.render(3, &mut out);
         let s = parse(&out);
 
-        assert_eq!(value(&s, "switchyard_requests_total", &[("route", "chat"), ("status", "200")]), 1.0);
-        assert_eq!(value(&s, "switchyard_requests_total", &[("route", "we\"ird\\route\nx")]), 1.0);
+        assert_eq!(
+            value(
+                &s,
+                "switchyard_requests_total",
+                &[("route", "chat"), ("status", "200")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "switchyard_requests_total",
+                &[("route", "we\"ird\\route\nx")]
+            ),
+            1.0
+        );
         assert_eq!(value(&s, "switchyard_cost_usd_total", &[]), 0.5);
-        assert_eq!(value(&s, "switchyard_cost_unknown_requests_total", &[("route", "we\"ird\\route\nx")]), 1.0);
-        assert_eq!(value(&s, "switchyard_energy_wh_total", &[("method", "estimated-power-time")]), 0.5);
+        assert_eq!(
+            value(
+                &s,
+                "switchyard_cost_unknown_requests_total",
+                &[("route", "we\"ird\\route\nx")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "switchyard_energy_wh_total",
+                &[("method", "estimated-power-time")]
+            ),
+            0.5
+        );
         assert_eq!(value(&s, "switchyard_fallbacks_total", &[]), 2.0);
         assert_eq!(
-            value(&s, "gen_ai_client_token_usage_sum", &[("gen_ai_token_type", "output"), ("gen_ai_request_model", "m1")]),
+            value(
+                &s,
+                "gen_ai_client_token_usage_sum",
+                &[
+                    ("gen_ai_token_type", "output"),
+                    ("gen_ai_request_model", "m1")
+                ]
+            ),
             22.0
         );
-        assert_eq!(value(&s, "gen_ai_client_token_usage_count", &[("gen_ai_token_type", "input")]), 2.0);
+        assert_eq!(
+            value(
+                &s,
+                "gen_ai_client_token_usage_count",
+                &[("gen_ai_token_type", "input")]
+            ),
+            2.0
+        );
         // 10 input tokens fall in the le=16 bucket, not le=4.
-        assert_eq!(value(&s, "gen_ai_client_token_usage_bucket", &[("gen_ai_token_type", "input"), ("le", "16")]), 2.0);
-        assert_eq!(value(&s, "gen_ai_client_token_usage_bucket", &[("gen_ai_token_type", "input"), ("le", "4")]), 0.0);
+        assert_eq!(
+            value(
+                &s,
+                "gen_ai_client_token_usage_bucket",
+                &[("gen_ai_token_type", "input"), ("le", "16")]
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "gen_ai_client_token_usage_bucket",
+                &[("gen_ai_token_type", "input"), ("le", "4")]
+            ),
+            0.0
+        );
         // (1.1 s − 0.1 s) / (11 − 1) tokens = 0.1 s per token.
-        assert_eq!(value(&s, "gen_ai_server_time_per_output_token_seconds_sum", &[("gen_ai_request_model", "chat")]), 0.1);
-        assert_eq!(value(&s, "gen_ai_server_request_duration_seconds_count", &[("error_type", "timeout")]), 1.0);
+        assert_eq!(
+            value(
+                &s,
+                "gen_ai_server_time_per_output_token_seconds_sum",
+                &[("gen_ai_request_model", "chat")]
+            ),
+            0.1
+        );
+        assert_eq!(
+            value(
+                &s,
+                "gen_ai_server_request_duration_seconds_count",
+                &[("error_type", "timeout")]
+            ),
+            1.0
+        );
         assert_eq!(value(&s, "switchyard_ledger_queue_depth", &[]), 3.0);
-        assert_eq!(value(&s, "switchyard_ledger_records_written_total", &[]), 2.0);
-        assert_eq!(value(&s, "switchyard_ledger_records_dropped_total", &[]), 0.0);
+        assert_eq!(
+            value(&s, "switchyard_ledger_records_written_total", &[]),
+            2.0
+        );
+        assert_eq!(
+            value(&s, "switchyard_ledger_records_dropped_total", &[]),
+            0.0
+        );
         // A successful request has no error_type label at all.
         assert!(s
             .iter()
@@ -553,11 +693,18 @@ mod tests {
         let mut out = String::new();
         m.render(0, &mut out);
         let s = parse(&out);
-        assert_eq!(value(&s, "switchyard_requests_total", &[("route", OTHER)]), 10.0);
+        assert_eq!(
+            value(&s, "switchyard_requests_total", &[("route", OTHER)]),
+            10.0
+        );
         let routes: HashSet<&str> = s
             .iter()
             .filter(|(n, ..)| n == "switchyard_requests_total")
-            .flat_map(|(_, l, _)| l.iter().filter(|(k, _)| k == "route").map(|(_, v)| v.as_str()))
+            .flat_map(|(_, l, _)| {
+                l.iter()
+                    .filter(|(k, _)| k == "route")
+                    .map(|(_, v)| v.as_str())
+            })
             .collect();
         assert_eq!(routes.len(), MAX_VALUES_PER_LABEL + 1);
     }

@@ -73,7 +73,10 @@ impl Price {
             figures.extend([
                 ("long_context.input_per_mtok", Some(l.input_per_mtok)),
                 ("long_context.output_per_mtok", Some(l.output_per_mtok)),
-                ("long_context.cached_input_per_mtok", l.cached_input_per_mtok),
+                (
+                    "long_context.cached_input_per_mtok",
+                    l.cached_input_per_mtok,
+                ),
                 ("long_context.cache_write_per_mtok", l.cache_write_per_mtok),
             ]);
         }
@@ -205,7 +208,10 @@ impl PriceCatalog {
                     "{at}: as_of must be a YYYY-MM-DD date"
                 )));
             }
-            if !seen.insert((e.provider.to_ascii_lowercase(), e.model.to_ascii_lowercase())) {
+            if !seen.insert((
+                e.provider.to_ascii_lowercase(),
+                e.model.to_ascii_lowercase(),
+            )) {
                 return Err(MeterError::Catalog(format!("{at}: listed twice")));
             }
         }
@@ -250,7 +256,10 @@ impl PriceCatalog {
         }
         if kind == "openai" {
             for c in &candidates {
-                let mut hits = self.entries.iter().filter(|e| e.model.eq_ignore_ascii_case(c));
+                let mut hits = self
+                    .entries
+                    .iter()
+                    .filter(|e| e.model.eq_ignore_ascii_case(c));
                 if let (Some(e), None) = (hits.next(), hits.next()) {
                     return Some(e);
                 }
@@ -291,10 +300,15 @@ fn strip_snapshot(name: &str) -> Option<String> {
     let n = b.len();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     // -YYYY-MM-DD
-    if n > 11 && b[n - 11] == b'-' && b[n - 6] == b'-' && b[n - 3] == b'-' {
-        if digits(n - 10..n - 6) && digits(n - 5..n - 3) && digits(n - 2..n) {
-            return Some(name[..n - 11].to_string());
-        }
+    if n > 11
+        && b[n - 11] == b'-'
+        && b[n - 6] == b'-'
+        && b[n - 3] == b'-'
+        && digits(n - 10..n - 6)
+        && digits(n - 5..n - 3)
+        && digits(n - 2..n)
+    {
+        return Some(name[..n - 11].to_string());
     }
     // -YYYYMMDD or @YYYYMMDD
     if n > 9 && (b[n - 9] == b'-' || b[n - 9] == b'@') && digits(n - 8..n) {
@@ -341,7 +355,10 @@ mod tests {
         p.cache_write_per_mtok = Some(3.75);
         // 1M prompt tokens: 600k uncached, 300k cache reads, 100k cache writes; 200k output.
         let c = cost(&p, &usage(1_000_000, 300_000, 100_000, 200_000));
-        assert!(close(c, 0.6 * 3.0 + 0.3 * 0.3 + 0.1 * 3.75 + 0.2 * 15.0), "{c}");
+        assert!(
+            close(c, 0.6 * 3.0 + 0.3 * 0.3 + 0.1 * 3.75 + 0.2 * 15.0),
+            "{c}"
+        );
     }
 
     #[test]
@@ -380,19 +397,40 @@ mod tests {
     fn lookup_matches_dated_snapshots() {
         let cat = PriceCatalog::builtin().unwrap();
         let model = |k: &str, m: &str| cat.lookup(k, m).map(|e| e.model.clone());
-        assert_eq!(model("openai", "gpt-4o-2024-08-06").as_deref(), Some("gpt-4o"));
-        assert_eq!(model("openai", "GPT-4.1-mini-2025-04-14").as_deref(), Some("gpt-4.1-mini"));
+        assert_eq!(
+            model("openai", "gpt-4o-2024-08-06").as_deref(),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            model("openai", "GPT-4.1-mini-2025-04-14").as_deref(),
+            Some("gpt-4.1-mini")
+        );
         // A snapshot with its own entry keeps its own price.
-        assert_eq!(model("openai", "gpt-4o-2024-05-13").as_deref(), Some("gpt-4o-2024-05-13"));
+        assert_eq!(
+            model("openai", "gpt-4o-2024-05-13").as_deref(),
+            Some("gpt-4o-2024-05-13")
+        );
         assert_eq!(
             model("anthropic", "claude-sonnet-4-5-20250929").as_deref(),
             Some("claude-sonnet-4-5")
         );
-        assert_eq!(model("anthropic", "claude-haiku-4-5@20251001").as_deref(), Some("claude-haiku-4-5"));
-        assert_eq!(model("anthropic", "claude-3-5-haiku-latest").as_deref(), Some("claude-3-5-haiku"));
-        assert_eq!(model("gemini", "models/gemini-2.5-flash").as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(
+            model("anthropic", "claude-haiku-4-5@20251001").as_deref(),
+            Some("claude-haiku-4-5")
+        );
+        assert_eq!(
+            model("anthropic", "claude-3-5-haiku-latest").as_deref(),
+            Some("claude-3-5-haiku")
+        );
+        assert_eq!(
+            model("gemini", "models/gemini-2.5-flash").as_deref(),
+            Some("gemini-2.5-flash")
+        );
         // Through the OpenAI-compatible adapter a unique model name is found under its vendor.
-        assert_eq!(model("openai", "gemini-2.5-pro").as_deref(), Some("gemini-2.5-pro"));
+        assert_eq!(
+            model("openai", "gemini-2.5-pro").as_deref(),
+            Some("gemini-2.5-pro")
+        );
         // Other kinds do not borrow across vendors, and unknown models have no price.
         assert_eq!(model("anthropic", "gpt-4o"), None);
         assert_eq!(model("openai", "gpt-4o-mini-tts"), None);
@@ -413,7 +451,10 @@ mod tests {
             "source = \"s\"\nas_of = \"2026-01-01\"\nunit = \"USD per 1K tokens\""
         ))
         .is_err());
-        assert!(PriceCatalog::from_toml(&entry("source = \"s\"\nas_of = \"2026-01-01\"\ninput_per_mtok_typo = 1")).is_err());
+        assert!(PriceCatalog::from_toml(&entry(
+            "source = \"s\"\nas_of = \"2026-01-01\"\ninput_per_mtok_typo = 1"
+        ))
+        .is_err());
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub fn usage_report(
     let ledger = SqliteLedger::open_read_only(ledger_path)?;
     let since_ms = match since {
         Some(d) => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             i64::try_from(now.saturating_sub(d).as_millis()).unwrap_or(i64::MAX)
         }
         None => i64::MIN,
@@ -100,7 +102,9 @@ pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
 }
 
 fn sum_known(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    values.flatten().fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
+    values
+        .flatten()
+        .fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
 }
 
 /// Groups records; rows come out by request count, most first, then by group name.
@@ -112,7 +116,8 @@ pub fn summarize(records: &[LedgerRecord], by: GroupBy) -> Vec<UsageRow> {
     let mut rows: Vec<UsageRow> = groups
         .into_iter()
         .map(|(group, rs)| {
-            let count = |f: &dyn Fn(&LedgerRecord) -> bool| rs.iter().filter(|r| f(r)).count() as u64;
+            let count =
+                |f: &dyn Fn(&LedgerRecord) -> bool| rs.iter().filter(|r| f(r)).count() as u64;
             let total = |f: &dyn Fn(&LedgerRecord) -> u64| rs.iter().map(|r| f(r)).sum::<u64>();
             let mut ttft: Vec<f64> = rs.iter().filter_map(|r| r.ttft_ms).collect();
             let mut latency: Vec<f64> = rs.iter().map(|r| r.latency_ms).collect();
@@ -138,7 +143,11 @@ pub fn summarize(records: &[LedgerRecord], by: GroupBy) -> Vec<UsageRow> {
             }
         })
         .collect();
-    rows.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.group.cmp(&b.group)));
+    rows.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| a.group.cmp(&b.group))
+    });
     rows
 }
 
@@ -202,7 +211,13 @@ pub fn render_table(rows: &[UsageRow]) -> String {
         .chain(rows.iter().map(|r| cells(r, "unknown")))
         .collect();
     let widths: Vec<usize> = (0..short.len())
-        .map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            table
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in &table {
@@ -316,17 +331,35 @@ mod tests {
         assert_eq!(a.latency_p50_ms, Some(10.0));
         assert_eq!(a.latency_p95_ms, Some(19.0));
         assert_eq!(a.ttft_p95_ms, Some(1.9));
-        assert_eq!((a.energy_wh, a.energy_unknown_rows, a.carbon_g), (Some(0.5), 19, Some(0.2)));
+        assert_eq!(
+            (a.energy_wh, a.energy_unknown_rows, a.carbon_g),
+            (Some(0.5), 19, Some(0.2))
+        );
         let b = &report[1];
-        assert_eq!((b.group.as_str(), b.requests, b.cost_usd, b.cost_unknown_rows), ("b", 3, None, 3));
+        assert_eq!(
+            (
+                b.group.as_str(),
+                b.requests,
+                b.cost_usd,
+                b.cost_unknown_rows
+            ),
+            ("b", 3, None, 3)
+        );
         assert_eq!((b.ttft_p50_ms, b.energy_wh), (None, None));
 
         let by_class = usage_report(&path, None, GroupBy::Class).unwrap();
-        let groups: Vec<(&str, u64)> = by_class.iter().map(|r| (r.group.as_str(), r.requests)).collect();
+        let groups: Vec<(&str, u64)> = by_class
+            .iter()
+            .map(|r| (r.group.as_str(), r.requests))
+            .collect();
         assert_eq!(groups, [(NONE_GROUP, 20), ("code", 3)]);
 
         // Rows started in 1970 are far outside the last hour.
-        assert!(usage_report(&path, Some(Duration::from_secs(3600)), GroupBy::Model).unwrap().is_empty());
+        assert!(
+            usage_report(&path, Some(Duration::from_secs(3600)), GroupBy::Model)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -39,11 +39,26 @@ pub fn count(text: &str) -> u64 {
     }
 }
 
-/// Estimated usage of a chat request and its answer text.
+/// Estimated usage of a chat request and its answer text, counted as OpenAI's cookbook
+/// `num_tokens_from_messages` does: per message 3 framing tokens + role + content (+ 1 + name),
+/// plus 3 priming the reply. Tool-call arguments count as text; tool definitions and images are
+/// not counted, so requests using them are underestimated.
 pub fn estimate_chat(request: &ChatRequest, output_text: Option<&str>) -> TokenUsage {
-    let framing = request.messages.len() as u64 * TOKENS_PER_MESSAGE + TOKENS_PER_REPLY;
+    let mut input = TOKENS_PER_REPLY;
+    for m in &request.messages {
+        input += TOKENS_PER_MESSAGE + count(&m.role);
+        if let Some(c) = &m.content {
+            input += count(&c.as_text());
+        }
+        if let Some(name) = &m.name {
+            input += 1 + count(name);
+        }
+        for call in m.tool_calls.iter().flatten() {
+            input += count(&call.function.name) + count(&call.function.arguments);
+        }
+    }
     TokenUsage {
-        input_tokens: count(&request.prompt_text()) + framing,
+        input_tokens: input,
         output_tokens: output_text.map(count).unwrap_or(0),
         ..Default::default()
     }
@@ -81,8 +96,9 @@ mod tests {
         }))
         .unwrap();
         let u = estimate_chat(&req, Some("hello world"));
-        let text_tokens = count(&req.prompt_text());
-        assert_eq!(u.input_tokens, text_tokens + 2 * 3 + 3);
+        // "system" 1 + "Be brief." 3 + "user" 1 + "hello world" 2, + 3 per message + 3.
+        assert_eq!(count("Be brief."), 3);
+        assert_eq!(u.input_tokens, 1 + 3 + 1 + 2 + 2 * 3 + 3);
         assert_eq!(u.output_tokens, 2);
     }
 }

@@ -42,7 +42,10 @@ impl Meter {
     pub fn start(cfg: MeterConfig) -> Result<(Meter, MeterTask), MeterError> {
         cfg.validate()?;
         let ledger = SqliteLedger::open(&cfg.ledger_path)?;
-        let facts = Arc::new(Facts { prices: cfg.prices, targets: cfg.targets });
+        let facts = Arc::new(Facts {
+            prices: cfg.prices,
+            targets: cfg.targets,
+        });
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -56,14 +59,25 @@ impl Meter {
             batch_size: cfg.batch_size,
             flush_interval: cfg.flush_interval,
         };
-        std::thread::Builder::new().name("switchyard-ledger".into()).spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-                Ok(rt) => rt.block_on(writer.run()),
-                Err(e) => Err(MeterError::Io(e)),
-            };
-            let _ = done_tx.send(result);
-        })?;
-        Ok((Meter { tx, facts, metrics }, MeterTask { stop: stop_tx, done: done_rx }))
+        std::thread::Builder::new()
+            .name("switchyard-ledger".into())
+            .spawn(move || {
+                let result = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer.run()),
+                    Err(e) => Err(MeterError::Io(e)),
+                };
+                let _ = done_tx.send(result);
+            })?;
+        Ok((
+            Meter { tx, facts, metrics },
+            MeterTask {
+                stop: stop_tx,
+                done: done_rx,
+            },
+        ))
     }
 
     /// Queues a finished request for the ledger. Waits for room when the queue is full
@@ -77,13 +91,28 @@ impl Meter {
 
     /// The price for a target: its config override (`config:<target>`), else the catalog's
     /// (`catalog:<provider>/<model>@<date>`).
-    pub fn price_for(&self, target: &str, provider_kind: &str, model: &str) -> Option<(Price, String)> {
-        self.facts.price_for(target, provider_kind, model).map(|(p, s)| (p.clone(), s))
+    pub fn price_for(
+        &self,
+        target: &str,
+        provider_kind: &str,
+        model: &str,
+    ) -> Option<(Price, String)> {
+        self.facts
+            .price_for(target, provider_kind, model)
+            .map(|(p, s)| (p.clone(), s))
     }
 
     /// USD for `usage` on a target, or `None` when it has no price (for the cost header).
-    pub fn cost(&self, target: &str, provider_kind: &str, model: &str, usage: &TokenUsage) -> Option<f64> {
-        self.facts.price_for(target, provider_kind, model).map(|(p, _)| prices::cost(p, usage))
+    pub fn cost(
+        &self,
+        target: &str,
+        provider_kind: &str,
+        model: &str,
+        usage: &TokenUsage,
+    ) -> Option<f64> {
+        self.facts
+            .price_for(target, provider_kind, model)
+            .map(|(p, _)| prices::cost(p, usage))
     }
 
     /// Appends the Prometheus text exposition of every meter metric.
@@ -103,8 +132,19 @@ impl MeterTask {
 }
 
 impl Facts {
-    fn price_for(&self, target: &str, provider_kind: &str, model: &str) -> Option<(&Price, String)> {
-        find_price(&self.prices, &self.targets, Some(target), Some(provider_kind), Some(model))
+    fn price_for(
+        &self,
+        target: &str,
+        provider_kind: &str,
+        model: &str,
+    ) -> Option<(&Price, String)> {
+        find_price(
+            &self.prices,
+            &self.targets,
+            Some(target),
+            Some(provider_kind),
+            Some(model),
+        )
     }
 }
 
@@ -119,7 +159,9 @@ fn find_price<'a>(
     if let Some((t, p)) = target.and_then(|t| Some((t, targets.get(t)?.price.as_ref()?))) {
         return Some((p, format!("config:{t}")));
     }
-    prices.lookup(provider_kind?, model?).map(|e| (&e.price, e.source_label()))
+    prices
+        .lookup(provider_kind?, model?)
+        .map(|e| (&e.price, e.source_label()))
 }
 
 struct Writer {
@@ -248,7 +290,11 @@ pub fn to_record(
         o.provider_energy_wh,
         o.provider_energy_method,
         target_cfg.and_then(|t| t.energy.as_ref()),
-        &EnergyInputs { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens, serve_ms },
+        &EnergyInputs {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            serve_ms,
+        },
     );
     let carbon_g = energy::carbon_g(energy_wh, target_cfg.and_then(|t| t.grid_g_co2e_per_kwh));
 
