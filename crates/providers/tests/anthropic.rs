@@ -576,3 +576,136 @@ async fn the_api_key_is_sent_and_never_in_errors() {
         "{err}"
     );
 }
+
+/// The test server itself, spoken to directly: it must refuse what the real API refuses.
+#[tokio::test]
+async fn the_test_server_refuses_what_the_real_api_refuses() {
+    let (mock, srv) = MockAnthropic::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/messages", srv.addr);
+    let client = reqwest::Client::new();
+    let good =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let cases = [
+        (
+            None,
+            Some("2023-06-01"),
+            good.clone(),
+            401,
+            "authentication_error",
+            "x-api-key",
+        ),
+        (
+            Some("k"),
+            None,
+            good.clone(),
+            400,
+            "invalid_request_error",
+            "anthropic-version",
+        ),
+        (
+            Some("k"),
+            Some("2023-06-01"),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            400,
+            "invalid_request_error",
+            "max_tokens",
+        ),
+        (
+            Some("k"),
+            Some("2023-06-01"),
+            json!({"model": "m", "max_tokens": 5, "temperature": 1.5,
+            "messages": [{"role": "user", "content": "hi"}]}),
+            400,
+            "invalid_request_error",
+            "temperature",
+        ),
+        (
+            Some("k"),
+            Some("2023-06-01"),
+            json!({"model": "m", "max_tokens": 5,
+            "messages": [{"role": "system", "content": "hi"}]}),
+            400,
+            "invalid_request_error",
+            "messages",
+        ),
+    ];
+    for (key, version, body, status, error_type, names) in cases {
+        let mut rb = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = key {
+            rb = rb.header("x-api-key", k);
+        }
+        if let Some(v) = version {
+            rb = rb.header("anthropic-version", v);
+        }
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{names}");
+        assert!(resp.headers().contains_key("request-id"));
+        let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], error_type);
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(names),
+            "{v}"
+        );
+    }
+    let ok = client
+        .post(&url)
+        .header("x-api-key", "k")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(mock.requests.load(std::sync::atomic::Ordering::Relaxed), 6);
+}
+
+/// The test server streams the documented event flow, each event named by an `event:` line.
+#[tokio::test]
+async fn the_test_server_streams_the_documented_event_sequence() {
+    let (_mock, srv) = MockAnthropic::start(Reply::Answer(Answer {
+        tokens: 2,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let body = reqwest::Client::new()
+        .post(format!("http://{}/v1/messages", srv.addr))
+        .header("x-api-key", "k")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json").body(json!({"model": "m", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut dec = switchyard_api::sse::SseDecoder::new();
+    dec.push(body.as_bytes());
+    let mut names = vec![];
+    while let Some(ev) = dec.next_event().unwrap() {
+        let name = ev.event.clone().unwrap();
+        let data: switchyard_api::anthropic::StreamEvent = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(data.name(), name, "the event: line repeats the data's type");
+        names.push(name);
+    }
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+}
