@@ -540,7 +540,13 @@ pub async fn run_streams(
                 if tokio::time::Instant::now() >= end {
                     break;
                 }
-                match one_stream(&client, &target, stall, &mut acc).await {
+                let outcome = tokio::time::timeout(
+                    target.timeout,
+                    one_stream(&client, &target, stall, &mut acc),
+                )
+                .await
+                .unwrap_or_else(|_| Err("stream_timeout".into()));
+                match outcome {
                     Ok(()) => acc.ok += 1,
                     Err(kind) => {
                         acc.err += 1;

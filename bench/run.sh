@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# Switchyard side-by-side benchmark: the same open-loop load, in one run on this machine, sent
+#   directly to the mock upstream (the floor), through nginx proxy_pass (the do-nothing proxy),
+#   through Switchyard (SQLite ledger and metrics on), through Portkey's gateway and LiteLLM's proxy.
+# Each target runs alone (others stopped) so its peak RSS (VmHWM) is its own.
+# Results: bench/out/{results.jsonl,results.json,results.csv,table.md}. Method: docs/benchmarks.md.
+#
+# Usage:
+#   bench/run.sh                       full comparison (about 10-13 minutes)
+#   bench/run.sh --quick               short steps and rates: a smoke run (about 4 minutes)
+#   bench/run.sh --targets direct,nginx,switchyard
+#   bench/run.sh --long 600 [--long-rate 2000]
+#                                      long run: Switchyard alone at a fixed rate, RSS after
+#                                      minute 1 (or half-way if shorter) and at the end
+# Environment: CARGO_TARGET_DIR (default ./target); SWITCHYARD_BIN to use a prebuilt gateway;
+#   SKIP_BUILD=1 to use binaries already built.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+WORK=$ROOT/bench/.work
+OUT=$ROOT/bench/out
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release
+SWITCHYARD_BIN=${SWITCHYARD_BIN:-$BIN/switchyard}
+
+TARGETS="direct,nginx,switchyard,portkey,litellm"
+QUICK=0
+LONG=0
+LONG_RATE=2000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --targets) TARGETS=$2; shift ;;
+        --long) LONG=$2; shift ;;
+        --long-rate) LONG_RATE=$2; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+# Fixed loopback ports (checked free below).
+UPSTREAM_PORT=9000
+NGINX_PORT=8080
+SWITCHYARD_PORT=4000
+LITELLM_PORT=4001
+PORTKEY_PORT=8787
+
+# Streaming scenario: the upstream waits TTFT_MS before the first token, then ITL_MS per token.
+TTFT_MS=100
+ITL_MS=50
+STREAM_TOKENS=40
+STREAMS=1000
+FIXED_RATES="500 2000 10000"
+if [ "$QUICK" = 1 ]; then
+    STEP_ARGS=(--step-seconds 2 --refine 1)
+    RATE_SECS=3
+    STREAM_SECS=4
+else
+    STEP_ARGS=(--step-seconds 4 --refine 3)
+    RATE_SECS=10
+    STREAM_SECS=10
+fi
+
+LITELLM_KEY=sk-bench-master
+mkdir -p "$WORK" "$OUT"
+RESULTS=$OUT/results.jsonl
+LOG=$WORK/logs
+mkdir -p "$LOG"
+
+# ---- processes we start, stopped by their own ids on exit --------------------------------------
+STARTED=()
+stop_pid() {
+    local pid=$1
+    if kill -0 "$pid" 2>/dev/null; then
+        # Started with setsid: the id is also the process group of its workers.
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+}
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]:-}"; do [ -n "$pid" ] && stop_pid "$pid"; done
+}
+trap cleanup EXIT INT TERM
+
+start() { # start NAME CMD... : runs CMD in its own session, logs to $LOG/NAME.log, sets PID
+    local name=$1; shift
+    setsid "$@" >"$LOG/$name.log" 2>&1 < /dev/null &
+    PID=$!
+    STARTED+=("$PID")
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+chat_body='{"model":"mock-model","messages":[{"role":"user","content":"ping"}]}'
+wait_ready() { # wait_ready NAME PID URL [curl header args...]: POST a chat request until 200, 120 s at most
+    local name=$1 pid=$2 url=$3; shift 3
+    for _ in $(seq 1 240); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited during start-up; log:" >&2; tail -n 30 "$LOG/$name.log" >&2; return 1
+        fi
+        code=$(curl -s -o /dev/null -w '%{http_code}' -m 2 -X POST "$url" \
+            -H 'content-type: application/json' "$@" -d "$chat_body" || true)
+        [ "$code" = 200 ] && return 0
+        sleep 0.5
+    done
+    echo "$name did not answer 200 at $url within 120 s; log:" >&2; tail -n 30 "$LOG/$name.log" >&2
+    return 1
+}
+
+tree_pids() { # a process and its descendants
+    local p=$1 c
+    echo "$p"
+    for c in $(pgrep -P "$p" 2>/dev/null || true); do tree_pids "$c"; done
+}
+sum_status_kb() { # sum_status_kb PID FIELD: FIELD (VmHWM, VmRSS) summed over the process tree
+    local total=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(awk -v f="$2:" '$1==f{print $2}' "/proc/$p/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# ---- build and install ------------------------------------------------------------------------
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    echo "== building (release): bench-upstream, loadgen$( [[ ,$TARGETS, == *,switchyard,* || $LONG != 0 ]] && echo ', switchyard')"
+    cargo build --release -q -p switchyard-bench-upstream -p switchyard-bench-loadgen
+    if [[ ,$TARGETS, == *,switchyard,* || $LONG != 0 ]] && [ "$SWITCHYARD_BIN" = "$BIN/switchyard" ]; then
+        cargo build --release -q -p switchyard
+    fi
+fi
+LOADGEN=$BIN/loadgen
+UPSTREAM=$BIN/bench-upstream
+
+if [[ ,$TARGETS, == *,nginx,* ]] && ! command -v nginx >/dev/null; then
+    echo "nginx missing: apt-get install -y nginx-light (or nginx)" >&2; exit 1
+fi
+if [[ ,$TARGETS, == *,litellm,* ]] && [ ! -x "$WORK/litellm-venv/bin/litellm" ]; then
+    echo "== installing LiteLLM 1.106.2 into bench/.work/litellm-venv"
+    python3 -m venv "$WORK/litellm-venv"
+    "$WORK/litellm-venv/bin/pip" install -q 'litellm[proxy]==1.106.2'
+fi
+if [[ ,$TARGETS, == *,portkey,* ]] && [ ! -f "$WORK/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" ]; then
+    echo "== installing Portkey gateway 1.15.2 (@hono/node-server held at 1.14.0) into bench/.work/portkey"
+    mkdir -p "$WORK/portkey"
+    cp bench/conf/portkey-package.json "$WORK/portkey/package.json"
+    (cd "$WORK/portkey" && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+for p in $UPSTREAM_PORT $NGINX_PORT $SWITCHYARD_PORT $LITELLM_PORT $PORTKEY_PORT; do
+    port_free "$p" || { echo "port $p on 127.0.0.1 is in use: stop what holds it" >&2; exit 1; }
+done
+
+# ---- the shared upstream ----------------------------------------------------------------------
+start upstream "$UPSTREAM" --listen "127.0.0.1:$UPSTREAM_PORT" --ttft-ms $TTFT_MS --itl-ms $ITL_MS \
+    --stream-tokens $STREAM_TOKENS --plain-tokens 150 --max-seconds 3600
+UPSTREAM_PID=$PID
+wait_ready upstream "$UPSTREAM_PID" "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions"
+
+meta() { # one line describing the machine and its load at this moment
+    printf '{"kind":"meta","label":"%s","when":"%s","cpu":"%s","cores":%s,"mem_gib":%s,"kernel":"%s","loadavg":"%s","git":"%s","quick":%s,"streams":%s,"ttft_ms":%s,"itl_ms":%s,"stream_tokens":%s}\n' \
+        "$1" "$(date -u +%FT%TZ)" "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)" \
+        "$(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo)" "$(uname -r)" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        "$QUICK" "$STREAMS" "$TTFT_MS" "$ITL_MS" "$STREAM_TOKENS"
+}
+
+# ---- long run: Switchyard alone at a fixed rate, RSS over time ------------------------------------
+start_switchyard() {
+    rm -f "$WORK"/ledger.sqlite*
+    start switchyard "$SWITCHYARD_BIN" serve --config bench/switchyard.toml
+    SW_PID=$PID
+    wait_ready switchyard "$SW_PID" "http://127.0.0.1:$SWITCHYARD_PORT/v1/chat/completions"
+}
+if [ "$LONG" != 0 ]; then
+    LONG_OUT=$OUT/long.jsonl
+    : > "$LONG_OUT"
+    meta start >> "$LONG_OUT"
+    start_switchyard
+    first=$(( LONG >= 120 ? 60 : LONG / 2 ))
+    echo "== long run: $LONG s at $LONG_RATE req/s through Switchyard; RSS at ${first}s and at the end"
+    "$LOADGEN" rate --url "http://127.0.0.1:$SWITCHYARD_PORT/v1/chat/completions" --label switchyard-long \
+        --rate "$LONG_RATE" --duration "$LONG" --out "$LONG_OUT" &
+    LG=$!
+    sleep "$first"
+    rss1=$(sum_status_kb "$SW_PID" VmRSS)
+    sleep $(( LONG - first - 1 > 0 ? LONG - first - 1 : 0 ))
+    rss2=$(sum_status_kb "$SW_PID" VmRSS)
+    wait "$LG"
+    hwm=$(sum_status_kb "$SW_PID" VmHWM)
+    growth=$(awk -v a="$rss1" -v b="$rss2" 'BEGIN{printf "%.1f", (b-a)*100/a}')
+    printf '{"kind":"long_rss","label":"switchyard","rate":%s,"duration_s":%s,"rss_first_at_s":%s,"rss_first_kb":%s,"rss_end_kb":%s,"growth_pct":%s,"vmhwm_kb":%s}\n' \
+        "$LONG_RATE" "$LONG" "$first" "$rss1" "$rss2" "$growth" "$hwm" >> "$LONG_OUT"
+    meta end >> "$LONG_OUT"
+    echo "Switchyard RSS: $((rss1/1024)) MiB at ${first}s, $((rss2/1024)) MiB at the end (${growth}%; target within 10%), peak $((hwm/1024)) MiB"
+    tail -n 3 "$LONG_OUT" | head -n 2
+    exit 0
+fi
+
+# ---- the comparison ---------------------------------------------------------------------------
+: > "$RESULTS"
+meta start >> "$RESULTS"
+
+measure() { # measure LABEL URL PID [loadgen -H args...]: step, fixed rates, streams, peak RSS
+    local label=$1 url=$2 pid=$3; shift 3
+    echo "== $label"
+    "$LOADGEN" rate --url "$url" --label "$label" --rate 200 --duration 2 "$@" >/dev/null  # warm-up
+    "$LOADGEN" step --url "$url" --label "$label" "${STEP_ARGS[@]}" --out "$RESULTS" "$@"
+    local max
+    max=$(tail -n 1 "$RESULTS" | grep -o '"max_sustained_rps":[0-9.]*' | cut -d: -f2)
+    for r in $FIXED_RATES; do
+        # Only rates the target sustained: past that the queue grows and percentiles mean nothing.
+        if awk -v r="$r" -v m="${max:-0}" 'BEGIN{exit !(r <= m)}'; then
+            sleep 1
+            "$LOADGEN" rate --url "$url" --label "$label" --rate "$r" --duration "$RATE_SECS" --out "$RESULTS" "$@"
+        else
+            echo "  [$label] skip $r req/s (above its sustained ${max:-0})"
+        fi
+    done
+    sleep 1
+    "$LOADGEN" streams --url "$url" --label "$label" --concurrency "$STREAMS" --duration "$STREAM_SECS" \
+        --ramp 2 --itl-ms "$ITL_MS" --stall-ms 500 --timeout-ms 30000 --out "$RESULTS" "$@"
+    if [ "$pid" != none ]; then
+        local kb
+        kb=$(sum_status_kb "$pid" VmHWM)
+        printf '{"kind":"rss","label":"%s","vmhwm_kb":%s,"processes":%s}\n' "$label" "$kb" \
+            "$(tree_pids "$pid" | wc -l)" >> "$RESULTS"
+        echo "  [$label] peak RSS $((kb / 1024)) MiB (VmHWM summed over its processes)"
+    fi
+}
+
+for t in ${TARGETS//,/ }; do
+    case "$t" in
+    direct)
+        measure direct "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" none
+        ;;
+    nginx)
+        mkdir -p "$WORK/nginx"
+        sed "s#@PREFIX@#$WORK/nginx#g" bench/conf/nginx.conf.in > "$WORK/nginx/nginx.conf"
+        start nginx nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;'
+        wait_ready nginx "$PID" "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
+        measure nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$PID"
+        stop_pid "$PID"
+        ;;
+    switchyard)
+        start_switchyard
+        measure switchyard "http://127.0.0.1:$SWITCHYARD_PORT/v1/chat/completions" "$SW_PID"
+        # The ledger must have been written during the run: show its row counts.
+        for tbl in $(sqlite3 "$WORK/ledger.sqlite" "select name from sqlite_master where type='table'" 2>/dev/null || true); do
+            echo "  [switchyard] ledger table $tbl: $(sqlite3 "$WORK/ledger.sqlite" "select count(*) from \"$tbl\"") rows"
+        done
+        stop_pid "$SW_PID"
+        ;;
+    portkey)
+        start portkey node "$WORK/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" \
+            --port=$PORTKEY_PORT --headless
+        PK_PID=$PID
+        pk_headers=(-H "x-portkey-provider: openai" -H "x-portkey-custom-host: http://127.0.0.1:$UPSTREAM_PORT/v1" -H "authorization: Bearer sk-bench-upstream")
+        wait_ready portkey "$PK_PID" "http://127.0.0.1:$PORTKEY_PORT/v1/chat/completions" "${pk_headers[@]}"
+        measure portkey "http://127.0.0.1:$PORTKEY_PORT/v1/chat/completions" "$PK_PID" "${pk_headers[@]}"
+        stop_pid "$PK_PID"
+        ;;
+    litellm)
+        # Two workers, one per core, as the other targets use both cores.
+        start litellm env LITELLM_MASTER_KEY=$LITELLM_KEY LITELLM_LOCAL_MODEL_COST_MAP=True \
+            LITELLM_LOG=ERROR "$WORK/litellm-venv/bin/litellm" --config bench/conf/litellm.yaml \
+            --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2
+        LL_PID=$PID
+        ll_headers=(-H "authorization: Bearer $LITELLM_KEY")
+        wait_ready litellm "$LL_PID" "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" "${ll_headers[@]}"
+        measure litellm "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" "$LL_PID" "${ll_headers[@]}"
+        stop_pid "$LL_PID"
+        ;;
+    *) echo "unknown target $t" >&2; exit 2 ;;
+    esac
+done
+
+meta end >> "$RESULTS"
+echo
+"$LOADGEN" report --input "$RESULTS" --out-dir "$OUT"
+echo "(written: bench/out/table.md, results.csv, results.json, results.jsonl)"
