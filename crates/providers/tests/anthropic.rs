@@ -709,3 +709,54 @@ async fn the_test_server_streams_the_documented_event_sequence() {
         ]
     );
 }
+
+/// Translates a long stream and prints the cost per event (a figure, not an assertion):
+/// `cargo nextest run -p switchyard-providers --release --test anthropic --no-capture translation_cost`.
+#[tokio::test]
+async fn translation_cost_per_text_delta() {
+    const DELTAS: usize = 50_000;
+    let mut sse = String::from(concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-x\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    ));
+    for _ in 0..DELTAS {
+        sse.push_str("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" word\"}}\n\n");
+    }
+    sse.push_str("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":50000}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    // Network-sized pieces, as reqwest would hand them over.
+    let pieces: Vec<_> = sse
+        .as_bytes()
+        .chunks(16 * 1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let started = std::time::Instant::now();
+    let mut s = Box::pin(switchyard_providers::anthropic::anthropic_sse_stream(
+        futures_util::stream::iter(pieces),
+    ));
+    let (mut data, mut out_bytes, mut summary) = (0usize, 0usize, None);
+    while let Some(item) = s.next().await {
+        match item.unwrap() {
+            StreamItem::Data { bytes, .. } => {
+                data += 1;
+                out_bytes += bytes.len();
+            }
+            StreamItem::End(sm) => summary = Some(sm),
+        }
+    }
+    let elapsed = started.elapsed();
+    let summary = summary.unwrap();
+    assert_eq!(
+        data,
+        DELTAS + 3,
+        "role chunk, one chunk per delta, finish and usage chunks"
+    );
+    assert_eq!(summary.output_text.len(), DELTAS * 5);
+    assert_eq!(summary.usage.unwrap().output_tokens, 50_000);
+    println!(
+        "anthropic stream translation: {DELTAS} text deltas in {:.1} ms = {:.0} ns/delta, {} output bytes ({} bytes/chunk)",
+        elapsed.as_secs_f64() * 1e3,
+        elapsed.as_nanos() as f64 / DELTAS as f64,
+        out_bytes,
+        out_bytes / data
+    );
+}

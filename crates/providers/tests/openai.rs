@@ -1,6 +1,8 @@
 //! Conformance of the OpenAI-compatible adapter against a local server that speaks OpenAI's
 //! documented wire format (crates/testkit/src/openai.rs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
@@ -40,14 +42,23 @@ fn call(stream: bool, extra: serde_json::Value) -> ChatCall {
 
 /// Collects a stream: the forwarded bytes and the end summary.
 async fn collect(out: ChatOutput) -> (Vec<ChatChunk>, Vec<(bool, bool)>, StreamSummary) {
-    let ChatOutput::Stream(mut s) = out else { panic!("expected a stream") };
+    let ChatOutput::Stream(mut s) = out else {
+        panic!("expected a stream")
+    };
     let mut chunks = vec![];
     let mut flags = vec![];
     while let Some(item) = s.next().await {
         match item.unwrap() {
-            StreamItem::Data { bytes, content, usage_only } => {
+            StreamItem::Data {
+                bytes,
+                content,
+                usage_only,
+            } => {
                 let text = std::str::from_utf8(&bytes).unwrap();
-                assert!(text.starts_with("data: ") && text.ends_with("\n\n"), "SSE framing kept: {text:?}");
+                assert!(
+                    text.starts_with("data: ") && text.ends_with("\n\n"),
+                    "SSE framing kept: {text:?}"
+                );
                 chunks.push(serde_json::from_str(&text[6..]).unwrap());
                 flags.push((content, usage_only));
             }
@@ -59,17 +70,44 @@ async fn collect(out: ChatOutput) -> (Vec<ChatChunk>, Vec<(bool, bool)>, StreamS
 
 #[tokio::test]
 async fn plain_answer_with_usage_and_model_replaced() {
-    let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer { tokens: 5, cached_tokens: 2, reasoning_tokens: 3, ..Default::default() }))
+    let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer {
+        tokens: 5,
+        cached_tokens: 2,
+        reasoning_tokens: 3,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let p = provider(srv.base_url(), None);
+    let out = p
+        .chat(call(
+            false,
+            serde_json::json!({"logit_bias": {"1": 2}, "temperature": 0.5}),
+        ))
         .await
         .unwrap();
-    let p = provider(srv.base_url(), None);
-    let out = p.chat(call(false, serde_json::json!({"logit_bias": {"1": 2}, "temperature": 0.5}))).await.unwrap();
-    let ChatOutput::Complete(c) = out else { panic!("expected a whole answer") };
+    let ChatOutput::Complete(c) = out else {
+        panic!("expected a whole answer")
+    };
     let body: ChatCompletion = serde_json::from_slice(&c.body).unwrap();
-    assert_eq!(body.choices[0].message.content.as_deref(), Some("tok0 tok1 tok2 tok3 tok4"));
+    assert_eq!(
+        body.choices[0].message.content.as_deref(),
+        Some("tok0 tok1 tok2 tok3 tok4")
+    );
     let u = c.usage.unwrap();
-    assert_eq!((u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens), (5, 8, 2, 3));
-    assert!(c.output_text.is_none(), "text is kept only when usage is missing");
+    assert_eq!(
+        (
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            u.reasoning_tokens
+        ),
+        (5, 8, 2, 3)
+    );
+    assert!(
+        c.output_text.is_none(),
+        "text is kept only when usage is missing"
+    );
     let sent = &mock.received()[0];
     assert_eq!(sent["model"], "upstream-model");
     assert_eq!(sent["logit_bias"]["1"], 2, "unknown fields pass through");
@@ -78,9 +116,15 @@ async fn plain_answer_with_usage_and_model_replaced() {
 
 #[tokio::test]
 async fn stream_asks_for_usage_and_forwards_chunks() {
-    let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer { tokens: 4, ..Default::default() })).await.unwrap();
+    let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer {
+        tokens: 4,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
     let p = provider(srv.base_url(), None);
-    let (chunks, flags, summary) = collect(p.chat(call(true, serde_json::json!({}))).await.unwrap()).await;
+    let (chunks, flags, summary) =
+        collect(p.chat(call(true, serde_json::json!({}))).await.unwrap()).await;
     assert_eq!(mock.received()[0]["stream_options"]["include_usage"], true);
     let text: String = chunks
         .iter()
@@ -88,18 +132,30 @@ async fn stream_asks_for_usage_and_forwards_chunks() {
         .collect();
     assert_eq!(text, "tok0 tok1 tok2 tok3");
     assert_eq!(summary.output_text, text);
-    assert_eq!(flags[0], (false, false), "the role chunk carries no content");
+    assert_eq!(
+        flags[0],
+        (false, false),
+        "the role chunk carries no content"
+    );
     assert_eq!(flags[1], (true, false));
-    assert_eq!(*flags.last().unwrap(), (false, true), "the last chunk is usage only");
+    assert_eq!(
+        *flags.last().unwrap(),
+        (false, true),
+        "the last chunk is usage only"
+    );
     let u = summary.usage.unwrap();
     assert_eq!((u.input_tokens, u.output_tokens), (5, 4));
 }
 
 #[tokio::test]
 async fn stream_without_usage_keeps_the_text_for_counting() {
-    let (_mock, srv) = MockOpenAi::start(Reply::Answer(Answer { tokens: 3, usage: false, ..Default::default() }))
-        .await
-        .unwrap();
+    let (_mock, srv) = MockOpenAi::start(Reply::Answer(Answer {
+        tokens: 3,
+        usage: false,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
     let p = provider(srv.base_url(), None);
     let (_, _, summary) = collect(p.chat(call(true, serde_json::json!({}))).await.unwrap()).await;
     assert!(summary.usage.is_none());
@@ -108,17 +164,25 @@ async fn stream_without_usage_keeps_the_text_for_counting() {
 
 #[tokio::test]
 async fn tools_plain_and_streamed() {
-    let reply = Reply::ToolCall { name: "get_weather".into(), arguments: "{\"city\":\"Paris\"}".into() };
+    let reply = Reply::ToolCall {
+        name: "get_weather".into(),
+        arguments: "{\"city\":\"Paris\"}".into(),
+    };
     let (mock, srv) = MockOpenAi::start(reply).await.unwrap();
     let p = provider(srv.base_url(), None);
     let tools = serde_json::json!({"tools": [{"type": "function", "function": {"name": "get_weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}], "tool_choice": "auto"});
-    let ChatOutput::Complete(c) = p.chat(call(false, tools.clone())).await.unwrap() else { panic!() };
+    let ChatOutput::Complete(c) = p.chat(call(false, tools.clone())).await.unwrap() else {
+        panic!()
+    };
     let body: ChatCompletion = serde_json::from_slice(&c.body).unwrap();
     let tc = &body.choices[0].message.tool_calls.as_ref().unwrap()[0];
     assert_eq!(tc.function.name, "get_weather");
     assert_eq!(body.choices[0].finish_reason.as_deref(), Some("tool_calls"));
-    assert_eq!(mock.received()[0]["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        mock.received()[0]["tools"][0]["function"]["name"],
+        "get_weather"
+    );
     assert_eq!(mock.received()[0]["tool_choice"], "auto");
 
     let (chunks, flags, _) = collect(p.chat(call(true, tools)).await.unwrap()).await;
@@ -143,7 +207,10 @@ async fn error_status_body_and_retry_after() {
     .await
     .unwrap();
     let p = provider(srv.base_url(), None);
-    let e = p.chat(call(false, serde_json::json!({}))).await.unwrap_err();
+    let e = p
+        .chat(call(false, serde_json::json!({})))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ProviderErrorKind::Status(429));
     assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
     assert!(e.message.contains("Rate limit reached"), "{}", e.message);
@@ -168,19 +235,26 @@ async fn error_status_body_and_retry_after() {
 async fn a_stalled_stream_stops_yielding() {
     let (_mock, srv) = MockOpenAi::start(Reply::Stall { after: 2 }).await.unwrap();
     let p = provider(srv.base_url(), None);
-    let ChatOutput::Stream(mut s) = p.chat(call(true, serde_json::json!({}))).await.unwrap() else { panic!() };
+    let ChatOutput::Stream(mut s) = p.chat(call(true, serde_json::json!({}))).await.unwrap() else {
+        panic!()
+    };
     for _ in 0..3 {
         assert!(matches!(s.next().await, Some(Ok(StreamItem::Data { .. }))));
     }
     let next = tokio::time::timeout(Duration::from_millis(300), s.next()).await;
-    assert!(next.is_err(), "nothing more arrives while the server stalls");
+    assert!(
+        next.is_err(),
+        "nothing more arrives while the server stalls"
+    );
 }
 
 #[tokio::test]
 async fn a_cut_connection_is_an_error_not_an_end() {
     let (_mock, srv) = MockOpenAi::start(Reply::Cut { after: 2 }).await.unwrap();
     let p = provider(srv.base_url(), None);
-    let ChatOutput::Stream(mut s) = p.chat(call(true, serde_json::json!({}))).await.unwrap() else { panic!() };
+    let ChatOutput::Stream(mut s) = p.chat(call(true, serde_json::json!({}))).await.unwrap() else {
+        panic!()
+    };
     let mut saw_err = false;
     while let Some(item) = s.next().await {
         match item {
@@ -201,31 +275,62 @@ async fn connection_refused_is_a_connect_error() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let p = provider(format!("http://{addr}/v1"), None);
-    let e = p.chat(call(false, serde_json::json!({}))).await.unwrap_err();
+    let e = p
+        .chat(call(false, serde_json::json!({})))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ProviderErrorKind::Connect, "{e}");
 }
 
 #[tokio::test]
 async fn api_key_is_sent_and_never_in_errors() {
     std::env::set_var("SWITCHYARD_TEST_OPENAI_KEY", "sk-secret-123");
-    let (mock, srv) = MockOpenAi::start(Reply::Error { status: 500, message: "boom".into(), code: None, retry_after: None })
-        .await
-        .unwrap();
+    let (mock, srv) = MockOpenAi::start(Reply::Error {
+        status: 500,
+        message: "boom".into(),
+        code: None,
+        retry_after: None,
+    })
+    .await
+    .unwrap();
     let p = provider(srv.base_url(), Some("SWITCHYARD_TEST_OPENAI_KEY"));
-    let e = p.chat(call(false, serde_json::json!({}))).await.unwrap_err();
-    assert_eq!(mock.received_headers()[0]["authorization"], "Bearer sk-secret-123");
+    let e = p
+        .chat(call(false, serde_json::json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        mock.received_headers()[0]["authorization"],
+        "Bearer sk-secret-123"
+    );
     assert!(!format!("{e} {e:?}").contains("sk-secret-123"));
-    let missing = OpenAiConfig { base_url: srv.base_url(), api_key_env: Some("SWITCHYARD_TEST_NO_SUCH_VAR".into()), headers: Default::default() };
-    let err = OpenAi::build("up", &missing, reqwest::Client::new()).err().unwrap();
+    let missing = OpenAiConfig {
+        base_url: srv.base_url(),
+        api_key_env: Some("SWITCHYARD_TEST_NO_SUCH_VAR".into()),
+        headers: Default::default(),
+    };
+    let err = OpenAi::build("up", &missing, reqwest::Client::new())
+        .err()
+        .unwrap();
     assert!(err.contains("SWITCHYARD_TEST_NO_SUCH_VAR"));
 }
 
 #[tokio::test]
 async fn embeddings_pass_through_with_usage() {
-    let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer::default())).await.unwrap();
+    let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
     let p = provider(srv.base_url(), None);
-    let req: EmbeddingsRequest = serde_json::from_value(serde_json::json!({"model": "pub", "input": ["a b", "c"], "dimensions": 8})).unwrap();
-    let c = p.embeddings(EmbeddingsCall { request: Arc::new(req), model: "emb-up".into() }).await.unwrap();
+    let req: EmbeddingsRequest = serde_json::from_value(
+        serde_json::json!({"model": "pub", "input": ["a b", "c"], "dimensions": 8}),
+    )
+    .unwrap();
+    let c = p
+        .embeddings(EmbeddingsCall {
+            request: Arc::new(req),
+            model: "emb-up".into(),
+        })
+        .await
+        .unwrap();
     assert_eq!(c.usage.unwrap().input_tokens, 3);
     let v: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);

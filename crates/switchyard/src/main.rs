@@ -1,1 +1,199 @@
-fn main() {}
+//! `switchyard`: the one binary. Each subcommand is a thin call into a library crate.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard_gateway::config::{Config, EXAMPLE};
+use switchyard_meter::report::{self, GroupBy};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An inference gateway you own: one OpenAI-compatible endpoint for every model, with routing, fallbacks and a ledger of cost, latency and energy."
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SWITCHYARD_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (TOML). Without one, the embedded defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config's.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Write a commented example config.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "switchyard.toml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Config tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Requests, tokens, cost, latency and energy from the ledger.
+    Usage {
+        /// Only requests started within this long (e.g. `1h`, `7d`).
+        #[arg(long)]
+        since: Option<humantime::Duration>,
+        /// Group rows by.
+        #[arg(long, value_enum, default_value_t = By::Model)]
+        by: By,
+        /// Ledger file; defaults to the config's, or the default path.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// Read the ledger path from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file without starting anything; names the key at fault.
+    Check { path: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum By {
+    Model,
+    Target,
+    Route,
+    Class,
+    Key,
+    Team,
+    Provider,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())),
+        None => default_config(),
+    }
+}
+
+/// The embedded default: what `switchyard serve` runs with no config.
+fn default_config() -> anyhow::Result<Config> {
+    anyhow::bail!("no --config given, and this build has no embedded default (build with the `local` feature)")
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config, listen } => {
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(switchyard_gateway::serve(cfg))
+        }
+        Command::Init { path, force } => {
+            if path.exists() && !force {
+                anyhow::bail!("{} exists; pass --force to overwrite it", path.display());
+            }
+            std::fs::write(&path, EXAMPLE)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { path },
+        } => {
+            let cfg =
+                Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            println!(
+                "{}: ok ({} providers, {} routes, {} keys)",
+                path.display(),
+                cfg.providers.len(),
+                cfg.routes.len(),
+                cfg.keys.len()
+            );
+            Ok(())
+        }
+        Command::Usage {
+            since,
+            by,
+            ledger,
+            config,
+            json,
+            csv,
+        } => {
+            let path = match (ledger, config) {
+                (Some(l), _) => l,
+                (None, Some(c)) => load_config(Some(&c))?.ledger.path,
+                (None, None) => switchyard_gateway::config::LedgerSection::default().path,
+            };
+            let by = match by {
+                By::Model => GroupBy::Model,
+                By::Target => GroupBy::Target,
+                By::Route => GroupBy::Route,
+                By::Class => GroupBy::Class,
+                By::Key => GroupBy::Key,
+                By::Team => GroupBy::Team,
+                By::Provider => GroupBy::Provider,
+            };
+            let rows = report::usage_report(&path, since.map(Into::into), by)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let out = if json {
+                report::render_json(&rows)
+            } else if csv {
+                report::render_csv(&rows)
+            } else {
+                report::render_table(&rows)
+            };
+            print!("{out}");
+            Ok(())
+        }
+    }
+}

@@ -34,5 +34,8 @@ pub async fn serve(app: axum::Router) -> anyhow::Result<Running> {
             })
             .await;
     });
-    Ok(Running { addr, _shutdown: tx })
+    Ok(Running {
+        addr,
+        _shutdown: tx,
+    })
 }

@@ -90,7 +90,13 @@ impl Answer {
                 v
             }
             None => (0..self.tokens)
-                .map(|i| if i == 0 { format!("tok{i}") } else { format!(" tok{i}") })
+                .map(|i| {
+                    if i == 0 {
+                        format!("tok{i}")
+                    } else {
+                        format!(" tok{i}")
+                    }
+                })
                 .collect(),
         }
     }
@@ -175,7 +181,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn error_response(status: u16, message: &str, code: Option<&str>, retry_after: Option<&str>) -> Response {
+fn error_response(
+    status: u16,
+    message: &str,
+    code: Option<&str>,
+    retry_after: Option<&str>,
+) -> Response {
     let kind = match status {
         400 | 404 | 413 => "invalid_request_error",
         401 => "invalid_api_key",
@@ -192,8 +203,10 @@ fn error_response(status: u16, message: &str, code: Option<&str>, retry_after: O
         if let Ok(v) = HeaderValue::from_str(ra) {
             resp.headers_mut().insert("retry-after", v);
         }
-        resp.headers_mut()
-            .insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
+        resp.headers_mut().insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
     }
     resp
 }
@@ -222,7 +235,12 @@ fn prompt_tokens(body: &Value) -> u64 {
 async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Bytes) -> Response {
     mock.requests.fetch_add(1, Ordering::Relaxed);
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error_response(400, "We could not parse the JSON body of your request.", None, None);
+        return error_response(
+            400,
+            "We could not parse the JSON body of your request.",
+            None,
+            None,
+        );
     };
     if mock.record {
         lock(&mock.received).push(req.clone());
@@ -231,13 +249,16 @@ async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Byt
     if req["model"].as_str().unwrap_or("").is_empty() {
         return error_response(400, "you must provide a model parameter", None, None);
     }
-    let mut reply = reply_for_model(req["model"].as_str().unwrap_or("")).unwrap_or_else(|| mock.next_reply());
+    let mut reply =
+        reply_for_model(req["model"].as_str().unwrap_or("")).unwrap_or_else(|| mock.next_reply());
     while let Reply::Delay(d, inner) = reply {
         tokio::time::sleep(d).await;
         reply = *inner;
     }
     let stream = req["stream"].as_bool().unwrap_or(false);
-    let include_usage = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let include_usage = req["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
     let model = req["model"].as_str().unwrap_or("mock").to_string();
     let prompt = prompt_tokens(&req);
     match reply {
@@ -247,7 +268,11 @@ async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Byt
             code,
             retry_after,
         } => error_response(status, &message, code.as_deref(), retry_after.as_deref()),
-        Reply::Answer(a) if !stream => plain(&model, prompt, &a),
+        Reply::Answer(a) if !stream => {
+            // A whole answer takes at least as long as its first token would.
+            tokio::time::sleep(a.first_token_delay + a.inter_token_delay * a.tokens as u32).await;
+            plain(&model, prompt, &a)
+        }
         Reply::ToolCall { name, arguments } if !stream => {
             let body = json!({
                 "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000u64, "model": model,
@@ -258,17 +283,48 @@ async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Byt
             });
             Json(body).into_response()
         }
-        Reply::Answer(a) => sse(streamed(model, prompt, a, include_usage, None, mock.cancelled.clone())),
+        Reply::Answer(a) => sse(streamed(
+            model,
+            prompt,
+            a,
+            include_usage,
+            None,
+            mock.cancelled.clone(),
+        )),
         Reply::Stall { after } => {
-            let a = Answer { tokens: after, ..Default::default() };
-            sse(streamed(model, prompt, a, include_usage, Some(End::Stall), mock.cancelled.clone()))
+            let a = Answer {
+                tokens: after,
+                ..Default::default()
+            };
+            sse(streamed(
+                model,
+                prompt,
+                a,
+                include_usage,
+                Some(End::Stall),
+                mock.cancelled.clone(),
+            ))
         }
         Reply::Cut { after } => {
-            let a = Answer { tokens: after, ..Default::default() };
-            sse(streamed(model, prompt, a, include_usage, Some(End::Cut), mock.cancelled.clone()))
+            let a = Answer {
+                tokens: after,
+                ..Default::default()
+            };
+            sse(streamed(
+                model,
+                prompt,
+                a,
+                include_usage,
+                Some(End::Cut),
+                mock.cancelled.clone(),
+            ))
         }
-        Reply::ToolCall { name, arguments } => sse(tool_stream(model, prompt, name, arguments, include_usage)),
-        Reply::Delay(..) => error_response(500, "unreachable: delays are unwrapped above", None, None),
+        Reply::ToolCall { name, arguments } => {
+            sse(tool_stream(model, prompt, name, arguments, include_usage))
+        }
+        Reply::Delay(..) => {
+            error_response(500, "unreachable: delays are unwrapped above", None, None)
+        }
     }
 }
 
@@ -287,8 +343,12 @@ pub fn reply_for_model(model: &str) -> Option<Reply> {
                 retry_after: (status == 429).then(|| "1".to_string()),
             })
         }
-        "stall" => Some(Reply::Stall { after: arg.parse().ok()? }),
-        "cut" => Some(Reply::Cut { after: arg.parse().ok()? }),
+        "stall" => Some(Reply::Stall {
+            after: arg.parse().ok()?,
+        }),
+        "cut" => Some(Reply::Cut {
+            after: arg.parse().ok()?,
+        }),
         "tool" => Some(Reply::ToolCall {
             name: arg.to_string(),
             arguments: "{\"city\":\"Paris\"}".to_string(),
@@ -297,7 +357,10 @@ pub fn reply_for_model(model: &str) -> Option<Reply> {
             first_token_delay: Duration::from_millis(arg.parse().ok()?),
             ..Default::default()
         })),
-        "nousage" => Some(Reply::Answer(Answer { usage: false, ..Default::default() })),
+        "nousage" => Some(Reply::Answer(Answer {
+            usage: false,
+            ..Default::default()
+        })),
         _ => None,
     }
 }
@@ -370,15 +433,29 @@ fn streamed(
     cancelled: Arc<AtomicU64>,
 ) -> Body {
     let s = async_stream(move |tx| async move {
-        let mut guard = DropGuard { finished: false, cancelled };
+        let mut guard = DropGuard {
+            finished: false,
+            cancelled,
+        };
         tokio::time::sleep(a.first_token_delay).await;
-        tx.send(Ok(chunk(&model, json!({"role": "assistant", "content": ""}), None, include_usage)))
-            .await?;
+        tx.send(Ok(chunk(
+            &model,
+            json!({"role": "assistant", "content": ""}),
+            None,
+            include_usage,
+        )))
+        .await?;
         for (i, p) in a.pieces().iter().enumerate() {
             if i > 0 && !a.inter_token_delay.is_zero() {
                 tokio::time::sleep(a.inter_token_delay).await;
             }
-            tx.send(Ok(chunk(&model, json!({"content": p}), None, include_usage))).await?;
+            tx.send(Ok(chunk(
+                &model,
+                json!({"content": p}),
+                None,
+                include_usage,
+            )))
+            .await?;
         }
         match end {
             Some(End::Stall) => {
@@ -386,13 +463,19 @@ fn streamed(
                 return Ok(());
             }
             Some(End::Cut) => {
+                // Let the tokens reach the client first, as a connection cut mid-stream would.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 guard.finished = true;
-                tx.send(Err(std::io::Error::other("connection cut by the test server"))).await?;
+                tx.send(Err(std::io::Error::other(
+                    "connection cut by the test server",
+                )))
+                .await?;
                 return Ok(());
             }
             None => {}
         }
-        tx.send(Ok(chunk(&model, json!({}), Some("stop"), include_usage))).await?;
+        tx.send(Ok(chunk(&model, json!({}), Some("stop"), include_usage)))
+            .await?;
         if include_usage && a.usage {
             let u = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
                 "model": model, "system_fingerprint": "fp_mock", "choices": [], "usage": usage_json(prompt, &a)});
@@ -405,18 +488,31 @@ fn streamed(
     Body::from_stream(s)
 }
 
-fn tool_stream(model: String, prompt: u64, name: String, arguments: String, include_usage: bool) -> Body {
+fn tool_stream(
+    model: String,
+    prompt: u64,
+    name: String,
+    arguments: String,
+    include_usage: bool,
+) -> Body {
     let s = async_stream(move |tx| async move {
         let first = json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_mock1",
             "type": "function", "function": {"name": name, "arguments": ""}}]});
-        tx.send(Ok(chunk(&model, first, None, include_usage))).await?;
+        tx.send(Ok(chunk(&model, first, None, include_usage)))
+            .await?;
         let mid = arguments.len() / 2;
         let (a, b) = arguments.split_at(mid);
         for part in [a, b] {
             let d = json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]});
             tx.send(Ok(chunk(&model, d, None, include_usage))).await?;
         }
-        tx.send(Ok(chunk(&model, json!({}), Some("tool_calls"), include_usage))).await?;
+        tx.send(Ok(chunk(
+            &model,
+            json!({}),
+            Some("tool_calls"),
+            include_usage,
+        )))
+        .await?;
         if include_usage {
             let u = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
                 "model": model, "choices": [],
@@ -436,8 +532,9 @@ type Tx = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
 fn async_stream<F, Fut>(f: F) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>
 where
     F: FnOnce(Tx) -> Fut,
-    Fut: std::future::Future<Output = Result<(), tokio::sync::mpsc::error::SendError<Result<Bytes, std::io::Error>>>>
-        + Send
+    Fut: std::future::Future<
+            Output = Result<(), tokio::sync::mpsc::error::SendError<Result<Bytes, std::io::Error>>>,
+        > + Send
         + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
@@ -451,17 +548,31 @@ where
 async fn embeddings(State(mock): State<Arc<MockOpenAi>>, body: Bytes) -> Response {
     mock.requests.fetch_add(1, Ordering::Relaxed);
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error_response(400, "We could not parse the JSON body of your request.", None, None);
+        return error_response(
+            400,
+            "We could not parse the JSON body of your request.",
+            None,
+            None,
+        );
     };
     if mock.record {
         lock(&mock.received).push(req.clone());
     }
-    if let Reply::Error { status, message, code, retry_after } = mock.next_reply() {
+    if let Reply::Error {
+        status,
+        message,
+        code,
+        retry_after,
+    } = mock.next_reply()
+    {
         return error_response(status, &message, code.as_deref(), retry_after.as_deref());
     }
     let inputs: Vec<String> = match &req["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or("").to_string())
+            .collect(),
         _ => return error_response(400, "'input' is a required property", None, None),
     };
     let mut tokens = 0u64;
@@ -478,8 +589,10 @@ async fn embeddings(State(mock): State<Arc<MockOpenAi>>, body: Bytes) -> Respons
             json!({"object": "embedding", "index": i, "embedding": v.to_vec()})
         })
         .collect();
-    Json(json!({"object": "list", "data": data, "model": req["model"],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    Json(
+        json!({"object": "list", "data": data, "model": req["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    )
     .into_response()
 }
 

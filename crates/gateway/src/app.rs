@@ -1,0 +1,681 @@
+//! The HTTP API: OpenAI-compatible endpoints plus health and metrics, and the request phases
+//! accept → authenticate and govern → classify → pick a target → call → stream back → finish.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use switchyard_api::{
+    openai::{ChatRequest, EmbeddingsRequest, ModelList, ModelObject},
+    ApiError, ErrorKind,
+};
+use switchyard_meter::Outcome;
+use switchyard_providers::{ChatCall, EmbeddingsCall, ProviderErrorKind};
+use switchyard_router::Route;
+
+use crate::{
+    attempt::{self, Served},
+    finish::{unix_ms, Finish},
+    relay::{Face, Relay},
+    state::{Gateway, KeyInfo},
+};
+
+/// The router, callable in-process by tests.
+pub fn app(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(anthropic_messages))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gw)
+}
+
+/// The API shape a client speaks: it decides error bodies and answer formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceKind {
+    OpenAi,
+    Anthropic,
+}
+
+/// An OpenAI error response.
+pub fn error_response(e: &ApiError, request_id: Option<&str>) -> Response {
+    face_error(FaceKind::OpenAi, e, request_id)
+}
+
+/// An error response in the client's shape.
+pub fn face_error(face: FaceKind, e: &ApiError, request_id: Option<&str>) -> Response {
+    let body = match face {
+        FaceKind::OpenAi => e.to_openai_json(),
+        FaceKind::Anthropic => crate::messages::error_body(e),
+    };
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() =
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(secs) = e.retry_after_secs {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        h.insert("x-request-id", id);
+    }
+    resp
+}
+
+async fn not_found(req: Request) -> Response {
+    let e = ApiError::new(
+        ErrorKind::NotFound,
+        format!("Unknown request URL: {} {}", req.method(), req.uri().path()),
+    )
+    .with_code("unknown_url");
+    error_response(&e, None)
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let e = ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "Method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    );
+    error_response(&e, None)
+}
+
+async fn healthz() -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
+        .into_response()
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.draining.load(Ordering::Relaxed) {
+        let e = ApiError::new(ErrorKind::Unavailable, "shutting down");
+        return error_response(&e, None);
+    }
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ready\"}",
+    )
+        .into_response()
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    gw.meter.render_metrics(&mut out);
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_uptime_seconds Seconds since the gateway started."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_uptime_seconds gauge");
+    let _ = writeln!(
+        out,
+        "switchyard_uptime_seconds {}",
+        gw.started_at.elapsed().as_secs_f64()
+    );
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let key = match authenticate(&gw, &headers) {
+        Ok(k) => k,
+        Err(e) => return error_response(&e, None),
+    };
+    let data = gw
+        .route_names
+        .iter()
+        .filter(|r| {
+            key.as_ref()
+                .is_none_or(|k| k.routes.is_empty() || k.routes.contains(r))
+        })
+        .map(|r| ModelObject {
+            id: r.clone(),
+            object: "model".into(),
+            created: 0,
+            owned_by: "switchyard".into(),
+        })
+        .collect();
+    let list = ModelList {
+        object: "list".into(),
+        data,
+    };
+    axum::Json(list).into_response()
+}
+
+/// Reads the caller's key from `Authorization: Bearer` or `x-api-key`.
+fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Option<KeyInfo>, ApiError> {
+    if gw.keys.is_empty() {
+        return Ok(None);
+    }
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim);
+    match presented {
+        None | Some("") => Err(ApiError::new(
+            ErrorKind::Authentication,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+        )
+        .with_code("missing_api_key")),
+        Some(k) => gw.keys.get(k).cloned().map(Some).ok_or_else(|| {
+            ApiError::new(ErrorKind::Authentication, "Incorrect API key provided.")
+                .with_code("invalid_api_key")
+        }),
+    }
+}
+
+/// Reads the body up to the configured limit.
+async fn read_body(gw: &Gateway, req: Request) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "Request body is larger than the limit of {} bytes",
+                gw.max_body_bytes
+            ),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > gw.max_body_bytes {
+            return Err(too_large());
+        }
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), gw.max_body_bytes);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::invalid(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = if e.is_syntax() || e.is_eof() {
+            format!("We could not parse the JSON body of your request: {e}")
+        } else {
+            format!("Invalid request body: {e}")
+        };
+        ApiError::invalid(msg)
+    })
+}
+
+/// What every request carries through its phases.
+struct Ctx {
+    id: String,
+    accepted: Instant,
+    started_at_ms: i64,
+    key: Option<KeyInfo>,
+    task: Option<String>,
+    class: Option<String>,
+}
+
+impl Ctx {
+    fn new(gw: &Gateway, headers: &HeaderMap) -> Result<Ctx, (ApiError, String)> {
+        let id = crate::ids::request_id();
+        let key = authenticate(gw, headers).map_err(|e| (e, id.clone()))?;
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let class = header("x-switchyard-class").or_else(|| {
+            key.as_ref()
+                .and_then(|k| k.default_class.as_deref().map(str::to_string))
+        });
+        Ok(Ctx {
+            id,
+            accepted: Instant::now(),
+            started_at_ms: unix_ms(),
+            key,
+            task: header("x-switchyard-task"),
+            class,
+        })
+    }
+
+    fn outcome(&self, operation: &'static str, route: &str, stream: bool) -> Outcome {
+        Outcome {
+            id: self.id.clone(),
+            started_at_ms: self.started_at_ms,
+            operation,
+            route: route.to_string(),
+            class: self.class.clone(),
+            key: self.key.as_ref().map(|k| k.name.to_string()),
+            team: self
+                .key
+                .as_ref()
+                .and_then(|k| k.team.as_deref().map(str::to_string)),
+            task: self.task.clone(),
+            stream,
+            status: 200,
+            ..Default::default()
+        }
+    }
+
+    /// Finds the route and checks the key may use it.
+    fn route(&self, gw: &Gateway, model: &str) -> Result<Arc<Route>, ApiError> {
+        let route = gw.routes.get(model).cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!("The model `{model}` does not exist or you do not have access to it."),
+            )
+            .with_param("model")
+            .with_code("model_not_found")
+        })?;
+        if let Some(k) = &self.key {
+            if !k.routes.is_empty() && !k.routes.iter().any(|r| r == model) {
+                return Err(ApiError::new(
+                    ErrorKind::PermissionDenied,
+                    format!("key '{}' may not use the model `{model}`", k.name),
+                )
+                .with_param("model"));
+            }
+        }
+        Ok(route)
+    }
+
+    fn finish(&self, gw: &Arc<Gateway>, outcome: Outcome) -> Finish {
+        Finish {
+            gw: gw.clone(),
+            outcome,
+            accepted: self.accepted,
+            upstream_before_response: std::time::Duration::ZERO,
+            first_content: None,
+            serving_attempt_started: None,
+        }
+    }
+}
+
+/// Records a request refused before it reached any provider.
+fn refuse(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx,
+    operation: &'static str,
+    route: &str,
+    e: &ApiError,
+) -> Response {
+    refuse_as(FaceKind::OpenAi, gw, ctx, operation, route, e)
+}
+
+fn refuse_as(
+    face: FaceKind,
+    gw: &Arc<Gateway>,
+    ctx: &Ctx,
+    operation: &'static str,
+    route: &str,
+    e: &ApiError,
+) -> Response {
+    let mut o = ctx.outcome(operation, route, false);
+    o.status = e.status();
+    o.error_type = Some(e.kind.as_str().to_string());
+    ctx.finish(gw, o).send();
+    face_error(face, e, Some(&ctx.id))
+}
+
+async fn chat_completions(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let ctx = match Ctx::new(&gw, req.headers()) {
+        Ok(c) => c,
+        Err((e, id)) => return error_response(&e, Some(&id)),
+    };
+    let body = match read_body(&gw, req).await {
+        Ok(b) => b,
+        Err(e) => return refuse(&gw, &ctx, "chat", "", &e),
+    };
+    let request: ChatRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(&gw, &ctx, "chat", "", &e),
+    };
+    drop(body);
+    serve_chat(gw, ctx, request, FaceKind::OpenAi).await
+}
+
+async fn anthropic_messages(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let face = FaceKind::Anthropic;
+    let ctx = match Ctx::new(&gw, req.headers()) {
+        Ok(c) => c,
+        Err((e, id)) => return face_error(face, &e, Some(&id)),
+    };
+    let body = match read_body(&gw, req).await {
+        Ok(b) => b,
+        Err(e) => return refuse_as(face, &gw, &ctx, "chat", "", &e),
+    };
+    let request: switchyard_api::anthropic::MessagesRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse_as(face, &gw, &ctx, "chat", "", &e),
+    };
+    drop(body);
+    let model = request.model.clone();
+    match crate::messages::to_chat_request(request) {
+        Ok(r) => serve_chat(gw, ctx, r, face).await,
+        Err(e) => refuse_as(face, &gw, &ctx, "chat", &model, &e),
+    }
+}
+
+/// Validate → route → call with fallback → answer, for both faces.
+async fn serve_chat(gw: Arc<Gateway>, ctx: Ctx, request: ChatRequest, face: FaceKind) -> Response {
+    if let Err(e) = request.validate() {
+        return refuse_as(face, &gw, &ctx, "chat", &request.model, &e);
+    }
+    let route = match ctx.route(&gw, &request.model) {
+        Ok(r) => r,
+        Err(e) => return refuse_as(face, &gw, &ctx, "chat", &request.model, &e),
+    };
+    let stream = request.is_stream();
+    let include_usage = request.wants_stream_usage();
+    let request = Arc::new(request);
+    let mut finish = ctx.finish(&gw, ctx.outcome("chat", &route.name, stream));
+    finish.outcome.request = Some(request.clone());
+    // Dropped if the client goes away while we wait: the guard still records the request.
+    let mut guard = PendingGuard(Some(finish));
+
+    let walk = attempt::walk(&route, |target| {
+        let call = ChatCall {
+            request: request.clone(),
+            model: target.model.clone(),
+        };
+        attempt::chat_attempt(target, call)
+    })
+    .await;
+
+    let Some(mut finish) = guard.0.take() else {
+        return face_error(
+            face,
+            &ApiError::new(ErrorKind::Internal, "request state lost"),
+            Some(&ctx.id),
+        );
+    };
+    finish.upstream_before_response = walk.upstream_time;
+    finish.outcome.attempts = walk.attempts;
+    finish.outcome.fallbacks = walk.fallbacks;
+    let served_by = match &walk.result {
+        Ok((_, t)) => Some(t.clone()),
+        Err(_) => walk.last_target.clone(),
+    };
+    if let Some(t) = &served_by {
+        finish.outcome.provider = Some(t.provider.name().to_string());
+        finish.outcome.provider_kind = Some(t.provider.kind().to_string());
+        finish.outcome.target = Some(t.id.clone());
+        finish.outcome.model = Some(t.model.clone());
+    }
+    match walk.result {
+        Err(e) => {
+            let mut api = e.to_api_error();
+            if e.kind == ProviderErrorKind::InvalidRequest && e.message.contains("context") {
+                api = api.with_code("context_length_exceeded");
+            }
+            finish.outcome.status = api.status();
+            finish.outcome.error_type = Some(e.type_name());
+            finish.outcome.upstream_latency_ms = Some(crate::finish::ms(walk.upstream_time));
+            finish.send();
+            let mut resp = face_error(face, &api, Some(&ctx.id));
+            // An OpenAI-compatible provider's own client-error body is relayed as it came.
+            if let (FaceKind::OpenAi, Some(body), ProviderErrorKind::Status(400..=422)) =
+                (face, &e.body, e.kind)
+            {
+                if served_by
+                    .as_ref()
+                    .is_some_and(|t| t.provider.kind() == "openai")
+                    && serde_json::from_slice::<serde_json::Value>(body)
+                        .is_ok_and(|v| v.get("error").is_some())
+                {
+                    *resp.body_mut() = Body::from(body.clone());
+                }
+            }
+            resp
+        }
+        Ok((Served::Complete(c), target)) => {
+            finish.outcome.upstream_latency_ms = Some(crate::finish::ms(walk.upstream_time));
+            finish.outcome.usage = c.usage;
+            finish.outcome.response_model = c.response_model.clone();
+            finish.outcome.output_text = c.output_text.clone();
+            if let Some(e) = c.energy {
+                finish.outcome.provider_energy_wh = Some(e.wh);
+                finish.outcome.provider_energy_method = Some(e.method);
+            }
+            let cost = c.usage.and_then(|u| cost_of(&gw, &target, &u));
+            let body = match face {
+                FaceKind::OpenAi => Ok(c.body),
+                FaceKind::Anthropic => {
+                    crate::messages::completion_to_message(&c.body, c.usage, &ctx.id)
+                        .map(Bytes::from)
+                }
+            };
+            let body = match body {
+                Ok(b) => b,
+                Err(e) => {
+                    finish.outcome.status = e.status();
+                    finish.outcome.error_type = Some(e.kind.as_str().to_string());
+                    finish.send();
+                    return face_error(face, &e, Some(&ctx.id));
+                }
+            };
+            finish.send();
+            let mut resp = Response::new(Body::from(body));
+            let h = resp.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            served_headers(h, &ctx.id, &target.id, walk.attempts);
+            if let Some(cost) = cost {
+                if let Ok(v) = HeaderValue::from_str(&format!("{cost:.8}")) {
+                    h.insert("x-switchyard-cost-usd", v);
+                }
+            }
+            resp
+        }
+        Ok((
+            Served::Stream {
+                head,
+                rest,
+                attempt_started,
+            },
+            target,
+        )) => {
+            finish.serving_attempt_started = Some(attempt_started.into_std());
+            let deadline = attempt_started + target.timeouts.total();
+            let relay_face = match face {
+                FaceKind::OpenAi => Face::OpenAi { include_usage },
+                FaceKind::Anthropic => {
+                    Face::Anthropic(Box::new(crate::messages::StreamTranslator::new(&ctx.id)))
+                }
+            };
+            let relay = Relay::new(
+                head,
+                rest,
+                target.timeouts.stream_idle(),
+                deadline,
+                relay_face,
+                finish,
+            );
+            let mut resp = Response::new(Body::from_stream(relay));
+            let h = resp.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            served_headers(h, &ctx.id, &target.id, walk.attempts);
+            resp
+        }
+    }
+}
+
+fn served_headers(h: &mut HeaderMap, id: &str, target: &str, attempts: u32) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(target) {
+        h.insert("x-switchyard-target", v);
+    }
+    h.insert("x-switchyard-attempts", HeaderValue::from(attempts));
+}
+
+/// Records the request if the handler is dropped (the client went away) before it finished.
+struct PendingGuard(Option<Finish>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f.client_went_away();
+        }
+    }
+}
+
+async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let ctx = match Ctx::new(&gw, req.headers()) {
+        Ok(c) => c,
+        Err((e, id)) => return error_response(&e, Some(&id)),
+    };
+    let body = match read_body(&gw, req).await {
+        Ok(b) => b,
+        Err(e) => return refuse(&gw, &ctx, "embeddings", "", &e),
+    };
+    let request: EmbeddingsRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(&gw, &ctx, "embeddings", "", &e),
+    };
+    if let Err(e) = request.validate() {
+        return refuse(&gw, &ctx, "embeddings", &request.model, &e);
+    }
+    let route = match ctx.route(&gw, &request.model) {
+        Ok(r) => r,
+        Err(e) => return refuse(&gw, &ctx, "embeddings", &request.model, &e),
+    };
+    let request = Arc::new(request);
+    let finish = ctx.finish(&gw, ctx.outcome("embeddings", &route.name, false));
+    let mut guard = PendingGuard(Some(finish));
+    let walk = attempt::walk(&route, |target| {
+        let call = EmbeddingsCall {
+            request: request.clone(),
+            model: target.model.clone(),
+        };
+        async move {
+            let limit = target.timeouts.total();
+            match tokio::time::timeout(limit, target.provider.embeddings(call)).await {
+                Ok(r) => r,
+                Err(_) => Err(switchyard_providers::ProviderError::new(
+                    ProviderErrorKind::Timeout,
+                    format!(
+                        "target '{}' gave no answer within {} ms",
+                        target.id,
+                        limit.as_millis()
+                    ),
+                )),
+            }
+        }
+    })
+    .await;
+    let Some(mut finish) = guard.0.take() else {
+        return error_response(
+            &ApiError::new(ErrorKind::Internal, "request state lost"),
+            Some(&ctx.id),
+        );
+    };
+    finish.upstream_before_response = walk.upstream_time;
+    finish.outcome.attempts = walk.attempts;
+    finish.outcome.fallbacks = walk.fallbacks;
+    finish.outcome.upstream_latency_ms = Some(crate::finish::ms(walk.upstream_time));
+    let served_by = match &walk.result {
+        Ok((_, t)) => Some(t.clone()),
+        Err(_) => walk.last_target.clone(),
+    };
+    if let Some(t) = &served_by {
+        finish.outcome.provider = Some(t.provider.name().to_string());
+        finish.outcome.provider_kind = Some(t.provider.kind().to_string());
+        finish.outcome.target = Some(t.id.clone());
+        finish.outcome.model = Some(t.model.clone());
+    }
+    match walk.result {
+        Err(e) => {
+            let api = e.to_api_error();
+            finish.outcome.status = api.status();
+            finish.outcome.error_type = Some(e.type_name());
+            finish.send();
+            error_response(&api, Some(&ctx.id))
+        }
+        Ok((c, target)) => {
+            finish.outcome.usage = c.usage;
+            finish.outcome.response_model = c.response_model.clone();
+            if c.usage.is_none() {
+                finish.outcome.input_text = Some(request.input_text());
+            }
+            let cost = c.usage.and_then(|u| cost_of(&gw, &target, &u));
+            finish.send();
+            let mut resp = Response::new(Body::from(c.body));
+            let h = resp.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            served_headers(h, &ctx.id, &target.id, walk.attempts);
+            if let Some(cost) = cost {
+                if let Ok(v) = HeaderValue::from_str(&format!("{cost:.8}")) {
+                    h.insert("x-switchyard-cost-usd", v);
+                }
+            }
+            resp
+        }
+    }
+}
+
+/// The request's cost for the response header, from the same prices the ledger uses.
+fn cost_of(
+    gw: &Gateway,
+    target: &switchyard_router::Target,
+    usage: &switchyard_api::TokenUsage,
+) -> Option<f64> {
+    gw.meter
+        .price_for(&target.id, target.provider.kind(), &target.model)
+        .map(|(price, _)| switchyard_meter::cost(&price, usage))
+}

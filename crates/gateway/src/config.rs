@@ -1,0 +1,424 @@
+//! Configuration: raw TOML → validated (pure, no I/O) → built (reads env vars, opens files).
+//!
+//! Validation names the key at fault (`routes[0].targets[1].provider: ...`) so that
+//! `switchyard config check` explains a bad file without starting anything.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    path::PathBuf,
+};
+
+use serde::Deserialize;
+use switchyard_meter::TargetMeterConfig;
+use switchyard_providers::{anthropic::AnthropicConfig, openai::OpenAiConfig};
+use switchyard_router::{BreakerConfig, RetryPolicy, TargetTimeouts};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, bytes (larger → 413).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests before closing them.
+    #[serde(default = "default_drain_ms")]
+    pub shutdown_grace_ms: u64,
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    #[serde(default)]
+    pub prices: PricesSection,
+    /// Virtual keys. With none configured, the gateway asks for no key.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Defaults for every target, overridable per target.
+    #[serde(default)]
+    pub defaults: TargetDefaults,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// Metering facts per target id (`provider/model`): price override, energy profile, grid.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetMeterConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4000))
+}
+fn default_max_body() -> usize {
+    8 * 1024 * 1024
+}
+fn default_drain_ms() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    #[serde(default = "default_ledger_path")]
+    pub path: PathBuf,
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+}
+
+fn default_ledger_path() -> PathBuf {
+    PathBuf::from("switchyard-ledger.sqlite")
+}
+fn default_queue() -> usize {
+    65_536
+}
+fn default_batch() -> usize {
+    512
+}
+fn default_flush_ms() -> u64 {
+    200
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection {
+            path: default_ledger_path(),
+            queue_capacity: default_queue(),
+            batch_size: default_batch(),
+            flush_interval_ms: default_flush_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesSection {
+    /// A catalog file replacing the built-in one.
+    #[serde(default)]
+    pub catalog: Option<PathBuf>,
+}
+
+/// A virtual key. The secret itself comes from an environment variable, never the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub name: String,
+    pub key_env: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Routes this key may use; empty = all.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Workload class given to this key's requests when nothing else decides.
+    #[serde(default)]
+    pub default_class: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDefaults {
+    #[serde(default)]
+    pub timeouts: Option<TargetTimeouts>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+}
+
+/// `[providers.NAME]`: which adapter, and its settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    Openai(OpenAiConfig),
+    Anthropic(AnthropicConfig),
+}
+
+impl ProviderConfig {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            ProviderConfig::Openai(c) => c.validate(),
+            ProviderConfig::Anthropic(c) => c.validate(),
+        }
+    }
+
+    /// Whether data sent to this provider stays on machines we run.
+    pub fn is_self_hosted(&self) -> bool {
+        match self {
+            ProviderConfig::Openai(c) => is_local_url(&c.base_url),
+            ProviderConfig::Anthropic(_) => false,
+        }
+    }
+}
+
+fn is_local_url(url: &str) -> bool {
+    let rest = url.split("://").nth(1).unwrap_or("");
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The public model name clients ask for.
+    pub name: String,
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub provider: String,
+    pub model: String,
+    #[serde(default)]
+    pub timeouts: Option<TargetTimeouts>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// Overrides whether the target counts as self-hosted (default: derived from the provider).
+    #[serde(default)]
+    pub self_hosted: Option<bool>,
+}
+
+impl TargetConfig {
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+}
+
+/// A config problem, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Parses TOML text; errors say the line and the key.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let key = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "config".to_string());
+            err(key, e.message().to_string())
+        })
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
+        let cfg = Self::from_toml(&text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks everything that can be checked without I/O; the first problem is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return Err(err("max_body_bytes", "must be at least 1024"));
+        }
+        if self.ledger.queue_capacity == 0 {
+            return Err(err("ledger.queue_capacity", "must be at least 1"));
+        }
+        if self.ledger.batch_size == 0 {
+            return Err(err("ledger.batch_size", "must be at least 1"));
+        }
+        if self.providers.is_empty() {
+            return Err(err("providers", "at least one provider is needed"));
+        }
+        for (name, p) in &self.providers {
+            if name.is_empty() || name.contains('/') {
+                return Err(err(
+                    format!("providers.{name}"),
+                    "a provider name must be non-empty and hold no '/'",
+                ));
+            }
+            p.validate()
+                .map_err(|m| err(format!("providers.{name}"), m))?;
+        }
+        if self.routes.is_empty() {
+            return Err(err("routes", "at least one route is needed"));
+        }
+        let mut names = HashSet::new();
+        let mut target_ids = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if r.name.is_empty() {
+                return Err(err(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(err(
+                    format!("{key}.name"),
+                    format!("route '{}' is defined twice", r.name),
+                ));
+            }
+            if r.targets.is_empty() {
+                return Err(err(
+                    format!("{key}.targets"),
+                    "a route needs at least one target",
+                ));
+            }
+            for (j, t) in r.targets.iter().enumerate() {
+                let tkey = format!("{key}.targets[{j}]");
+                if !self.providers.contains_key(&t.provider) {
+                    return Err(err(
+                        format!("{tkey}.provider"),
+                        format!(
+                            "no provider named '{}' (known: {})",
+                            t.provider,
+                            self.provider_names()
+                        ),
+                    ));
+                }
+                if t.model.is_empty() {
+                    return Err(err(format!("{tkey}.model"), "must not be empty"));
+                }
+                let timeouts = t.timeouts.or(self.defaults.timeouts).unwrap_or_default();
+                if timeouts.first_token_ms == 0
+                    || timeouts.total_ms == 0
+                    || timeouts.connect_ms == 0
+                {
+                    return Err(err(
+                        format!("{tkey}.timeouts"),
+                        "timeouts must be above 0 ms",
+                    ));
+                }
+                if timeouts.first_token_ms > timeouts.total_ms {
+                    return Err(err(
+                        format!("{tkey}.timeouts.first_token_ms"),
+                        "must not exceed total_ms",
+                    ));
+                }
+                let breaker = t.breaker.or(self.defaults.breaker).unwrap_or_default();
+                if breaker.failures == 0 {
+                    return Err(err(
+                        format!("{tkey}.breaker.failures"),
+                        "must be at least 1",
+                    ));
+                }
+                target_ids.insert(t.id());
+            }
+        }
+        for id in self.targets.keys() {
+            if !target_ids.contains(id) {
+                return Err(err(
+                    format!("targets.\"{id}\""),
+                    "no route uses this target (ids are `provider/model`)",
+                ));
+            }
+        }
+        let mut key_names = HashSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            if !key_names.insert(k.name.as_str()) {
+                return Err(err(
+                    format!("keys[{i}].name"),
+                    format!("key '{}' is defined twice", k.name),
+                ));
+            }
+            if k.key_env.is_empty() {
+                return Err(err(
+                    format!("keys[{i}].key_env"),
+                    "must name an environment variable",
+                ));
+            }
+            for r in &k.routes {
+                if !names.contains(r.as_str()) {
+                    return Err(err(
+                        format!("keys[{i}].routes"),
+                        format!("no route named '{r}'"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn provider_names(&self) -> String {
+        self.providers
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The commented example config that `switchyard init` writes.
+pub const EXAMPLE: &str = include_str!("../../../switchyard.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[providers.local]
+kind = "openai"
+base_url = "http://127.0.0.1:8080/v1"
+
+[[routes]]
+name = "chat"
+targets = [{ provider = "local", model = "m" }]
+"#;
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let c = Config::from_toml(MIN).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen.port(), 4000);
+        assert!(c.providers["local"].is_self_hosted());
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let c = Config::from_toml(EXAMPLE).unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_provider_is_named_by_key() {
+        let bad = MIN.replace("provider = \"local\"", "provider = \"nope\"");
+        let e = Config::from_toml(&bad).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "routes[0].targets[0].provider");
+        assert!(e.message.contains("nope"));
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_its_line() {
+        let bad = format!("{MIN}\n[ledger]\npathh = \"x\"\n");
+        let e = Config::from_toml(&bad).unwrap_err();
+        assert!(e.message.contains("pathh"), "{e}");
+        assert!(e.key.starts_with("line "), "{e}");
+    }
+
+    #[test]
+    fn bad_base_url_and_duplicate_routes() {
+        let bad = MIN.replace("http://127.0.0.1:8080/v1", "ftp://x");
+        let e = Config::from_toml(&bad).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "providers.local");
+        let dup = format!("{MIN}\n[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"local\", model = \"m\" }}]\n");
+        let e = Config::from_toml(&dup).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "routes[1].name");
+    }
+
+    #[test]
+    fn first_token_timeout_must_fit_in_total() {
+        let bad = MIN.replace(
+            "model = \"m\" }",
+            "model = \"m\", timeouts = { first_token_ms = 5000, total_ms = 1000 } }",
+        );
+        let e = Config::from_toml(&bad).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "routes[0].targets[0].timeouts.first_token_ms");
+    }
+}

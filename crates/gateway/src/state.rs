@@ -1,0 +1,153 @@
+//! The built gateway: config turned into live providers, routes, keys and the meter.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use switchyard_meter::Meter;
+use switchyard_providers::{anthropic::Anthropic, openai::OpenAi, DynProvider};
+use switchyard_router::{CircuitBreaker, Route, Target};
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ProviderConfig};
+
+/// A virtual key, as requests see it.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub name: Arc<str>,
+    pub team: Option<Arc<str>>,
+    /// Routes this key may use; empty = all.
+    pub routes: Vec<String>,
+    pub default_class: Option<Arc<str>>,
+}
+
+/// Everything a request needs, shared read-only across requests.
+pub struct Gateway {
+    pub routes: HashMap<String, Arc<Route>>,
+    /// Route names in config order, for `/v1/models`.
+    pub route_names: Vec<String>,
+    /// Secret → key. Empty = no authentication required.
+    pub keys: HashMap<String, KeyInfo>,
+    pub meter: Meter,
+    pub max_body_bytes: usize,
+    /// Tracks the tasks that finish requests (ledger hand-off), so shutdown waits for them.
+    pub tasks: TaskTracker,
+    /// Set when shutdown begins: `/readyz` answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
+    pub started_at: std::time::Instant,
+}
+
+/// A provider that could not be built (usually a missing environment variable).
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct BuildError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Builds provider instances. The one `match` over provider kinds lives here.
+pub fn build_provider(
+    name: &str,
+    cfg: &ProviderConfig,
+    connect_timeout: Duration,
+) -> Result<DynProvider, String> {
+    let client = http_client(connect_timeout)?;
+    Ok(match cfg {
+        ProviderConfig::Openai(c) => Arc::new(OpenAi::build(name, c, client)?),
+        ProviderConfig::Anthropic(c) => Arc::new(Anthropic::build(name, c, client)?),
+    })
+}
+
+/// The HTTP client for upstream calls: pooled keep-alive connections, no overall timeout
+/// (the gateway enforces first-token and total limits itself, per target).
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+impl Gateway {
+    /// Builds providers, routes and keys from a validated config (reads env vars).
+    pub fn build(cfg: &Config, meter: Meter) -> Result<Gateway, BuildError> {
+        // One provider instance per (provider, connect timeout): connect limits are per client.
+        let mut instances: HashMap<(String, u64), DynProvider> = HashMap::new();
+        let mut routes = HashMap::new();
+        let mut route_names = Vec::new();
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let mut targets = Vec::new();
+            for (j, t) in r.targets.iter().enumerate() {
+                let key = format!("routes[{i}].targets[{j}]");
+                let pcfg = cfg.providers.get(&t.provider).ok_or_else(|| BuildError {
+                    key: format!("{key}.provider"),
+                    message: format!("no provider named '{}'", t.provider),
+                })?;
+                let timeouts = t.timeouts.or(cfg.defaults.timeouts).unwrap_or_default();
+                let provider = match instances.get(&(t.provider.clone(), timeouts.connect_ms)) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = build_provider(
+                            &t.provider,
+                            pcfg,
+                            Duration::from_millis(timeouts.connect_ms),
+                        )
+                        .map_err(|message| BuildError {
+                            key: format!("providers.{}", t.provider),
+                            message,
+                        })?;
+                        instances.insert((t.provider.clone(), timeouts.connect_ms), p.clone());
+                        p
+                    }
+                };
+                targets.push(Arc::new(Target {
+                    id: t.id(),
+                    provider,
+                    model: t.model.clone(),
+                    timeouts,
+                    retry: t.retry.or(cfg.defaults.retry).unwrap_or_default(),
+                    breaker: CircuitBreaker::new(
+                        t.breaker.or(cfg.defaults.breaker).unwrap_or_default(),
+                    ),
+                    self_hosted: t.self_hosted.unwrap_or_else(|| pcfg.is_self_hosted()),
+                }));
+            }
+            route_names.push(r.name.clone());
+            routes.insert(
+                r.name.clone(),
+                Arc::new(Route {
+                    name: r.name.clone(),
+                    targets,
+                }),
+            );
+        }
+        let mut keys = HashMap::new();
+        for (i, k) in cfg.keys.iter().enumerate() {
+            let secret = switchyard_providers::secret_from_env(&k.key_env).map_err(|message| {
+                BuildError {
+                    key: format!("keys[{i}].key_env"),
+                    message,
+                }
+            })?;
+            keys.insert(
+                secret,
+                KeyInfo {
+                    name: k.name.as_str().into(),
+                    team: k.team.as_deref().map(Into::into),
+                    routes: k.routes.clone(),
+                    default_class: k.default_class.as_deref().map(Into::into),
+                },
+            );
+        }
+        Ok(Gateway {
+            routes,
+            route_names,
+            keys,
+            meter,
+            max_body_bytes: cfg.max_body_bytes,
+            tasks: TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            started_at: std::time::Instant::now(),
+        })
+    }
+}

@@ -1,0 +1,633 @@
+//! The gateway end to end in-process: real sockets, the OpenAI test server as upstream, the
+//! SQLite ledger on disk. Covers fallback, retries, breakers, stream fall-back before the first
+//! byte, error shapes, cancellation, draining on shutdown, and the ledger rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use switchyard_gateway::{Config, Running};
+use switchyard_testkit::openai::{Answer, MockOpenAi, Reply};
+
+struct Harness {
+    gw: Running,
+    base: String,
+    ledger: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(toml_body: &str) -> Harness {
+        Self::start_with_top("", toml_body).await
+    }
+
+    /// `top` holds top-level keys, which must come before the first table.
+    async fn start_with_top(top: &str, toml_body: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger.sqlite");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 5000\n{top}\n[ledger]\npath = {:?}\nflush_interval_ms = 20\n{toml_body}",
+            ledger.display().to_string()
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        cfg.validate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gw = switchyard_gateway::start_on(cfg, listener).await.unwrap();
+        let base = format!("http://{}", gw.addr);
+        Harness {
+            gw,
+            base,
+            ledger,
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Shuts down (draining the writer) and returns the ledger rows as JSON objects.
+    async fn finish(self) -> Vec<Value> {
+        self.gw.shutdown().await.unwrap();
+        let conn = rusqlite::Connection::open(&self.ledger).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT * FROM requests ORDER BY started_at_ms, id")
+            .unwrap();
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        let rows = stmt
+            .query_map([], |row| {
+                let mut m = serde_json::Map::new();
+                for (i, n) in names.iter().enumerate() {
+                    let v: rusqlite::types::Value = row.get(i)?;
+                    let j = match v {
+                        rusqlite::types::Value::Null => Value::Null,
+                        rusqlite::types::Value::Integer(i) => json!(i),
+                        rusqlite::types::Value::Real(f) => json!(f),
+                        rusqlite::types::Value::Text(t) => json!(t),
+                        rusqlite::types::Value::Blob(_) => Value::Null,
+                    };
+                    m.insert(n.clone(), j);
+                }
+                Ok(Value::Object(m))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows
+    }
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello there"}], "stream": stream})
+}
+
+fn provider(name: &str, url: &str) -> String {
+    format!("[providers.{name}]\nkind = \"openai\"\nbase_url = \"{url}\"\n")
+}
+
+/// Reads an SSE body into its `data:` payloads.
+async fn sse_data(resp: reqwest::Response) -> Vec<String> {
+    let text = resp.text().await.unwrap();
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_chat_is_served_metered_and_priced() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer {
+        tokens: 5,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let h = Harness::start(&format!(
+        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m1\" }}]\n\
+         [targets.\"a/m1\"]\nprice = {{ input_per_mtok = 1000000.0, output_per_mtok = 2000000.0, source = \"test\", as_of = \"2026-11-22\" }}\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let resp = h.post("/v1/chat/completions", chat("chat", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-target"], "a/m1");
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    // prompt: 2 words = 2 tokens at $1/token, 5 output tokens at $2/token.
+    let cost: f64 = resp.headers()["x-switchyard-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((cost - 12.0).abs() < 1e-9, "{cost}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3 tok4"
+    );
+    let rows = h.finish().await;
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r["id"], id.as_str());
+    assert_eq!(r["route"], "chat");
+    assert_eq!(r["target"], "a/m1");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["input_tokens"], 2);
+    assert_eq!(r["output_tokens"], 5);
+    assert_eq!(r["attempts"], 1);
+    assert!((r["cost_usd"].as_f64().unwrap() - 12.0).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn stream_is_forwarded_and_usage_chunk_only_when_asked() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer {
+        tokens: 3,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let h = Harness::start(&format!(
+        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m1\" }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let data = sse_data(h.post("/v1/chat/completions", chat("chat", true)).await).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        "no usage chunk unasked"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2");
+
+    let mut asked = chat("chat", true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(h.post("/v1/chat/completions", asked).await).await;
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+    let rows = h.finish().await;
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!(
+            r["output_tokens"], 3,
+            "streams are metered from the upstream's usage"
+        );
+        assert_eq!(r["tokens_estimated"], 0);
+        assert!(r["ttft_ms"].as_f64().is_some());
+    }
+}
+
+#[tokio::test]
+async fn falls_back_on_429_5xx_connect_errors_and_timeouts() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", l.local_addr().unwrap())
+    };
+    let h = Harness::start(&format!(
+        "{}{}[defaults]\nretry = {{ retries = 0 }}\n\
+         [[routes]]\nname = \"r429\"\ntargets = [{{ provider = \"a\", model = \"err-429\" }}, {{ provider = \"a\", model = \"ok\" }}]\n\
+         [[routes]]\nname = \"r500\"\ntargets = [{{ provider = \"a\", model = \"err-500\" }}, {{ provider = \"a\", model = \"ok\" }}]\n\
+         [[routes]]\nname = \"rdead\"\ntargets = [{{ provider = \"dead\", model = \"x\" }}, {{ provider = \"a\", model = \"ok\" }}]\n\
+         [[routes]]\nname = \"rslow\"\ntargets = [{{ provider = \"a\", model = \"slow-3000\", timeouts = {{ first_token_ms = 100, total_ms = 1000 }} }}, {{ provider = \"a\", model = \"ok\" }}]\n",
+        provider("a", &up.base_url()),
+        provider("dead", &dead)
+    ))
+    .await;
+    for (route, stream) in [
+        ("r429", false),
+        ("r500", false),
+        ("rdead", false),
+        ("rslow", false),
+        ("rslow", true),
+        ("r500", true),
+    ] {
+        let resp = h.post("/v1/chat/completions", chat(route, stream)).await;
+        assert_eq!(resp.status(), 200, "{route}");
+        assert_eq!(resp.headers()["x-switchyard-target"], "a/ok", "{route}");
+        assert_eq!(resp.headers()["x-switchyard-attempts"], "2", "{route}");
+        let _ = resp.bytes().await;
+    }
+    let rows = h.finish().await;
+    assert_eq!(rows.len(), 6);
+    assert!(rows
+        .iter()
+        .all(|r| r["fallbacks"] == 1 && r["attempts"] == 2 && r["status"] == 200));
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_only_before_its_first_token() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let h = Harness::start(&format!(
+        "{}[defaults]\nretry = {{ retries = 0 }}\n\
+         [[routes]]\nname = \"stall-early\"\ntargets = [{{ provider = \"a\", model = \"stall-0\", timeouts = {{ first_token_ms = 200, total_ms = 5000 }} }}, {{ provider = \"a\", model = \"ok\" }}]\n\
+         [[routes]]\nname = \"cut-late\"\ntargets = [{{ provider = \"a\", model = \"cut-2\" }}, {{ provider = \"a\", model = \"ok\" }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let resp = h
+        .post("/v1/chat/completions", chat("stall-early", true))
+        .await;
+    assert_eq!(resp.headers()["x-switchyard-target"], "a/ok");
+    let data = sse_data(resp).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+
+    // Cut after two tokens reached the client: no fallback, an error event ends the stream.
+    let resp = h.post("/v1/chat/completions", chat("cut-late", true)).await;
+    assert_eq!(resp.headers()["x-switchyard-target"], "a/cut-2");
+    let data = sse_data(resp).await;
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert!(last["error"]["message"].is_string(), "{data:?}");
+    let rows = h.finish().await;
+    let cut = rows.iter().find(|r| r["route"] == "cut-late").unwrap();
+    assert_eq!(cut["attempts"], 1);
+    assert!(!cut["error_type"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn retries_honour_retry_after_then_succeed() {
+    let (mock, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    mock.push(Reply::Error {
+        status: 503,
+        message: "overloaded".into(),
+        code: None,
+        retry_after: Some("1".into()),
+    });
+    let h = Harness::start(&format!(
+        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\", retry = {{ retries = 1, backoff_base_ms = 10, backoff_max_ms = 2000 }} }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let t = std::time::Instant::now();
+    let resp = h.post("/v1/chat/completions", chat("chat", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "waited for Retry-After"
+    );
+    assert_eq!(resp.headers()["x-switchyard-attempts"], "2");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn breaker_opens_and_skips_a_failing_target() {
+    let (mock, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let h = Harness::start(&format!(
+        "{}[defaults]\nretry = {{ retries = 0 }}\nbreaker = {{ failures = 2, open_ms = 60000 }}\n\
+         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"err-500\" }}, {{ provider = \"a\", model = \"ok\" }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            h.post("/v1/chat/completions", chat("chat", false))
+                .await
+                .status(),
+            200
+        );
+    }
+    let to_failing = mock
+        .received()
+        .iter()
+        .filter(|b| b["model"] == "err-500")
+        .count();
+    assert_eq!(
+        to_failing, 2,
+        "after two failures the breaker stops sending to it"
+    );
+    let rows = h.finish().await;
+    assert_eq!(rows.last().unwrap()["attempts"], 1);
+}
+
+#[tokio::test]
+async fn errors_come_back_in_openai_shape() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let h = Harness::start_with_top(
+        "max_body_bytes = 2048",
+        &format!(
+            "{}[defaults]\nretry = {{ retries = 0 }}\n\
+         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n\
+         [[routes]]\nname = \"limited\"\ntargets = [{{ provider = \"a\", model = \"err-429\" }}]\n\
+         [[routes]]\nname = \"broken\"\ntargets = [{{ provider = \"a\", model = \"err-502\" }}]\n",
+            provider("a", &up.base_url())
+        ),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", h.base);
+    let check = |resp: reqwest::Response, status: u16| async move {
+        assert_eq!(resp.status().as_u16(), status);
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"]["message"].is_string(), "{v}");
+        assert!(v["error"]["type"].is_string(), "{v}");
+        (v, retry)
+    };
+    let (v, _) = check(
+        client
+            .post(&url)
+            .body("{not json")
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("parse"));
+    let (v, _) = check(
+        h.post("/v1/chat/completions", json!({"model": "chat"}))
+            .await,
+        400,
+    )
+    .await;
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("messages"),
+        "{v}"
+    );
+    let (v, _) = check(
+        h.post("/v1/chat/completions", chat("nope", false)).await,
+        404,
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let big = json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
+    check(h.post("/v1/chat/completions", big).await, 413).await;
+    let (_, retry) = check(
+        h.post("/v1/chat/completions", chat("limited", false)).await,
+        429,
+    )
+    .await;
+    assert_eq!(retry.as_deref(), Some("1"));
+    check(
+        h.post("/v1/chat/completions", chat("broken", false)).await,
+        502,
+    )
+    .await;
+    let mut bad_t = chat("chat", false);
+    bad_t["temperature"] = json!(7);
+    let (v, _) = check(h.post("/v1/chat/completions", bad_t).await, 400).await;
+    assert_eq!(v["error"]["param"], "temperature");
+    check(
+        client
+            .get(format!("{}/v1/nothing", h.base))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    check(client.get(&url).send().await.unwrap(), 405).await;
+    let rows = h.finish().await;
+    assert!(
+        rows.iter().any(|r| r["status"] == 400),
+        "refused requests are in the ledger too"
+    );
+    assert!(rows.iter().any(|r| r["status"] == 429));
+}
+
+#[tokio::test]
+async fn virtual_keys_authenticate_and_attribute() {
+    std::env::set_var("SWITCHYARD_TEST_KEY_A", "sk-team-a");
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let h = Harness::start(&format!(
+        "[[keys]]\nname = \"a-dev\"\nkey_env = \"SWITCHYARD_TEST_KEY_A\"\nteam = \"team-a\"\n{}\
+         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let url = format!("{}/v1/chat/completions", h.base);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(&url)
+        .json(&chat("chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(&url)
+        .bearer_auth("sk-wrong")
+        .json(&chat("chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "authentication_error");
+    let r = c
+        .post(&url)
+        .bearer_auth("sk-team-a")
+        .header("x-switchyard-task", "summarise-tickets")
+        .json(&chat("chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rows = h.finish().await;
+    let ok = rows.iter().find(|r| r["status"] == 200).unwrap();
+    assert_eq!(ok["key"], "a-dev");
+    assert_eq!(ok["team"], "team-a");
+    assert_eq!(ok["task"], "summarise-tickets");
+}
+
+#[tokio::test]
+async fn a_client_going_away_cancels_the_upstream_stream() {
+    let (mock, up) = MockOpenAi::start(Reply::Answer(Answer {
+        tokens: 200,
+        inter_token_delay: Duration::from_millis(20),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let h = Harness::start(&format!(
+        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let resp = h.post("/v1/chat/completions", chat("chat", true)).await;
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(body);
+    let mut cancelled = 0;
+    for _ in 0..100 {
+        cancelled = mock.cancelled.load(std::sync::atomic::Ordering::Relaxed);
+        if cancelled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        cancelled, 1,
+        "the upstream stream was abandoned, not read to its end"
+    );
+    let rows = h.finish().await;
+    assert_eq!(rows[0]["status"], 499);
+    assert_eq!(rows[0]["error_type"], "client_closed");
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_loses_no_record() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer {
+        tokens: 4,
+        first_token_delay: Duration::from_millis(300),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let h = Harness::start(&format!(
+        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let mut inflight = Vec::new();
+    for i in 0..20 {
+        let url = format!("{}/v1/chat/completions", h.base);
+        inflight.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&chat("chat", i % 2 == 0))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            (status, body)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rows = h.finish().await;
+    for t in inflight {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("tok3"), "{body}");
+    }
+    assert_eq!(rows.len(), 20, "every accepted request is in the ledger");
+}
+
+#[tokio::test]
+async fn models_metrics_and_health() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let h = Harness::start(&format!(
+        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n\
+         [[routes]]\nname = \"embed\"\ntargets = [{{ provider = \"a\", model = \"e\" }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let c = reqwest::Client::new();
+    let models: Value = c
+        .get(format!("{}/v1/models", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["chat", "embed"]);
+    assert_eq!(
+        c.get(format!("{}/healthz", h.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{}/readyz", h.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        h.post("/v1/chat/completions", chat("chat", false))
+            .await
+            .status(),
+        200
+    );
+    let emb = h
+        .post(
+            "/v1/embeddings",
+            json!({"model": "embed", "input": "some text"}),
+        )
+        .await;
+    assert_eq!(emb.status(), 200);
+    // Metrics are updated by the writer side; give it a flush interval.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = c
+            .get(format!("{}/metrics", h.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("gen_ai_operation_name=\"embeddings\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for name in [
+        "gen_ai_client_token_usage",
+        "gen_ai_server_request_duration_seconds",
+        "switchyard_ledger_records_dropped_total",
+        "switchyard_ledger_queue_depth",
+        "switchyard_gateway_overhead_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    assert!(
+        text.contains("gen_ai_operation_name=\"embeddings\""),
+        "{text}"
+    );
+    let dropped = text
+        .lines()
+        .find(|l| l.starts_with("switchyard_ledger_records_dropped_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap();
+    assert_eq!(dropped, "0");
+    let rows = h.finish().await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["operation"], "embeddings");
+}
