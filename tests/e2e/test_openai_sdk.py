@@ -1,12 +1,14 @@
 """The official `openai` SDK, unchanged but for its base URL, against Switchyard."""
 
+import json
 import sqlite3
+import subprocess
 
 import httpx
 import openai
 import pytest
 
-from conftest import E2E_KEY, Gateway
+from conftest import BIN, E2E_KEY, Gateway
 
 
 def test_plain_chat(client):
@@ -129,3 +131,20 @@ def test_ledger_and_metrics_after_sigterm(tmp_path, upstream):
     assert unmetered["cost_usd"] is None, "no price: cost unknown, never 0"
     assert rows[4]["operation"] == "embeddings"
     assert rows[5]["status"] == 404
+
+
+def test_usage_report_reads_the_ledger(tmp_path, upstream):
+    gw = Gateway(tmp_path, upstream, with_key=False)
+    c = openai.OpenAI(base_url=gw.base + "/v1", api_key="unused", max_retries=0)
+    for _ in range(3):
+        c.chat.completions.create(model="chat", messages=[{"role": "user", "content": "one two"}])
+    c.chat.completions.create(model="unmetered", messages=[{"role": "user", "content": "x"}])
+    assert gw.stop() == 0
+    out = subprocess.run([BIN, "usage", "--ledger", gw.ledger, "--by", "route", "--json"], capture_output=True, text=True, check=True)
+    rows = {r["group"]: r for r in json.loads(out.stdout)}
+    assert rows["chat"]["requests"] == 3
+    assert rows["chat"]["output_tokens"] == 18
+    assert abs(rows["chat"]["cost_usd"] - 3 * (2 * 1.0 + 6 * 2.0) / 1e6) < 1e-12
+    assert rows["unmetered"]["cost_usd"] is None
+    table = subprocess.run([BIN, "usage", "--ledger", gw.ledger, "--since", "1h"], capture_output=True, text=True, check=True).stdout
+    assert "mock-model" in table
