@@ -209,8 +209,16 @@ impl Config {
             let key = e
                 .span()
                 .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
-                    format!("line {line}")
+                    let start = s.start.min(text.len());
+                    let line = text[..start].matches('\n').count() + 1;
+                    // Name the key written on that line, when there is one.
+                    let written = text.lines().nth(line - 1).unwrap_or("");
+                    match written.split_once('=') {
+                        Some((k, _)) if !k.trim().is_empty() => {
+                            format!("line {line} ({})", k.trim())
+                        }
+                        _ => format!("line {line}"),
+                    }
                 })
                 .unwrap_or_else(|| "config".to_string());
             err(key, e.message().to_string())
