@@ -1,0 +1,435 @@
+//! Workload classes for requests (extraction, coding, summarization, ...), so the gateway can
+//! route, budget and report by the kind of work.
+//!
+//! A request gets its class by the first step that decides, in this order:
+//! 1. the `x-switchyard-class` header (must name a defined class, else an error naming it);
+//! 2. the calling key's default class;
+//! 3. rules, in config order: prompt length, tools, `response_format`, regex, keywords, model alias;
+//! 4. the semantic classifier: all-MiniLM-L6-v2 embedding of the last user message, voting
+//!    among labelled example prompts (k-NN or centroid), abstaining below a minimum similarity;
+//! 5. the configured default class (or none).
+//!
+//! Steps 1–3 cost microseconds; step 4 is CPU work (a few ms): call [`Classifier::classify`] from
+//! a blocking thread, or [`Classifier::classify_async`], which runs only step 4 on tokio's
+//! blocking pool.
+
+pub mod config;
+pub mod embed;
+
+use std::sync::Arc;
+
+use regex::Regex;
+use serde::Serialize;
+use switchyard_api::openai::ChatRequest;
+
+pub use config::{ClassesConfig, RuleConfig, SemanticConfig, Vote};
+pub use embed::{default_model_dir, dot, Embedder, DEFAULT_MAX_TOKENS, MINILM_DIMS, MINILM_DIR_NAME};
+
+/// The header a client names its class with.
+pub const CLASS_HEADER: &str = "x-switchyard-class";
+
+/// The outcome: the class (none when nothing decided and no default is set) and what decided it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Classification {
+    pub class: Option<String>,
+    pub by: ClassifiedBy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum ClassifiedBy {
+    Header,
+    KeyDefault,
+    /// The rule's name.
+    Rule { name: String },
+    /// Cosine similarity behind the vote (see [`Vote`]).
+    Semantic { score: f32 },
+    Default,
+}
+
+impl ClassifiedBy {
+    /// Short text for logs and the ledger: `header`, `key_default`, `rule:NAME`, `semantic`, `default`.
+    pub fn label(&self) -> String {
+        match self {
+            ClassifiedBy::Header => "header".into(),
+            ClassifiedBy::KeyDefault => "key_default".into(),
+            ClassifiedBy::Rule { name } => format!("rule:{name}"),
+            ClassifiedBy::Semantic { .. } => "semantic".into(),
+            ClassifiedBy::Default => "default".into(),
+        }
+    }
+}
+
+/// A class named by the client or a key that the config does not define.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("unknown class \"{name}\" in the {CLASS_HEADER} header; defined classes: {defined:?}")]
+    UnknownHeaderClass { name: String, defined: Vec<String> },
+    #[error("the key's default class \"{name}\" is not defined; defined classes: {defined:?}")]
+    UnknownKeyClass { name: String, defined: Vec<String> },
+}
+
+struct Rule {
+    name: String,
+    class: String,
+    min_tokens: Option<u64>,
+    max_tokens: Option<u64>,
+    tools: Option<bool>,
+    response_format: Option<Vec<String>>,
+    regex: Option<Regex>,
+    /// The keywords as one case-insensitive alternation, so a prompt is scanned once.
+    keywords: Option<Regex>,
+    models: Option<Vec<String>>,
+}
+
+impl Rule {
+    fn matches(&self, req: &ChatRequest, text: &str, est_tokens: u64) -> bool {
+        if self.min_tokens.is_some_and(|lo| est_tokens < lo) || self.max_tokens.is_some_and(|hi| est_tokens > hi) {
+            return false;
+        }
+        if let Some(want) = self.tools {
+            let has = req.tools.as_ref().is_some_and(|t| !t.is_empty());
+            if has != want {
+                return false;
+            }
+        }
+        if let Some(formats) = &self.response_format {
+            let kind = req
+                .response_format
+                .as_ref()
+                .and_then(|f| f.get("type"))
+                .and_then(|t| t.as_str());
+            if !kind.is_some_and(|k| formats.iter().any(|f| f == k)) {
+                return false;
+            }
+        }
+        if let Some(models) = &self.models {
+            if !models.iter().any(|m| m == &req.model) {
+                return false;
+            }
+        }
+        if self.regex.as_ref().is_some_and(|r| !r.is_match(text)) {
+            return false;
+        }
+        if self.keywords.as_ref().is_some_and(|r| !r.is_match(text)) {
+            return false;
+        }
+        true
+    }
+}
+
+struct Semantic {
+    embedder: Arc<Embedder>,
+    vote: Vote,
+    k: usize,
+    min_similarity: f32,
+    /// (class, unit embedding) per example; for [`Vote::Centroid`], one unit centroid per class.
+    points: Vec<(String, Vec<f32>)>,
+}
+
+/// Built once from a validated [`ClassesConfig`]; cheap to share (`Arc`).
+pub struct Classifier {
+    names: Vec<String>,
+    default: Option<String>,
+    rules: Vec<Rule>,
+    semantic: Option<Semantic>,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("names", &self.names)
+            .field("rules", &self.rules.len())
+            .field("semantic", &self.semantic.is_some())
+            .finish()
+    }
+}
+
+/// Characters per token for the prompt-length rules (the usual English estimate).
+const CHARS_PER_TOKEN: u64 = 4;
+
+/// Estimated prompt tokens: characters / 4, rounded up.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN)
+}
+
+/// The text the semantic step embeds: the last user message (what is asked now), else all text.
+/// Cut to `max_chars` on a character boundary so a huge prompt is not tokenized in full.
+pub fn semantic_text(req: &ChatRequest, max_chars: usize) -> String {
+    let text = req
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .and_then(|m| m.content.as_ref())
+        .map(|c| c.as_text())
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(|| req.prompt_text());
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => text[..cut].to_string(),
+        None => text,
+    }
+}
+
+enum Early {
+    Done(Classification),
+    NeedsSemantic,
+}
+
+impl Classifier {
+    /// Validates `config`, compiles the rules, and, only if semantic examples are configured,
+    /// loads MiniLM and embeds the examples once.
+    pub fn build(config: &ClassesConfig) -> Result<Classifier, String> {
+        Classifier::build_with(config, None)
+    }
+
+    /// As [`Classifier::build`], reusing an already loaded embedder (e.g. shared with the learned router).
+    pub fn build_with(config: &ClassesConfig, embedder: Option<Arc<Embedder>>) -> Result<Classifier, String> {
+        config.validate()?;
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (i, r) in config.rules.iter().enumerate() {
+            let key = format!("classes.rules[{i}]");
+            let regex = r
+                .regex
+                .as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| format!("{key}.regex: {e}"))?;
+            let keywords = r
+                .keywords
+                .as_ref()
+                .map(|kws| {
+                    let alt: Vec<String> = kws.iter().map(|k| regex::escape(k)).collect();
+                    Regex::new(&format!("(?i){}", alt.join("|")))
+                })
+                .transpose()
+                .map_err(|e| format!("{key}.keywords: {e}"))?;
+            rules.push(Rule {
+                name: r.name.clone(),
+                class: r.class.clone(),
+                min_tokens: r.min_tokens,
+                max_tokens: r.max_tokens,
+                tools: r.tools,
+                response_format: r.response_format.clone(),
+                regex,
+                keywords,
+                models: r.models.clone(),
+            });
+        }
+        let semantic = match &config.semantic {
+            None => None,
+            Some(s) => Some(build_semantic(s, embedder)?),
+        };
+        Ok(Classifier {
+            names: config.names.clone(),
+            default: config.default.clone(),
+            rules,
+            semantic,
+        })
+    }
+
+    /// The defined class names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The loaded MiniLM, if the semantic step is configured (to share with other users).
+    pub fn embedder(&self) -> Option<&Arc<Embedder>> {
+        self.semantic.as_ref().map(|s| &s.embedder)
+    }
+
+    fn is_defined(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    fn early(
+        &self,
+        req: &ChatRequest,
+        header_class: Option<&str>,
+        key_default: Option<&str>,
+    ) -> Result<Early, ClassifyError> {
+        if let Some(h) = header_class {
+            if !self.is_defined(h) {
+                return Err(ClassifyError::UnknownHeaderClass {
+                    name: h.to_string(),
+                    defined: self.names.clone(),
+                });
+            }
+            return Ok(Early::Done(Classification {
+                class: Some(h.to_string()),
+                by: ClassifiedBy::Header,
+            }));
+        }
+        if let Some(k) = key_default {
+            if !self.is_defined(k) {
+                return Err(ClassifyError::UnknownKeyClass {
+                    name: k.to_string(),
+                    defined: self.names.clone(),
+                });
+            }
+            return Ok(Early::Done(Classification {
+                class: Some(k.to_string()),
+                by: ClassifiedBy::KeyDefault,
+            }));
+        }
+        if !self.rules.is_empty() {
+            let text = req.prompt_text();
+            let est = estimate_tokens(&text);
+            if let Some(rule) = self.rules.iter().find(|r| r.matches(req, &text, est)) {
+                return Ok(Early::Done(Classification {
+                    class: Some(rule.class.clone()),
+                    by: ClassifiedBy::Rule {
+                        name: rule.name.clone(),
+                    },
+                }));
+            }
+        }
+        if self.semantic.is_some() {
+            Ok(Early::NeedsSemantic)
+        } else {
+            Ok(Early::Done(self.default_classification()))
+        }
+    }
+
+    fn default_classification(&self) -> Classification {
+        Classification {
+            class: self.default.clone(),
+            by: ClassifiedBy::Default,
+        }
+    }
+
+    /// Classifies a request (synchronously; may run MiniLM — keep it off async workers).
+    /// `header_class` is the `x-switchyard-class` header value, `key_default` the caller's key default.
+    pub fn classify(
+        &self,
+        req: &ChatRequest,
+        header_class: Option<&str>,
+        key_default: Option<&str>,
+    ) -> Result<Classification, ClassifyError> {
+        match self.early(req, header_class, key_default)? {
+            Early::Done(c) => Ok(c),
+            Early::NeedsSemantic => Ok(self.semantic_step(&self.semantic_input(req))),
+        }
+    }
+
+    /// As [`Classifier::classify`], but the MiniLM step (only) runs on tokio's blocking pool.
+    pub async fn classify_async(
+        self: &Arc<Self>,
+        req: &ChatRequest,
+        header_class: Option<&str>,
+        key_default: Option<&str>,
+    ) -> Result<Classification, ClassifyError> {
+        match self.early(req, header_class, key_default)? {
+            Early::Done(c) => Ok(c),
+            Early::NeedsSemantic => {
+                let text = self.semantic_input(req);
+                let this = Arc::clone(self);
+                match tokio::task::spawn_blocking(move || this.semantic_step(&text)).await {
+                    Ok(c) => Ok(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "semantic classification task failed; using the default class");
+                        Ok(self.default_classification())
+                    }
+                }
+            }
+        }
+    }
+
+    fn semantic_input(&self, req: &ChatRequest) -> String {
+        // A word piece is rarely longer than 8 characters, so this keeps every piece we use.
+        let max_chars = self.semantic.as_ref().map_or(0, |s| s.embedder.max_tokens() * 8);
+        semantic_text(req, max_chars)
+    }
+
+    /// Votes for `text`; abstains (default class) below the minimum similarity or on a model error.
+    pub fn classify_text(&self, text: &str) -> Classification {
+        self.semantic_step(text)
+    }
+
+    fn semantic_step(&self, text: &str) -> Classification {
+        let Some(s) = &self.semantic else {
+            return self.default_classification();
+        };
+        let emb = match s.embedder.embed(text) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "embedding the prompt failed; using the default class");
+                return self.default_classification();
+            }
+        };
+        match s.vote(&emb) {
+            Some((class, score)) if score >= s.min_similarity => Classification {
+                class: Some(class),
+                by: ClassifiedBy::Semantic { score },
+            },
+            _ => self.default_classification(),
+        }
+    }
+}
+
+impl Semantic {
+    /// The winning class and its score, or none without examples.
+    fn vote(&self, emb: &[f32]) -> Option<(String, f32)> {
+        let mut sims: Vec<(usize, f32)> = self.points.iter().enumerate().map(|(i, (_, p))| (i, dot(emb, p))).collect();
+        sims.sort_by(|a, b| b.1.total_cmp(&a.1));
+        match self.vote {
+            Vote::Centroid => sims.first().map(|&(i, s)| (self.points[i].0.clone(), s)),
+            Vote::Knn => {
+                // Per class among the k nearest: (summed similarity, best similarity).
+                let mut tally: Vec<(&str, f32, f32)> = Vec::new();
+                for &(i, s) in sims.iter().take(self.k) {
+                    let class = self.points[i].0.as_str();
+                    match tally.iter_mut().find(|t| t.0 == class) {
+                        Some(t) => {
+                            t.1 += s;
+                            t.2 = t.2.max(s);
+                        }
+                        None => tally.push((class, s, s)),
+                    }
+                }
+                tally
+                    .into_iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(c, _, best)| (c.to_string(), best))
+            }
+        }
+    }
+}
+
+fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result<Semantic, String> {
+    let embedder = match embedder {
+        Some(e) => e,
+        None => {
+            let dir = s.model_dir.clone().unwrap_or_else(default_model_dir);
+            Arc::new(Embedder::load(&dir, s.max_tokens).map_err(|e| format!("classes.semantic: {e}"))?)
+        }
+    };
+    let mut points = Vec::new();
+    for (class, texts) in &s.examples {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let embs = embedder
+            .embed_batch(&refs)
+            .map_err(|e| format!("classes.semantic.examples.{class}: {e}"))?;
+        match s.vote {
+            Vote::Knn => points.extend(embs.into_iter().map(|e| (class.clone(), e))),
+            Vote::Centroid => {
+                let mut c = vec![0f32; MINILM_DIMS];
+                for e in &embs {
+                    for (a, b) in c.iter_mut().zip(e) {
+                        *a += b;
+                    }
+                }
+                let norm = c.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                c.iter_mut().for_each(|x| *x /= norm);
+                points.push((class.clone(), c));
+            }
+        }
+    }
+    Ok(Semantic {
+        embedder,
+        vote: s.vote,
+        k: s.k,
+        min_similarity: s.min_similarity,
+        points,
+    })
+}

@@ -1,0 +1,326 @@
+//! Learned strong/weak model choice from an outcome table (prompt × model → correct), after
+//! RouteLLM (Ong et al., ICLR 2025): a router scores each request with P(strong needed) and
+//! sends it to the strong model when the score ≥ a threshold, set for a target share of strong
+//! calls (or a cost ceiling, via [`share_for_cost_ceiling`]).
+//!
+//! - [`train`] / [`evaluate`]: what `switchyard router train|evaluate` call.
+//! - [`LearnedRouter`]: the saved model (a small JSON file); [`LearnedRouter::p_strong`] per request.
+//! - [`metrics`]: PGR, APGR, CPT(50%), CPT(80%) and cost/quality points, as RouteLLM defines them.
+//! - [`cross_validate`]: train on some subjects, score the held-out ones.
+
+pub mod cache;
+pub mod data;
+pub mod metrics;
+pub mod model;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use switchyard_classify::{Embedder, DEFAULT_MAX_TOKENS, MINILM_DIR_NAME};
+
+pub use cache::EmbeddingCache;
+pub use data::{load_outcomes, Outcome};
+pub use metrics::{evaluate_scores, Metrics};
+pub use model::{fit_logistic, Logistic};
+
+/// Identifies the file format of a saved router.
+pub const ROUTER_FORMAT: &str = "switchyard-learned-router/1";
+
+/// A saved learned router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedRouter {
+    pub format: String,
+    /// The embedding the weights expect.
+    pub embedding_model: String,
+    /// Word pieces embedded per prompt (must match at run time).
+    pub max_tokens: usize,
+    /// What the score predicts.
+    pub label: String,
+    pub model: Logistic,
+    /// Route strong when `p_strong ≥ threshold`.
+    pub threshold: f32,
+    /// The share of strong calls the threshold was set for (on the training prompts).
+    pub target_strong_share: f64,
+    /// Training-set score quantiles 0%, 1%, ..., 100%, to re-aim the threshold without retraining.
+    pub score_quantiles: Vec<f32>,
+    pub trained_on_subjects: Vec<String>,
+    pub trained_on_rows: usize,
+}
+
+impl LearnedRouter {
+    pub fn load(path: &Path) -> Result<LearnedRouter, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let r: LearnedRouter = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if r.format != ROUTER_FORMAT {
+            return Err(format!("{}: format \"{}\", expected \"{ROUTER_FORMAT}\"", path.display(), r.format));
+        }
+        if r.model.weights.len() != switchyard_classify::MINILM_DIMS {
+            return Err(format!(
+                "{}: {} weights, expected {}",
+                path.display(),
+                r.model.weights.len(),
+                switchyard_classify::MINILM_DIMS
+            ));
+        }
+        Ok(r)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string(self).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
+    /// P(strong needed) for a prompt's unit MiniLM embedding (see [`Embedder::embed`]).
+    pub fn p_strong(&self, embedding: &[f32]) -> f32 {
+        self.model.predict(embedding)
+    }
+
+    /// Embeds `text` (CPU work: call off async workers) and scores it.
+    pub fn p_strong_text(&self, embedder: &Embedder, text: &str) -> Result<f32, String> {
+        Ok(self.p_strong(&embedder.embed(text)?))
+    }
+
+    /// Whether the request should go to the strong model.
+    pub fn route_strong(&self, p_strong: f32) -> bool {
+        p_strong >= self.threshold
+    }
+
+    /// The threshold that sent `share` (0..1) of the training prompts to the strong model.
+    pub fn threshold_for_share(&self, share: f64) -> f32 {
+        threshold_from_quantiles(&self.score_quantiles, share)
+    }
+
+    /// Re-aims the router at another share of strong calls.
+    pub fn set_strong_share(&mut self, share: f64) {
+        self.threshold = self.threshold_for_share(share);
+        self.target_strong_share = share.clamp(0.0, 1.0);
+    }
+}
+
+fn threshold_from_quantiles(q: &[f32], share: f64) -> f32 {
+    let share = share.clamp(0.0, 1.0);
+    if share <= 0.0 {
+        return f32::INFINITY;
+    }
+    if q.is_empty() {
+        return 0.5;
+    }
+    // Quantile (1 - share) of the scores: that fraction lies below the threshold.
+    let pos = (1.0 - share) * (q.len() - 1) as f64;
+    let idx = (pos.floor() as usize).min(q.len() - 1);
+    q[idx]
+}
+
+/// The share of strong calls whose mean cost per request is `ceiling` (relative to all-strong = 1),
+/// when a weak call costs `weak_cost_ratio` of a strong one.
+pub fn share_for_cost_ceiling(ceiling: f64, weak_cost_ratio: f64) -> f64 {
+    if weak_cost_ratio >= 1.0 {
+        return 1.0;
+    }
+    ((ceiling - weak_cost_ratio) / (1.0 - weak_cost_ratio)).clamp(0.0, 1.0)
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Subjects left out of training (held out for evaluation).
+    pub exclude_subjects: Vec<String>,
+    /// The threshold is set so this share of training prompts go strong.
+    pub strong_share: f64,
+    /// L2 penalty on the weights.
+    pub l2: f64,
+    pub max_tokens: usize,
+    /// The all-MiniLM-L6-v2 folder (default: see [`switchyard_classify::default_model_dir`]).
+    pub model_dir: Option<PathBuf>,
+    /// Where to keep prompt embeddings between runs (embedding ~10k prompts takes minutes).
+    pub cache: Option<PathBuf>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            exclude_subjects: Vec::new(),
+            strong_share: 0.5,
+            l2: 1.0,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            model_dir: None,
+            cache: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Only these subjects (empty: all).
+    pub subjects: Vec<String>,
+    pub weak_cost_ratio: f64,
+    pub model_dir: Option<PathBuf>,
+    pub cache: Option<PathBuf>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            subjects: Vec::new(),
+            weak_cost_ratio: metrics::DEFAULT_WEAK_COST_RATIO,
+            model_dir: None,
+            cache: None,
+        }
+    }
+}
+
+/// Loads the embedder and returns unit embeddings of all `prompts`, through the cache if given.
+pub fn embed_prompts(
+    prompts: &[&str],
+    max_tokens: usize,
+    model_dir: Option<&Path>,
+    cache_path: Option<&Path>,
+) -> Result<Vec<Vec<f32>>, String> {
+    let mut cache = match cache_path {
+        Some(p) => EmbeddingCache::load(p, max_tokens)?,
+        None => EmbeddingCache::new(max_tokens),
+    };
+    let missing: Vec<&str> = prompts.iter().copied().filter(|p| cache.get(p).is_none()).collect();
+    if !missing.is_empty() {
+        let dir = model_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(switchyard_classify::default_model_dir);
+        let embedder = Embedder::load(&dir, max_tokens)?;
+        // Batches of similar length waste little on padding.
+        let mut order: Vec<&str> = missing;
+        order.sort_by_key(|p| p.len());
+        order.dedup();
+        for (i, chunk) in order.chunks(16).enumerate() {
+            let embs = embedder.embed_batch(chunk)?;
+            for (p, e) in chunk.iter().zip(embs) {
+                cache.insert(p, e);
+            }
+            if let Some(path) = cache_path {
+                // Save now and then so an interrupted run keeps its work.
+                if i % 64 == 63 {
+                    cache.save(path)?;
+                }
+            }
+        }
+        if let Some(path) = cache_path {
+            cache.save(path)?;
+        }
+    }
+    prompts
+        .iter()
+        .map(|p| cache.get(p).cloned().ok_or_else(|| "embedding missing from cache".to_string()))
+        .collect()
+}
+
+/// Fits a router on the given rows and their embeddings.
+pub fn fit(items: &[Outcome], embeddings: &[Vec<f32>], opts: &TrainOptions) -> Result<LearnedRouter, String> {
+    let ys: Vec<bool> = items.iter().map(|o| model::strong_needed(o.weak, o.strong)).collect();
+    let model = fit_logistic(embeddings, &ys, opts.l2, 25)?;
+    let mut scores: Vec<f32> = embeddings.iter().map(|e| model.predict(e)).collect();
+    scores.sort_by(f32::total_cmp);
+    let score_quantiles: Vec<f32> = (0..=100)
+        .map(|k| scores[((k as f64 / 100.0) * (scores.len() - 1) as f64).round() as usize])
+        .collect();
+    let mut r = LearnedRouter {
+        format: ROUTER_FORMAT.into(),
+        embedding_model: MINILM_DIR_NAME.into(),
+        max_tokens: opts.max_tokens,
+        label: "strong_needed: weak model wrong and strong model right".into(),
+        model,
+        threshold: 0.5,
+        target_strong_share: opts.strong_share,
+        score_quantiles,
+        trained_on_subjects: data::subjects(items),
+        trained_on_rows: items.len(),
+    };
+    r.set_strong_share(opts.strong_share);
+    Ok(r)
+}
+
+/// `switchyard router train --data DIR --out FILE`: trains on every table in `data_dir` except
+/// `opts.exclude_subjects`.
+pub fn train(data_dir: &Path, opts: &TrainOptions) -> Result<LearnedRouter, String> {
+    let items: Vec<Outcome> = load_outcomes(data_dir)?
+        .into_iter()
+        .filter(|o| !opts.exclude_subjects.contains(&o.subject))
+        .collect();
+    if items.is_empty() {
+        return Err("no training rows left".into());
+    }
+    let prompts: Vec<&str> = items.iter().map(|o| o.prompt.as_str()).collect();
+    let embs = embed_prompts(&prompts, opts.max_tokens, opts.model_dir.as_deref(), opts.cache.as_deref())?;
+    fit(&items, &embs, opts)
+}
+
+/// `switchyard router evaluate --model FILE --data DIR`: the router's metrics on the tables in `data_dir`.
+pub fn evaluate(router: &LearnedRouter, data_dir: &Path, opts: &EvalOptions) -> Result<Metrics, String> {
+    let items: Vec<Outcome> = load_outcomes(data_dir)?
+        .into_iter()
+        .filter(|o| opts.subjects.is_empty() || opts.subjects.contains(&o.subject))
+        .collect();
+    if items.is_empty() {
+        return Err("no evaluation rows".into());
+    }
+    let prompts: Vec<&str> = items.iter().map(|o| o.prompt.as_str()).collect();
+    let embs = embed_prompts(&prompts, router.max_tokens, opts.model_dir.as_deref(), opts.cache.as_deref())?;
+    let scores: Vec<f32> = embs.iter().map(|e| router.p_strong(e)).collect();
+    let outcomes: Vec<(bool, bool)> = items.iter().map(|o| (o.weak, o.strong)).collect();
+    evaluate_scores(&scores, &outcomes, opts.weak_cost_ratio)
+}
+
+/// Held-out results of [`cross_validate`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrossValidation {
+    /// Subjects per fold (each fold is scored by a router trained on the others).
+    pub folds: Vec<Vec<String>>,
+    /// Every row's held-out score, in `items` order.
+    #[serde(skip)]
+    pub scores: Vec<f32>,
+    /// Metrics over all rows, each scored by a router that never saw its subject.
+    pub pooled: Metrics,
+    /// Metrics per fold.
+    pub per_fold: Vec<Metrics>,
+}
+
+/// Splits the subjects into `folds` groups (round-robin over the sorted names), trains on all
+/// groups but one and scores that one, for each group.
+pub fn cross_validate(
+    items: &[Outcome],
+    embeddings: &[Vec<f32>],
+    folds: usize,
+    opts: &TrainOptions,
+    weak_cost_ratio: f64,
+) -> Result<CrossValidation, String> {
+    if folds < 2 {
+        return Err("at least 2 folds".into());
+    }
+    let subjects = data::subjects(items);
+    let groups: Vec<Vec<String>> = (0..folds)
+        .map(|f| subjects.iter().skip(f).step_by(folds).cloned().collect())
+        .collect();
+    let mut scores = vec![0f32; items.len()];
+    let mut per_fold = Vec::new();
+    for group in &groups {
+        let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
+            (0..items.len()).partition(|&i| !group.contains(&items[i].subject));
+        let train_items: Vec<Outcome> = train_idx.iter().map(|&i| items[i].clone()).collect();
+        let train_embs: Vec<Vec<f32>> = train_idx.iter().map(|&i| embeddings[i].clone()).collect();
+        let router = fit(&train_items, &train_embs, opts)?;
+        let mut fold_scores = Vec::new();
+        let mut fold_outcomes = Vec::new();
+        for &i in &test_idx {
+            let s = router.p_strong(&embeddings[i]);
+            scores[i] = s;
+            fold_scores.push(s);
+            fold_outcomes.push((items[i].weak, items[i].strong));
+        }
+        per_fold.push(evaluate_scores(&fold_scores, &fold_outcomes, weak_cost_ratio)?);
+    }
+    let outcomes: Vec<(bool, bool)> = items.iter().map(|o| (o.weak, o.strong)).collect();
+    let pooled = evaluate_scores(&scores, &outcomes, weak_cost_ratio)?;
+    Ok(CrossValidation {
+        folds: groups,
+        scores,
+        pooled,
+        per_fold,
+    })
+}
