@@ -29,7 +29,10 @@ pub enum Face {
 pub struct Relay {
     head: std::vec::IntoIter<StreamItem>,
     rest: ChunkStream,
+    /// Fires at the idle limit or the deadline. Not reset per event (that would take the timer
+    /// driver's lock per token): when it fires early, it is re-armed from `last_event`.
     timer: Pin<Box<Sleep>>,
+    last_event: Instant,
     idle_limit: Duration,
     deadline: Instant,
     face: Face,
@@ -51,6 +54,7 @@ impl Relay {
             head: head.into_iter(),
             rest,
             timer: Box::pin(tokio::time::sleep_until(first)),
+            last_event: Instant::now(),
             idle_limit,
             deadline,
             face,
@@ -138,8 +142,7 @@ impl Stream for Relay {
         loop {
             match this.rest.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(item))) => {
-                    let next = (Instant::now() + this.idle_limit).min(this.deadline);
-                    this.timer.as_mut().reset(next);
+                    this.last_event = Instant::now();
                     if let Some(b) = this.on_item(item) {
                         return Poll::Ready(Some(Ok(b)));
                     }
@@ -156,7 +159,12 @@ impl Stream for Relay {
                     return Poll::Ready(Some(Ok(this.on_error(e))));
                 }
                 Poll::Pending => {
-                    if this.timer.as_mut().poll(cx).is_ready() {
+                    while this.timer.as_mut().poll(cx).is_ready() {
+                        let due = (this.last_event + this.idle_limit).min(this.deadline);
+                        if Instant::now() < due {
+                            this.timer.as_mut().reset(due);
+                            continue;
+                        }
                         let what = if Instant::now() >= this.deadline {
                             "the stream exceeded its total time limit"
                         } else {

@@ -631,3 +631,37 @@ async fn models_metrics_and_health() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["operation"], "embeddings");
 }
+
+#[tokio::test]
+async fn a_stream_that_stalls_after_starting_ends_with_an_error_event() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let idle = "timeouts = { stream_idle_ms = 300, first_token_ms = 5000, total_ms = 20000 }";
+    let h = Harness::start(&format!(
+        "{}[[routes]]\nname = \"stalls\"\ntargets = [{{ provider = \"a\", model = \"stall-2\", {idle} }}]\n\
+         [[routes]]\nname = \"paced\"\ntargets = [{{ provider = \"a\", model = \"paced-100\", {idle} }}]\n",
+        provider("a", &up.base_url())
+    ))
+    .await;
+    let data = sse_data(h.post("/v1/chat/completions", chat("stalls", true)).await).await;
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stalled"),
+        "{last}"
+    );
+    // Events 100 ms apart never trip a 300 ms idle limit, however long the stream runs.
+    let data = sse_data(h.post("/v1/chat/completions", chat("paced", true)).await).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    assert_eq!(
+        data.iter().filter(|d| d.contains("tok")).count(),
+        10,
+        "{data:#?}"
+    );
+    let rows = h.finish().await;
+    assert_eq!(rows[0]["error_type"], "timeout");
+    assert!(rows[1]["error_type"].is_null());
+}

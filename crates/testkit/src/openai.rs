@@ -330,7 +330,8 @@ async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Byt
 
 /// Behaviour chosen by the upstream model name, so a gateway config can point routes at
 /// misbehaving "models" in end-to-end tests: `err-<status>` (429 carries `retry-after: 1`),
-/// `stall-<n>`, `cut-<n>`, `tool-<name>`, `slow-<ms>` (first token after ms), `nousage`.
+/// `stall-<n>`, `cut-<n>`, `tool-<name>`, `slow-<ms>` (first token after ms), `paced-<ms>` (10 tokens, ms apart),
+/// `nousage`.
 pub fn reply_for_model(model: &str) -> Option<Reply> {
     let (kind, arg) = model.split_once('-').unwrap_or((model, ""));
     match kind {
@@ -359,6 +360,11 @@ pub fn reply_for_model(model: &str) -> Option<Reply> {
         })),
         "nousage" => Some(Reply::Answer(Answer {
             usage: false,
+            ..Default::default()
+        })),
+        "paced" => Some(Reply::Answer(Answer {
+            tokens: 10,
+            inter_token_delay: Duration::from_millis(arg.parse().ok()?),
             ..Default::default()
         })),
         _ => None,
