@@ -96,9 +96,9 @@ start() { # start NAME CMD... : runs CMD in its own session, logs to $LOG/NAME.l
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 chat_body='{"model":"mock-model","messages":[{"role":"user","content":"ping"}]}'
-wait_ready() { # wait_ready NAME PID URL [curl header args...]: POST a chat request until 200, 120 s at most
+wait_ready() { # wait_ready NAME PID URL [curl header args...]: POST a chat request until 200, 240 s at most
     local name=$1 pid=$2 url=$3; shift 3
-    for _ in $(seq 1 240); do
+    for _ in $(seq 1 480); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "$name exited during start-up; log:" >&2; tail -n 30 "$LOG/$name.log" >&2; return 1
         fi
@@ -107,7 +107,7 @@ wait_ready() { # wait_ready NAME PID URL [curl header args...]: POST a chat requ
         [ "$code" = 200 ] && return 0
         sleep 0.5
     done
-    echo "$name did not answer 200 at $url within 120 s; log:" >&2; tail -n 30 "$LOG/$name.log" >&2
+    echo "$name did not answer 200 at $url within 240 s; log:" >&2; tail -n 30 "$LOG/$name.log" >&2
     return 1
 }
 
@@ -265,10 +265,11 @@ for t in ${TARGETS//,/ }; do
         stop_pid "$PK_PID"
         ;;
     litellm)
-        # Two workers, one per core, as the other targets use both cores.
+        # Two workers, one per core, as the other targets use both cores. Uvicorn kills a worker
+        # that misses its 5 s health check, and importing LiteLLM takes longer than that here.
         start litellm env LITELLM_MASTER_KEY=$LITELLM_KEY LITELLM_LOCAL_MODEL_COST_MAP=True \
             LITELLM_LOG=ERROR "$WORK/litellm-venv/bin/litellm" --config bench/conf/litellm.yaml \
-            --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2
+            --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2 --timeout_worker_healthcheck 600
         LL_PID=$PID
         ll_headers=(-H "authorization: Bearer $LITELLM_KEY")
         wait_ready litellm "$LL_PID" "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" "${ll_headers[@]}"
