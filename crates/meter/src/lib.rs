@@ -117,3 +117,40 @@ impl TargetMeterConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_config_parses_the_documented_form() {
+        let t: HashMap<String, TargetMeterConfig> = toml::from_str(
+            r#"
+            ["vllm/meta-llama/Llama-3.1-8B-Instruct"]
+            price = { input_per_mtok = 0.05, output_per_mtok = 0.10, source = "own estimate", as_of = "2026-11-01" }
+            energy = { method = "j_per_token", input_j = 0.012, output_j = 0.12, source = "ML.ENERGY v3" }
+            grid_g_co2e_per_kwh = 350.0
+
+            ["openai/gpt-4o"]
+            energy = { method = "power_time", watts = 1300.0, utilization = 0.7, pue = 1.12 }
+            "#,
+        )
+        .unwrap();
+        let v = &t["vllm/meta-llama/Llama-3.1-8B-Instruct"];
+        assert_eq!(v.price.as_ref().unwrap().output_per_mtok, 0.10);
+        assert_eq!(v.grid_g_co2e_per_kwh, Some(350.0));
+        assert!(
+            matches!(t["openai/gpt-4o"].energy, Some(EnergyProfile::PowerTime { pue, .. }) if pue == 1.12)
+        );
+        assert!(t.values().all(|t| t.validate().is_ok()));
+        assert!(toml::from_str::<TargetMeterConfig>("grid = 1.0").is_err());
+        let bad = TargetMeterConfig {
+            grid_g_co2e_per_kwh: Some(-1.0),
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .starts_with("grid_g_co2e_per_kwh"));
+    }
+}

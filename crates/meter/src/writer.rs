@@ -31,7 +31,8 @@ pub struct Meter {
     metrics: Arc<Metrics>,
 }
 
-/// The running writer; [`MeterTask::shutdown`] drains it.
+/// The running writer; [`MeterTask::shutdown`] drains it. Dropping it without shutdown detaches
+/// the writer, which then stops (flushing) once every [`Meter`] handle is dropped.
 pub struct MeterTask {
     stop: oneshot::Sender<()>,
     done: oneshot::Receiver<Result<u64, MeterError>>,
@@ -187,10 +188,13 @@ impl Writer {
             let room = self.batch_size - pending.len();
             tokio::select! {
                 biased;
-                // Stop (or the task handle dropped): refuse new records, keep draining.
-                _ = &mut self.stop, if !stopping => {
+                // Stop: refuse new records, keep draining. A dropped task handle detaches the
+                // writer instead: it runs until every `Meter` handle is gone.
+                stop = &mut self.stop, if !stopping => {
                     stopping = true;
-                    self.rx.close();
+                    if stop.is_ok() {
+                        self.rx.close();
+                    }
                 }
                 n = self.rx.recv_many(&mut received, room) => {
                     if n == 0 {

@@ -177,6 +177,32 @@ async fn flush_interval_writes_without_shutdown() {
     assert_eq!(task.shutdown().await.unwrap(), 1);
 }
 
+#[tokio::test]
+async fn dropping_the_task_detaches_and_the_last_meter_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let (meter, task) = Meter::start(config(&path, 64, 512, Duration::from_secs(3600))).unwrap();
+    drop(task);
+    for i in 0..10 {
+        meter.record(outcome(format!("d{i}"))).await;
+    }
+    assert_eq!(
+        metric(&meter, "switchyard_ledger_records_dropped_total"),
+        0.0
+    );
+    drop(meter);
+    // The writer flushes when the last handle goes; poll for it (bounded so a bug cannot hang).
+    let mut n = 0;
+    for _ in 0..600 {
+        n = rows(&path).len();
+        if n == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(n, 10);
+}
+
 #[test]
 fn start_rejects_a_bad_target_config() {
     let dir = tempfile::tempdir().unwrap();
