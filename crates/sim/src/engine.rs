@@ -12,6 +12,10 @@
 //! chained prefix hash; when a request ends they stay cached, unreferenced, and are evicted
 //! least recently used first — deepest block of a prompt first, so prefixes outlive suffixes.
 //! A new request whose leading keys are cached skips prefilling those tokens.
+//!
+//! An optional second tier in host memory (`host_cache_tokens`, as vLLM's CPU offloading,
+//! LMCache or Mooncake's store provide) keeps blocks evicted from the GPU; a prompt whose prefix
+//! continues there loads those blocks at `host_load_tokens_per_s` instead of recomputing them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -76,6 +80,8 @@ pub struct EngineStats {
     pub cached_tokens: u64,
     pub output_tokens: u64,
     pub evicted_blocks: u64,
+    /// Prompt tokens loaded from the host tier (also counted in `cached_tokens`).
+    pub host_loaded_tokens: u64,
 }
 
 /// Chained keys for block ids: key i identifies blocks 0..=i together, so equal keys mean equal
@@ -102,11 +108,14 @@ struct Seq {
     cached: u32,
     /// Prompt tokens whose KV exists (cached or computed).
     prefilled: u32,
+    /// Prompt tokens still to load from the host tier before computing the rest.
+    to_load: u32,
     generated: u32,
     /// Keys of `req.blocks` this sequence holds a reference on (a leading run).
     held_keys: usize,
     anon_blocks: usize,
     step_prefill: u32,
+    step_load: u32,
     step_decode: bool,
 }
 
@@ -128,6 +137,7 @@ pub struct Engine {
     anon_blocks: usize,
     capacity_blocks: usize,
     tick: u64,
+    host: HostTier,
     planned: Option<f64>,
     stats: EngineStats,
 }
@@ -136,6 +146,8 @@ impl Engine {
     pub fn new(profile: Profile) -> Self {
         let capacity_blocks =
             (profile.kv_capacity_tokens / u64::from(profile.block_tokens)) as usize;
+        let host =
+            HostTier::new((profile.host_cache_tokens / u64::from(profile.block_tokens)) as usize);
         Engine {
             profile,
             emit_tokens: false,
@@ -146,6 +158,7 @@ impl Engine {
             anon_blocks: 0,
             capacity_blocks,
             tick: 0,
+            host,
             planned: None,
             stats: EngineStats::default(),
         }
@@ -250,6 +263,7 @@ impl Engine {
         // Decodes first, one token each, as vLLM schedules running requests before new prefill.
         for s in &mut self.running {
             s.step_prefill = 0;
+            s.step_load = 0;
             s.step_decode = s.prefilled == s.req.input_tokens && s.generated < s.req.output_tokens;
             if s.step_decode && budget > 0 {
                 budget -= 1;
@@ -260,9 +274,17 @@ impl Engine {
             }
         }
         let mut prefill = 0u64;
+        let mut load = 0u64;
         for s in &mut self.running {
+            // Host-tier blocks are copied in whole before the rest of the prompt is computed;
+            // copies do not use the compute budget.
+            if s.to_load > 0 {
+                s.step_load = s.to_load;
+                load += u64::from(s.to_load);
+                continue;
+            }
             if budget == 0 {
-                break;
+                continue;
             }
             let left = s.req.input_tokens - s.prefilled;
             if left > 0 {
@@ -272,11 +294,13 @@ impl Engine {
                 prefill += u64::from(chunk);
             }
         }
-        if prefill == 0 && decode_seqs == 0 {
+        if prefill == 0 && load == 0 && decode_seqs == 0 {
             self.planned = None;
             return None;
         }
-        let secs = self.profile.step_seconds(prefill, decode_seqs, context);
+        let secs = self
+            .profile
+            .step_seconds(prefill, load, decode_seqs, context);
         self.planned = Some(secs);
         Some(secs)
     }
@@ -292,7 +316,11 @@ impl Engine {
         while i < self.running.len() {
             let s = &mut self.running[i];
             let id = s.req.id;
-            if s.step_prefill > 0 {
+            if s.step_load > 0 {
+                s.prefilled += s.step_load;
+                s.to_load -= s.step_load;
+                s.step_load = 0;
+            } else if s.step_prefill > 0 {
                 s.prefilled += s.step_prefill;
                 s.step_prefill = 0;
                 if s.prefilled == s.req.input_tokens {
@@ -333,6 +361,7 @@ impl Engine {
             };
             let needed = self.blocks_for(req);
             let matched = self.cached_prefix(&req.blocks);
+            let host_matched = self.host.matched(&req.blocks[matched..]);
             // Blocks that must come from free space or eviction, counted as if none of the
             // later keys were cached (they may be, out of order; then fewer are needed).
             let new_blocks = needed - matched;
@@ -349,11 +378,13 @@ impl Engine {
             let Some(req) = self.waiting.pop_front() else {
                 break;
             };
-            self.admit_one(req, matched, needed);
+            self.admit_one(req, matched, host_matched, needed);
         }
     }
 
-    fn admit_one(&mut self, req: SimRequest, matched: usize, needed: usize) {
+    fn admit_one(&mut self, req: SimRequest, matched: usize, host_matched: usize, needed: usize) {
+        self.host
+            .touch(&req.blocks[matched..matched + host_matched]);
         for k in &req.blocks[..matched] {
             self.pin(*k);
         }
@@ -373,20 +404,27 @@ impl Engine {
         self.anon_blocks += anon;
         let bt = self.profile.block_tokens;
         // The last prompt token is always computed: its logits give the first output token.
-        let cached = (matched as u32)
+        let on_gpu = (matched as u32)
             .saturating_mul(bt)
             .min(req.input_tokens - 1);
+        let cached = ((matched + host_matched) as u32)
+            .saturating_mul(bt)
+            .min(req.input_tokens - 1);
+        let to_load = cached - on_gpu;
         self.stats.admitted += 1;
         self.stats.prompt_tokens += u64::from(req.input_tokens);
         self.stats.cached_tokens += u64::from(cached);
+        self.stats.host_loaded_tokens += u64::from(to_load);
         self.running.push(Seq {
             held_keys: req.blocks.len(),
             req,
             cached,
-            prefilled: cached,
+            prefilled: on_gpu,
+            to_load,
             generated: 0,
             anon_blocks: anon,
             step_prefill: 0,
+            step_load: 0,
             step_decode: false,
         });
     }
@@ -406,6 +444,7 @@ impl Engine {
                 break;
             };
             self.cache.remove(&k);
+            self.host.insert(k);
             self.stats.evicted_blocks += 1;
         }
     }
@@ -422,6 +461,55 @@ impl Engine {
                     self.evictable.insert(self.tick, *k);
                 }
             }
+        }
+    }
+}
+
+/// Block keys held in host memory, least recently used evicted first.
+#[derive(Debug)]
+struct HostTier {
+    cap: usize,
+    tick: u64,
+    last_use: HashMap<u64, u64>,
+    by_age: BTreeMap<u64, u64>,
+}
+
+impl HostTier {
+    fn new(cap: usize) -> Self {
+        HostTier {
+            cap,
+            tick: 0,
+            last_use: HashMap::new(),
+            by_age: BTreeMap::new(),
+        }
+    }
+
+    fn matched(&self, keys: &[u64]) -> usize {
+        keys.iter()
+            .take_while(|k| self.last_use.contains_key(k))
+            .count()
+    }
+
+    fn touch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            self.insert(k);
+        }
+    }
+
+    fn insert(&mut self, k: u64) {
+        if self.cap == 0 {
+            return;
+        }
+        self.tick += 1;
+        if let Some(old) = self.last_use.insert(k, self.tick) {
+            self.by_age.remove(&old);
+        }
+        self.by_age.insert(self.tick, k);
+        while self.last_use.len() > self.cap {
+            let Some((_, old)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.last_use.remove(&old);
         }
     }
 }
@@ -444,6 +532,8 @@ mod tests {
             kv_capacity_tokens: 1000,
             block_tokens: 10,
             max_waiting: None,
+            host_cache_tokens: 0,
+            host_load_tokens_per_s: 0.0,
             source: "test".into(),
         }
     }
@@ -605,5 +695,30 @@ mod tests {
         assert!(!e.cancel(4));
         assert!(e.is_idle());
         assert_eq!(e.kv_used_blocks(), 0);
+    }
+
+    #[test]
+    fn host_tier_keeps_evicted_prefixes_and_loads_them_faster_than_prefill() {
+        let mut p = toy();
+        p.kv_capacity_tokens = 200;
+        p.host_cache_tokens = 10_000;
+        p.host_load_tokens_per_s = 10_000.0;
+        let mut e = Engine::new(p);
+        let a: Vec<u64> = (0..10).collect();
+        e.submit(req(1, 99, 1, &a)).unwrap();
+        run(&mut e);
+        // Another 20-block prompt pushes A's 10 blocks out of the 20-block GPU cache.
+        e.submit(req(2, 199, 1, &(100..120).collect::<Vec<_>>()))
+            .unwrap();
+        run(&mut e);
+        assert_eq!(e.cached_prefix(&chain_keys(a.iter().copied())), 0);
+        // A again, extended by 5 blocks: 100 tokens load at 10k/s (0.01 s), 49 are computed at
+        // 1k/s (0.049 s), instead of 0.149 s of prefill.
+        let mut a2 = a.clone();
+        a2.extend(200..205);
+        e.submit(req(3, 149, 1, &a2)).unwrap();
+        let r = run(&mut e);
+        assert!(close(r[0].1, 0.01 + 0.049), "{r:?}");
+        assert_eq!(e.stats().host_loaded_tokens, 100);
     }
 }

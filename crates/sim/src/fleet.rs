@@ -199,6 +199,8 @@ mod tests {
             kv_capacity_tokens: 10_000,
             block_tokens: 10,
             max_waiting: None,
+            host_cache_tokens: 0,
+            host_load_tokens_per_s: 0.0,
             source: "test".into(),
         }
     }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Step time of one engine iteration (continuous batching with chunked prefill, as vLLM's V1
 /// scheduler runs it):
-/// `max(decode_step_base_ms, prefill_tokens / prefill_tokens_per_s) + decode_seqs ×
+/// `max(decode_step_base_ms, prefill_tokens / prefill_tokens_per_s + loaded_tokens /
+/// host_load_tokens_per_s) + decode_seqs ×
 /// decode_step_per_seq_ms + context_tokens × decode_ns_per_context_token`, where `context_tokens` sums the KV length of every decoding sequence (decode is bound by
 /// reading weights once per step plus each sequence's KV cache).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,13 +34,19 @@ pub struct Profile {
     /// with 429. `None`: no limit.
     #[serde(default)]
     pub max_waiting: Option<usize>,
+    /// KV tokens kept in host memory after eviction from the GPU (0: no second tier).
+    #[serde(default)]
+    pub host_cache_tokens: u64,
+    /// Tokens per second copied back from the host tier (PCIe bandwidth / KV bytes per token).
+    #[serde(default)]
+    pub host_load_tokens_per_s: f64,
     /// Where the figures come from.
     #[serde(default)]
     pub source: String,
 }
 
 /// Names of the built-in profiles.
-pub const PRESETS: &[&str] = &["h100-llama3-8b", "l4-llama3-8b"];
+pub const PRESETS: &[&str] = &["h100-llama3-8b", "h100-llama3-8b-offload", "l4-llama3-8b"];
 
 const DERIVATION: &str = "illustrative, derived from datasheet peaks, not measured: \
 prefill = 2 × 8.0e9 FLOP/token at 40% of dense BF16 peak; decode base = 16 GB of BF16 weights \
@@ -64,7 +71,23 @@ impl Profile {
                 kv_capacity_tokens: 396_000,
                 block_tokens: 512,
                 max_waiting: None,
+                host_cache_tokens: 0,
+                host_load_tokens_per_s: 0.0,
                 source: format!("H100 SXM datasheet (989 TFLOP/s, 3.35 TB/s, 80 GB); {DERIVATION}"),
+            }),
+            // The same replica with a second KV tier in host memory, as vLLM's CPU offloading,
+            // LMCache or Mooncake's store add: 256 GB per GPU (a DGX H100 has 2 TB for 8 GPUs)
+            // = 1.95 M tokens, copied back over PCIe Gen5 x16 at ~50 GB/s = 380 k tokens/s.
+            "h100-llama3-8b-offload" => Profile::preset("h100-llama3-8b").map(|p| Profile {
+                name: name.into(),
+                host_cache_tokens: 1_950_000,
+                host_load_tokens_per_s: 380_000.0,
+                source: format!(
+                    "{}; host tier: 256 GB per GPU (DGX H100: 2 TB / 8 GPUs) / 131,072 B per token, \
+                     loaded at 50 GB/s (PCIe Gen5 x16, illustrative)",
+                    p.source
+                ),
+                ..p
             }),
             // L4: 121 TFLOP/s dense BF16, 300 GB/s, 24 GB (NVIDIA L4 datasheet).
             "l4-llama3-8b" => Some(Profile {
@@ -78,6 +101,8 @@ impl Profile {
                 kv_capacity_tokens: 35_000,
                 block_tokens: 512,
                 max_waiting: None,
+                host_cache_tokens: 0,
+                host_load_tokens_per_s: 0.0,
                 source: format!("L4 datasheet (121 TFLOP/s, 300 GB/s, 24 GB); {DERIVATION}"),
             }),
             _ => None,
@@ -132,6 +157,14 @@ impl Profile {
         if self.block_tokens == 0 {
             return Err("block_tokens must be above 0".into());
         }
+        if self.host_cache_tokens > 0
+            && !(self.host_load_tokens_per_s.is_finite() && self.host_load_tokens_per_s > 0.0)
+        {
+            return Err(format!(
+                "host_load_tokens_per_s: {} must be above 0 when host_cache_tokens is set",
+                self.host_load_tokens_per_s
+            ));
+        }
         if self.kv_capacity_tokens < u64::from(self.block_tokens) {
             return Err("kv_capacity_tokens must hold at least one block".into());
         }
@@ -142,10 +175,14 @@ impl Profile {
     pub fn step_seconds(
         &self,
         prefill_tokens: u64,
+        loaded_tokens: u64,
         decode_seqs: usize,
         context_tokens: u64,
     ) -> f64 {
-        let prefill = prefill_tokens as f64 / self.prefill_tokens_per_s;
+        let mut prefill = prefill_tokens as f64 / self.prefill_tokens_per_s;
+        if loaded_tokens > 0 {
+            prefill += loaded_tokens as f64 / self.host_load_tokens_per_s;
+        }
         let base = self.decode_step_base_ms / 1e3;
         base.max(prefill)
             + decode_seqs as f64 * self.decode_step_per_seq_ms / 1e3

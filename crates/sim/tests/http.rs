@@ -32,6 +32,8 @@ fn fast_profile() -> Profile {
         kv_capacity_tokens: 100_000,
         block_tokens: 16,
         max_waiting: None,
+        host_cache_tokens: 0,
+        host_load_tokens_per_s: 0.0,
         source: "test".into(),
     }
 }
