@@ -123,6 +123,24 @@ impl SqliteLedger {
     }
 }
 
+impl SqliteLedger {
+    /// Streams the records that started at or after `since_ms`, oldest first, without
+    /// collecting them (the usage report over a large ledger).
+    pub fn for_each_since(
+        &self,
+        since_ms: i64,
+        mut f: impl FnMut(LedgerRecord),
+    ) -> Result<(), MeterError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM requests WHERE \"started_at_ms\" >= ?1 ORDER BY \"started_at_ms\", \"id\""
+        ))?;
+        for r in stmt.query_map([since_ms], from_row)? {
+            f(r?);
+        }
+        Ok(())
+    }
+}
+
 fn from_row(r: &Row<'_>) -> rusqlite::Result<LedgerRecord> {
     Ok(LedgerRecord {
         id: r.get(0)?,
@@ -220,11 +238,9 @@ impl Ledger for SqliteLedger {
     }
 
     fn records_since(&self, since_ms: i64) -> Result<Vec<LedgerRecord>, MeterError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM requests WHERE \"started_at_ms\" >= ?1 ORDER BY \"started_at_ms\", \"id\""
-        ))?;
-        let rows = stmt.query_map([since_ms], from_row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut out = Vec::new();
+        self.for_each_since(since_ms, |r| out.push(r))?;
+        Ok(out)
     }
 }
 

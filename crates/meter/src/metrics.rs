@@ -367,7 +367,9 @@ impl Metrics {
         let error = s.bound("error_type", r.error_type.as_deref());
         let f = &mut s.families;
 
-        if r.target.is_some() {
+        // Token usage is a provider figure: none for requests that never reached one or got
+        // nothing back.
+        if r.target.is_some() && (r.input_tokens > 0 || r.output_tokens > 0) {
             for (t, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
                 let labels = vec![op.clone(), kind.clone(), model.clone(), t.to_string()];
                 f[TOKEN_USAGE].observe(labels, n as f64);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::ledger::{Ledger, SqliteLedger};
+use crate::ledger::SqliteLedger;
 use crate::{LedgerRecord, MeterError};
 
 /// What to group ledger rows by.
@@ -75,7 +75,9 @@ pub fn usage_report(
         }
         None => i64::MIN,
     };
-    Ok(summarize(&ledger.records_since(since_ms)?, by))
+    let mut summary = Summary::new(by);
+    ledger.for_each_since(since_ms, |r| summary.add(&r))?;
+    Ok(summary.finish())
 }
 
 fn group_of(r: &LedgerRecord, by: GroupBy) -> &str {
@@ -101,54 +103,114 @@ pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
     Some(values[rank.clamp(1, values.len()) - 1])
 }
 
-fn sum_known(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    values
-        .flatten()
-        .fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
+fn add_known(total: &mut Option<f64>, v: Option<f64>) {
+    if let Some(v) = v {
+        *total = Some(total.unwrap_or(0.0) + v);
+    }
+}
+
+/// Running totals of one group; latencies are kept for the percentiles.
+struct Acc {
+    row: UsageRow,
+    ttft: Vec<f64>,
+    latency: Vec<f64>,
+}
+
+/// Groups records one at a time, so a report need not hold the ledger's rows in memory.
+pub struct Summary {
+    by: GroupBy,
+    groups: BTreeMap<String, Acc>,
+}
+
+impl Summary {
+    pub fn new(by: GroupBy) -> Summary {
+        Summary {
+            by,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, r: &LedgerRecord) {
+        let group = group_of(r, self.by);
+        if !self.groups.contains_key(group) {
+            let acc = Acc {
+                row: empty_row(group),
+                ttft: Vec::new(),
+                latency: Vec::new(),
+            };
+            self.groups.insert(group.to_string(), acc);
+        }
+        let Some(acc) = self.groups.get_mut(group) else {
+            return;
+        };
+        let row = &mut acc.row;
+        row.requests += 1;
+        row.errors += u64::from(r.status >= 400 || r.error_type.is_some());
+        row.input_tokens += r.input_tokens;
+        row.output_tokens += r.output_tokens;
+        row.cached_input_tokens += r.cached_input_tokens;
+        row.cache_creation_input_tokens += r.cache_creation_input_tokens;
+        row.reasoning_tokens += r.reasoning_tokens;
+        add_known(&mut row.cost_usd, r.cost_usd);
+        row.cost_unknown_rows += u64::from(r.cost_usd.is_none());
+        row.estimated_token_rows += u64::from(r.tokens_estimated);
+        add_known(&mut row.energy_wh, r.energy_wh);
+        row.energy_unknown_rows += u64::from(r.energy_wh.is_none());
+        add_known(&mut row.carbon_g, r.carbon_g);
+        acc.ttft.extend(r.ttft_ms);
+        acc.latency.push(r.latency_ms);
+    }
+
+    /// The rows, by request count (most first), then by group name.
+    pub fn finish(self) -> Vec<UsageRow> {
+        let mut rows: Vec<UsageRow> = self
+            .groups
+            .into_values()
+            .map(|mut acc| {
+                acc.row.ttft_p50_ms = percentile(&mut acc.ttft, 50.0);
+                acc.row.ttft_p95_ms = percentile(&mut acc.ttft, 95.0);
+                acc.row.latency_p50_ms = percentile(&mut acc.latency, 50.0);
+                acc.row.latency_p95_ms = percentile(&mut acc.latency, 95.0);
+                acc.row
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.requests
+                .cmp(&a.requests)
+                .then_with(|| a.group.cmp(&b.group))
+        });
+        rows
+    }
+}
+
+fn empty_row(group: &str) -> UsageRow {
+    UsageRow {
+        group: group.to_string(),
+        requests: 0,
+        errors: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cached_input_tokens: 0,
+        cache_creation_input_tokens: 0,
+        reasoning_tokens: 0,
+        cost_usd: None,
+        cost_unknown_rows: 0,
+        estimated_token_rows: 0,
+        ttft_p50_ms: None,
+        ttft_p95_ms: None,
+        latency_p50_ms: None,
+        latency_p95_ms: None,
+        energy_wh: None,
+        energy_unknown_rows: 0,
+        carbon_g: None,
+    }
 }
 
 /// Groups records; rows come out by request count, most first, then by group name.
 pub fn summarize(records: &[LedgerRecord], by: GroupBy) -> Vec<UsageRow> {
-    let mut groups: BTreeMap<&str, Vec<&LedgerRecord>> = BTreeMap::new();
-    for r in records {
-        groups.entry(group_of(r, by)).or_default().push(r);
-    }
-    let mut rows: Vec<UsageRow> = groups
-        .into_iter()
-        .map(|(group, rs)| {
-            let count =
-                |f: &dyn Fn(&LedgerRecord) -> bool| rs.iter().filter(|r| f(r)).count() as u64;
-            let total = |f: &dyn Fn(&LedgerRecord) -> u64| rs.iter().map(|r| f(r)).sum::<u64>();
-            let mut ttft: Vec<f64> = rs.iter().filter_map(|r| r.ttft_ms).collect();
-            let mut latency: Vec<f64> = rs.iter().map(|r| r.latency_ms).collect();
-            UsageRow {
-                group: group.to_string(),
-                requests: rs.len() as u64,
-                errors: count(&|r| r.status >= 400 || r.error_type.is_some()),
-                input_tokens: total(&|r| r.input_tokens),
-                output_tokens: total(&|r| r.output_tokens),
-                cached_input_tokens: total(&|r| r.cached_input_tokens),
-                cache_creation_input_tokens: total(&|r| r.cache_creation_input_tokens),
-                reasoning_tokens: total(&|r| r.reasoning_tokens),
-                cost_usd: sum_known(rs.iter().map(|r| r.cost_usd)),
-                cost_unknown_rows: count(&|r| r.cost_usd.is_none()),
-                estimated_token_rows: count(&|r| r.tokens_estimated),
-                ttft_p50_ms: percentile(&mut ttft, 50.0),
-                ttft_p95_ms: percentile(&mut ttft, 95.0),
-                latency_p50_ms: percentile(&mut latency, 50.0),
-                latency_p95_ms: percentile(&mut latency, 95.0),
-                energy_wh: sum_known(rs.iter().map(|r| r.energy_wh)),
-                energy_unknown_rows: count(&|r| r.energy_wh.is_none()),
-                carbon_g: sum_known(rs.iter().map(|r| r.carbon_g)),
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        b.requests
-            .cmp(&a.requests)
-            .then_with(|| a.group.cmp(&b.group))
-    });
-    rows
+    let mut s = Summary::new(by);
+    records.iter().for_each(|r| s.add(r));
+    s.finish()
 }
 
 const HEADERS: [&str; 18] = [
