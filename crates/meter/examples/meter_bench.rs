@@ -142,4 +142,5 @@ async fn main() {
         t.elapsed().as_secs_f64() * 1e3,
         rows.len()
     );
+    print!("{}", switchyard_meter::report::render_table(&rows));
 }
