@@ -82,13 +82,7 @@ fn load_trace(path: &PathBuf, limit: Option<usize>) -> anyhow::Result<Vec<TraceR
 struct BalanceDispatch {
     balancer: switchyard_balance::Balance,
     origin: Instant,
-    sent: HashMap<u64, Sent>,
-}
-
-struct Sent {
-    at: f64,
-    first_token: Option<f64>,
-    prompt_tokens: u32,
+    sent: HashMap<u64, (f64, Option<f64>)>,
 }
 
 impl BalanceDispatch {
@@ -102,7 +96,6 @@ impl Dispatcher for BalanceDispatch {
         let info = RequestInfo {
             prefix: &req.blocks,
             exclude: &[],
-            prompt_tokens: req.input_tokens,
         };
         self.balancer.pick(&info, self.at(now))
     }
@@ -111,39 +104,26 @@ impl Dispatcher for BalanceDispatch {
         let info = RequestInfo {
             prefix: &req.blocks,
             exclude: &[],
-            prompt_tokens: req.input_tokens,
         };
         self.balancer.on_start(replica, &info, self.at(now));
-        self.sent.insert(
-            req.id,
-            Sent {
-                at: now,
-                first_token: None,
-                prompt_tokens: req.input_tokens,
-            },
-        );
+        self.sent.insert(req.id, (now, None));
     }
 
     fn on_event(&mut self, replica: usize, event: &Event, now: f64) {
         let at = self.at(now);
         match *event {
             Event::FirstToken { id, .. } => {
-                if let Some(sent) = self.sent.get_mut(&id) {
-                    sent.first_token = Some(now);
-                    let info = RequestInfo {
-                        prefix: &[],
-                        exclude: &[],
-                        prompt_tokens: sent.prompt_tokens,
-                    };
-                    let ttft = Duration::from_secs_f64(now - sent.at);
-                    self.balancer.on_first_token(replica, &info, ttft, at);
+                if let Some((sent, first)) = self.sent.get_mut(&id) {
+                    *first = Some(now);
+                    self.balancer
+                        .on_first_token(replica, Duration::from_secs_f64(now - *sent), at);
                 }
             }
             Event::Done {
                 id, output_tokens, ..
             } => {
-                let tpot = self.sent.remove(&id).and_then(|sent| {
-                    let first = sent.first_token?;
+                let tpot = self.sent.remove(&id).and_then(|(_, first)| {
+                    let first = first?;
                     (output_tokens > 1).then(|| {
                         Duration::from_secs_f64((now - first) / f64::from(output_tokens - 1))
                     })

@@ -72,10 +72,6 @@ pub struct BalanceConfig {
     pub initial_ttft_ms: u64,
     /// Latency estimate = TTFT + this many × time per output token.
     pub tpot_weight_tokens: f64,
-    /// TTFT samples of prompts longer than this many tokens are scaled down by
-    /// `ttft_reference_tokens / prompt_tokens`, so that prompt length does not pass for load.
-    /// 0: take TTFT as measured.
-    pub ttft_reference_tokens: u32,
     /// A failed, 429 or 503 reply counts as a TTFT sample this slow.
     pub error_penalty_ms: u64,
     pub prefix: PrefixConfig,
@@ -92,7 +88,6 @@ impl Default for BalanceConfig {
             decay_ms: 10_000,
             initial_ttft_ms: 500,
             tpot_weight_tokens: 32.0,
-            ttft_reference_tokens: 0,
             error_penalty_ms: 5_000,
             prefix: PrefixConfig::default(),
             hedge: None,

@@ -39,8 +39,6 @@ pub struct RequestInfo<'a> {
     pub prefix: &'a [u64],
     /// Replicas already tried for this request, not to be chosen again.
     pub exclude: &'a [ReplicaId],
-    /// Prompt length in tokens (an estimate will do); 0 when unknown.
-    pub prompt_tokens: u32,
 }
 
 /// Replica choice and the feedback it learns from.
@@ -51,13 +49,7 @@ pub trait Balancer: Send + Sync {
     /// The request was sent to `replica`.
     fn on_start(&self, replica: ReplicaId, req: &RequestInfo<'_>, now: Instant);
     /// Its first token arrived `ttft` after it was sent.
-    fn on_first_token(
-        &self,
-        replica: ReplicaId,
-        req: &RequestInfo<'_>,
-        ttft: Duration,
-        now: Instant,
-    );
+    fn on_first_token(&self, replica: ReplicaId, ttft: Duration, now: Instant);
     /// One more output token arrived. Per-token feedback is not needed by these policies.
     fn on_token(&self, _replica: ReplicaId, _now: Instant) {}
     /// It finished (or was cancelled); `tpot` is (duration − TTFT) / (output tokens − 1) when
@@ -310,23 +302,9 @@ impl Balancer for Balance {
         }
     }
 
-    fn on_first_token(
-        &self,
-        replica: ReplicaId,
-        req: &RequestInfo<'_>,
-        ttft: Duration,
-        now: Instant,
-    ) {
-        // A long prompt's TTFT is mostly its own prefill, not the replica's load: scale it to
-        // what a prompt of the reference length would have seen.
-        let reference = self.cfg.ttft_reference_tokens;
-        let sample = if reference > 0 && req.prompt_tokens > reference {
-            ttft.mul_f64(f64::from(reference) / f64::from(req.prompt_tokens))
-        } else {
-            ttft
-        };
+    fn on_first_token(&self, replica: ReplicaId, ttft: Duration, now: Instant) {
         if let Some(r) = self.lock().replicas.get_mut(replica) {
-            r.ttft.observe(sample, now);
+            r.ttft.observe(ttft, now);
         }
     }
 

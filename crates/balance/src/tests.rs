@@ -18,7 +18,6 @@ fn balance(policy: Policy, n: usize) -> Balance {
 const ANY: RequestInfo<'static> = RequestInfo {
     prefix: &[],
     exclude: &[],
-    prompt_tokens: 0,
 };
 
 /// Starts `n` requests on `replica` that stay in flight.
@@ -60,21 +59,21 @@ async fn peak_ewma_reacts_at_once_to_a_slow_sample_then_decays() {
     let b = balance(Policy::P2cPeakEwma, 2);
     let now = Instant::now();
     // Both replicas known fast; replica 1 busier.
-    b.on_first_token(0, &ANY, Duration::from_millis(100), now);
-    b.on_first_token(1, &ANY, Duration::from_millis(100), now);
+    b.on_first_token(0, Duration::from_millis(100), now);
+    b.on_first_token(1, Duration::from_millis(100), now);
     load(&b, 1, 3);
     assert_eq!(b.pick(&ANY, now), Some(0));
     // One slow first token on replica 0: traffic moves at once, despite 1's queue.
     advance(Duration::from_millis(10)).await;
-    b.on_first_token(0, &ANY, Duration::from_secs(2), Instant::now());
+    b.on_first_token(0, Duration::from_secs(2), Instant::now());
     for _ in 0..10 {
         assert_eq!(b.pick(&ANY, Instant::now()), Some(1));
     }
     // Fast samples on replica 0 over three decay times pull its estimate back down.
     for _ in 0..30 {
         advance(Duration::from_secs(1)).await;
-        b.on_first_token(0, &ANY, Duration::from_millis(100), Instant::now());
-        b.on_first_token(1, &ANY, Duration::from_millis(100), Instant::now());
+        b.on_first_token(0, Duration::from_millis(100), Instant::now());
+        b.on_first_token(1, Duration::from_millis(100), Instant::now());
     }
     let loads = b.loads(Instant::now());
     assert!(loads[0].latency < 0.3, "{loads:?}");
@@ -85,8 +84,8 @@ async fn peak_ewma_reacts_at_once_to_a_slow_sample_then_decays() {
 async fn tpot_counts_in_the_latency_estimate() {
     let b = balance(Policy::P2cPeakEwma, 2);
     let now = Instant::now();
-    b.on_first_token(0, &ANY, Duration::from_millis(100), now);
-    b.on_first_token(1, &ANY, Duration::from_millis(100), now);
+    b.on_first_token(0, Duration::from_millis(100), now);
+    b.on_first_token(1, Duration::from_millis(100), now);
     b.on_start(0, &ANY, now);
     b.on_end(0, Some(Duration::from_millis(50)), now);
     b.on_start(1, &ANY, now);
@@ -99,8 +98,8 @@ async fn tpot_counts_in_the_latency_estimate() {
 async fn fast_errors_are_penalised_not_attractive() {
     let b = balance(Policy::P2cPeakEwma, 2);
     let now = Instant::now();
-    b.on_first_token(0, &ANY, Duration::from_millis(300), now);
-    b.on_first_token(1, &ANY, Duration::from_millis(300), now);
+    b.on_first_token(0, Duration::from_millis(300), now);
+    b.on_first_token(1, Duration::from_millis(300), now);
     // Replica 0 answers 503 instantly, with no Retry-After.
     b.on_start(0, &ANY, now);
     b.on_error(0, None, now);
@@ -142,13 +141,11 @@ async fn exclude_skips_tried_replicas() {
     let req = RequestInfo {
         prefix: &[],
         exclude: &[0, 1],
-        prompt_tokens: 0,
     };
     assert_eq!(b.pick(&req, Instant::now()), Some(2));
     let all = RequestInfo {
         prefix: &[],
         exclude: &[0, 1, 2],
-        prompt_tokens: 0,
     };
     assert_eq!(b.pick(&all, Instant::now()), None);
 }
@@ -164,7 +161,6 @@ async fn prefix_affinity_picks_the_replica_holding_the_prefix() {
         &RequestInfo {
             prefix: &first_turn,
             exclude: &[],
-            prompt_tokens: 0,
         },
         now,
     );
@@ -173,7 +169,6 @@ async fn prefix_affinity_picks_the_replica_holding_the_prefix() {
     let req = RequestInfo {
         prefix: &second_turn,
         exclude: &[],
-        prompt_tokens: 0,
     };
     assert_eq!(b.pick(&req, now), Some(2), "4 of 6 blocks are on replica 2");
     // Sharing only the first block (1 of 6) is below the 0.5 threshold: smallest tree wins,
@@ -182,7 +177,6 @@ async fn prefix_affinity_picks_the_replica_holding_the_prefix() {
     let req = RequestInfo {
         prefix: &other,
         exclude: &[],
-        prompt_tokens: 0,
     };
     let p = b.pick(&req, now).unwrap();
     assert_ne!(p, 2);
@@ -194,7 +188,6 @@ async fn prefix_affinity_picks_the_replica_holding_the_prefix() {
             &RequestInfo {
                 prefix: &third,
                 exclude: &[],
-                prompt_tokens: 0,
             },
             now,
         )
@@ -210,7 +203,6 @@ async fn imbalance_guard_overrides_affinity() {
     let req = RequestInfo {
         prefix: &prompt,
         exclude: &[],
-        prompt_tokens: 0,
     };
     b.on_start(2, &req, now);
     load(&b, 0, 10);
@@ -238,7 +230,7 @@ async fn p2c_spreads_over_equal_replicas() {
         let r = b.pick(&ANY, now).unwrap();
         counts[r] += 1;
         b.on_start(r, &ANY, now);
-        b.on_first_token(r, &ANY, Duration::from_millis(200), now);
+        b.on_first_token(r, Duration::from_millis(200), now);
     }
     // Cost grows with pending, so no replica can run far ahead of the others.
     let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
@@ -254,29 +246,4 @@ fn new_rejects_bad_config_and_empty_pool() {
         ..BalanceConfig::default()
     };
     assert!(Balance::new(bad, 2, now).unwrap_err().contains("decay_ms"));
-}
-
-#[tokio::test(start_paused = true)]
-async fn long_prompt_ttft_is_scaled_to_the_reference_length() {
-    let cfg = BalanceConfig {
-        ttft_reference_tokens: 1000,
-        ..BalanceConfig::default()
-    };
-    let b = Balance::new(cfg, 2, Instant::now()).unwrap();
-    let now = Instant::now();
-    let long = RequestInfo {
-        prompt_tokens: 20_000,
-        ..ANY
-    };
-    let short = RequestInfo {
-        prompt_tokens: 500,
-        ..ANY
-    };
-    // 2 s for a 20k-token prompt counts as 0.1 s; 0.3 s for a short prompt counts as measured.
-    b.on_first_token(0, &long, Duration::from_secs(2), now);
-    b.on_first_token(1, &short, Duration::from_millis(300), now);
-    let loads = b.loads(now);
-    assert!((loads[0].latency - 0.1).abs() < 1e-9, "{loads:?}");
-    assert!((loads[1].latency - 0.3).abs() < 1e-9, "{loads:?}");
-    assert_eq!(b.pick(&ANY, now), Some(0));
 }

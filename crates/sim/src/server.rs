@@ -160,7 +160,8 @@ async fn engine_loop(mut engine: Engine, mut rx: mpsc::UnboundedReceiver<Cmd>) {
             deadline = tokio::time::Instant::now();
         };
         // Absolute deadlines, so timer slack does not add up over many short steps.
-        deadline = deadline.max(tokio::time::Instant::now() - Duration::from_millis(50));
+        let now = tokio::time::Instant::now();
+        deadline = deadline.max(now.checked_sub(Duration::from_millis(50)).unwrap_or(now));
         deadline += Duration::from_secs_f64(step);
         tokio::time::sleep_until(deadline).await;
         events.clear();
