@@ -197,3 +197,32 @@ async fn bad_request_gets_an_openai_error() {
     let (status, _, _) = post(addr, chat(false, json!({"x_hash_ids": "nope"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn repeated_prompt_text_hits_the_prefix_cache() {
+    let addr = start(fast_profile()).await;
+    // 16-token blocks of 4 bytes per token: 64-byte blocks; 1000 bytes = 15 full blocks.
+    let long = "x".repeat(1000);
+    let body = json!({
+        "model": "any",
+        "messages": [{"role": "user", "content": long}],
+        "max_tokens": 2,
+    });
+    let (_, _, first) = post(addr, body.clone()).await;
+    let first: ChatCompletion = serde_json::from_slice(&first).unwrap();
+    let u = first.usage.unwrap();
+    assert_eq!(
+        u.prompt_tokens, 251,
+        "1001 bytes with the newline, / 4, rounded up"
+    );
+    assert_eq!(u.prompt_tokens_details.unwrap().cached_tokens, Some(0));
+    let (_, _, second) = post(addr, body).await;
+    let second: ChatCompletion = serde_json::from_slice(&second).unwrap();
+    let cached = second
+        .usage
+        .unwrap()
+        .prompt_tokens_details
+        .unwrap()
+        .cached_tokens;
+    assert_eq!(cached, Some(15 * 16));
+}
