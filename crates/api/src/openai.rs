@@ -73,7 +73,8 @@ impl ChatRequest {
         }
         if self.messages.is_empty() {
             return Err(
-                ApiError::invalid("'messages' must contain at least one message").with_param("messages")
+                ApiError::invalid("'messages' must contain at least one message")
+                    .with_param("messages"),
             );
         }
         if let Some(t) = self.temperature {
@@ -86,10 +87,10 @@ impl ChatRequest {
         }
         if let Some(p) = self.top_p {
             if !(0.0..=1.0).contains(&p) || p.is_nan() {
-                return Err(
-                    ApiError::invalid(format!("{p} is not a valid top_p: it must be between 0 and 1"))
-                        .with_param("top_p"),
-                );
+                return Err(ApiError::invalid(format!(
+                    "{p} is not a valid top_p: it must be between 0 and 1"
+                ))
+                .with_param("top_p"));
             }
         }
         if self.n.is_some_and(|n| n == 0) {
@@ -480,7 +481,9 @@ impl EmbeddingsRequest {
             _ => false,
         };
         if self.model.is_empty() {
-            return Err(crate::ApiError::invalid("you must provide a model parameter").with_param("model"));
+            return Err(
+                crate::ApiError::invalid("you must provide a model parameter").with_param("model"),
+            );
         }
         if !ok {
             return Err(crate::ApiError::invalid(
@@ -551,8 +554,13 @@ mod tests {
             panic!("parts expected")
         };
         assert_eq!(parts.len(), 3);
-        assert!(matches!(&parts[0], ContentPart::Known(KnownPart::Text { text }) if text == "look"));
-        assert!(matches!(&parts[1], ContentPart::Known(KnownPart::ImageUrl { .. })));
+        assert!(
+            matches!(&parts[0], ContentPart::Known(KnownPart::Text { text }) if text == "look")
+        );
+        assert!(matches!(
+            &parts[1],
+            ContentPart::Known(KnownPart::ImageUrl { .. })
+        ));
         assert!(matches!(&parts[2], ContentPart::Other(_)));
         assert_eq!(req.prompt_text(), "look\n");
     }
@@ -560,13 +568,20 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let mut req: ChatRequest =
-            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
+                .unwrap();
         assert!(req.validate().is_ok());
         req.temperature = Some(3.0);
-        assert_eq!(req.validate().unwrap_err().param.as_deref(), Some("temperature"));
+        assert_eq!(
+            req.validate().unwrap_err().param.as_deref(),
+            Some("temperature")
+        );
         req.temperature = None;
         req.messages.clear();
-        assert_eq!(req.validate().unwrap_err().param.as_deref(), Some("messages"));
+        assert_eq!(
+            req.validate().unwrap_err().param.as_deref(),
+            Some("messages")
+        );
     }
 
     #[test]
@@ -574,7 +589,10 @@ mod tests {
         let c = br#"{"id":"x","choices":[{"index":0,"delta":{"content":"Hel"}}],"usage":null}"#;
         let v: ChunkView = serde_json::from_slice(c).unwrap();
         let content = &v.choices[0].delta.as_ref().unwrap().content;
-        assert!(matches!(content, Some(CowStr(std::borrow::Cow::Borrowed("Hel")))));
+        assert!(matches!(
+            content,
+            Some(CowStr(std::borrow::Cow::Borrowed("Hel")))
+        ));
         assert!(v.usage.is_none());
     }
 }

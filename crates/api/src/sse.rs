@@ -79,7 +79,11 @@ impl SseDecoder {
         while let Some(off) = memchr::memchr2(b'\n', b'\r', &b[i..]) {
             let p = i + off;
             // A line ends at p; the event ends if the next line is empty.
-            let next = if b[p] == b'\r' && b.get(p + 1) == Some(&b'\n') { p + 2 } else { p + 1 };
+            let next = if b[p] == b'\r' && b.get(p + 1) == Some(&b'\n') {
+                p + 2
+            } else {
+                p + 1
+            };
             match b.get(next) {
                 Some(b'\n') => return Some(next + 1),
                 Some(b'\r') => {

@@ -253,6 +253,9 @@ struct Ctx {
     started_at_ms: i64,
     key: Option<KeyInfo>,
     task: Option<String>,
+    /// The `x-switchyard-class` header as sent.
+    class_header: Option<String>,
+    /// The workload class, once decided.
     class: Option<String>,
 }
 
@@ -266,7 +269,9 @@ impl Ctx {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let class = header("x-switchyard-class").or_else(|| {
+        let class_header = header("x-switchyard-class");
+        // Without configured classes, the header or the key's default is the class as given.
+        let class = class_header.clone().or_else(|| {
             key.as_ref()
                 .and_then(|k| k.default_class.as_deref().map(str::to_string))
         });
@@ -276,6 +281,7 @@ impl Ctx {
             started_at_ms: unix_ms(),
             key,
             task: header("x-switchyard-task"),
+            class_header,
             class,
         })
     }
@@ -329,6 +335,7 @@ impl Ctx {
             upstream_before_response: std::time::Duration::ZERO,
             first_content: None,
             serving_attempt_started: None,
+            balance_ticket: None,
         }
     }
 }
@@ -399,7 +406,12 @@ async fn anthropic_messages(State(gw): State<Arc<Gateway>>, req: Request) -> Res
 }
 
 /// Validate → route → call with fallback → answer, for both faces.
-async fn serve_chat(gw: Arc<Gateway>, ctx: Ctx, request: ChatRequest, face: FaceKind) -> Response {
+async fn serve_chat(
+    gw: Arc<Gateway>,
+    mut ctx: Ctx,
+    request: ChatRequest,
+    face: FaceKind,
+) -> Response {
     if let Err(e) = request.validate() {
         return refuse_as(face, &gw, &ctx, "chat", &request.model, &e);
     }
@@ -407,6 +419,53 @@ async fn serve_chat(gw: Arc<Gateway>, ctx: Ctx, request: ChatRequest, face: Face
         Ok(r) => r,
         Err(e) => return refuse_as(face, &gw, &ctx, "chat", &request.model, &e),
     };
+    // Classify: header, key default, rules, then the semantic step (off the async workers).
+    if let Some(classifier) = &gw.classifier {
+        let key_default = ctx.key.as_ref().and_then(|k| k.default_class.clone());
+        match classifier
+            .classify_async(
+                &request,
+                ctx.class_header.as_deref(),
+                key_default.as_deref(),
+            )
+            .await
+        {
+            Ok(c) => ctx.class = c.class,
+            Err(e) => {
+                // Not a defined class: recording it would let clients invent metric labels.
+                ctx.class = None;
+                let e = ApiError::invalid(e.to_string()).with_param("x-switchyard-class");
+                return refuse_as(face, &gw, &ctx, "chat", &route.name, &e);
+            }
+        }
+    }
+    // Pick the targets: the class's choice on this route, within the governance policies.
+    let self_hosted_only = ctx
+        .class
+        .as_ref()
+        .is_some_and(|c| gw.self_hosted_only.contains(c));
+    let choice = route.choice(ctx.class.as_deref());
+    let prompt = choice
+        .balancer
+        .as_ref()
+        .filter(|b| b.config().policy == switchyard_balance::Policy::PrefixAffinity)
+        .map(|_| request.prompt_text());
+    let mut plan = attempt::Plan::new(
+        choice,
+        |t| !self_hosted_only || t.self_hosted,
+        prompt.as_deref(),
+    );
+    if plan.is_empty() {
+        let e = ApiError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "no target of `{}` may serve class '{}': it is restricted to self-hosted targets",
+                route.name,
+                ctx.class.as_deref().unwrap_or("")
+            ),
+        );
+        return refuse_as(face, &gw, &ctx, "chat", &route.name, &e);
+    }
     let stream = request.is_stream();
     let include_usage = request.wants_stream_usage();
     let request = Arc::new(request);
@@ -415,7 +474,7 @@ async fn serve_chat(gw: Arc<Gateway>, ctx: Ctx, request: ChatRequest, face: Face
     // Dropped if the client goes away while we wait: the guard still records the request.
     let mut guard = PendingGuard(Some(finish));
 
-    let walk = attempt::walk(&route, |target| {
+    let walk = attempt::walk(&route.name, &mut plan, |target| {
         let call = ChatCall {
             request: request.clone(),
             model: target.model.clone(),
@@ -434,6 +493,9 @@ async fn serve_chat(gw: Arc<Gateway>, ctx: Ctx, request: ChatRequest, face: Face
     finish.upstream_before_response = walk.upstream_time;
     finish.outcome.attempts = walk.attempts;
     finish.outcome.fallbacks = walk.fallbacks;
+    if let (Some(b), Some(i)) = (&choice.balancer, walk.replica) {
+        finish.balance_ticket = Some((b.clone(), i));
+    }
     let served_by = match &walk.result {
         Ok((_, t)) => Some(t.clone()),
         Err(_) => walk.last_target.clone(),
@@ -595,7 +657,16 @@ async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let request = Arc::new(request);
     let finish = ctx.finish(&gw, ctx.outcome("embeddings", &route.name, false));
     let mut guard = PendingGuard(Some(finish));
-    let walk = attempt::walk(&route, |target| {
+    let self_hosted_only = ctx
+        .class
+        .as_ref()
+        .is_some_and(|c| gw.self_hosted_only.contains(c));
+    let mut plan = attempt::Plan::new(
+        route.choice(ctx.class.as_deref()),
+        |t| !self_hosted_only || t.self_hosted,
+        None,
+    );
+    let walk = attempt::walk(&route.name, &mut plan, |target| {
         let call = EmbeddingsCall {
             request: request.clone(),
             model: target.model.clone(),

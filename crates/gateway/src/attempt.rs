@@ -8,10 +8,11 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
+use switchyard_balance::{Balancer, RequestInfo};
 use switchyard_providers::{
     ChatCall, ChatOutput, ChunkStream, Completion, ProviderError, ProviderErrorKind, StreamItem,
 };
-use switchyard_router::{CircuitBreaker, Route, Target};
+use switchyard_router::{Choice, CircuitBreaker, Target};
 use tokio::time::Instant;
 
 /// What a successful attempt produced.
@@ -26,6 +27,83 @@ pub enum Served {
     },
 }
 
+/// The targets one request may try, in the order policy and load decide.
+pub struct Plan<'a> {
+    pub choice: &'a Choice,
+    /// Candidate indices in policy order (used when there is no balancer).
+    order: Vec<usize>,
+    pos: usize,
+    /// Candidates not to pick: tried already, or not allowed for this request.
+    excluded: Vec<usize>,
+    /// Prompt prefix keys for prefix affinity.
+    prefix: Vec<u64>,
+}
+
+impl<'a> Plan<'a> {
+    /// `allowed` filters candidates by governance (e.g. self-hosted only); `prompt` feeds
+    /// prefix affinity when the choice balances by it.
+    pub fn new(
+        choice: &'a Choice,
+        allowed: impl Fn(&Target) -> bool,
+        prompt: Option<&str>,
+    ) -> Plan<'a> {
+        let order: Vec<usize> = choice
+            .order(jitter())
+            .into_iter()
+            .filter(|&i| allowed(&choice.candidates[i].target))
+            .collect();
+        let excluded = (0..choice.candidates.len())
+            .filter(|i| !order.contains(i))
+            .collect();
+        let prefix = match (&choice.balancer, prompt) {
+            (Some(b), Some(text))
+                if b.config().policy == switchyard_balance::Policy::PrefixAffinity =>
+            {
+                switchyard_balance::prefix::chain_text(text, b.config().prefix.block_bytes)
+            }
+            _ => Vec::new(),
+        };
+        Plan {
+            choice,
+            order,
+            pos: 0,
+            excluded,
+            prefix,
+        }
+    }
+
+    /// Whether any candidate is allowed at all.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn next(&mut self) -> Option<usize> {
+        let i = match &self.choice.balancer {
+            Some(b) => b.pick(
+                &RequestInfo {
+                    prefix: &self.prefix,
+                    exclude: &self.excluded,
+                },
+                Instant::now(),
+            )?,
+            None => {
+                let i = *self.order.get(self.pos)?;
+                self.pos += 1;
+                i
+            }
+        };
+        self.excluded.push(i);
+        Some(i)
+    }
+
+    fn info(&self) -> RequestInfo<'_> {
+        RequestInfo {
+            prefix: &self.prefix,
+            exclude: &self.excluded,
+        }
+    }
+}
+
 /// The result of walking a route.
 pub struct Walk<T> {
     pub result: Result<(T, Arc<Target>), ProviderError>,
@@ -36,11 +114,15 @@ pub struct Walk<T> {
     pub last_target: Option<Arc<Target>>,
     /// Time spent waiting on providers and backoff, for the overhead figure.
     pub upstream_time: Duration,
+    /// The balanced candidate that served, for reporting the request's end to the balancer.
+    pub replica: Option<usize>,
 }
 
-/// Releases a half-open probe slot if the attempt is abandoned (client went away).
+/// Releases a half-open probe slot, and the balancer's pending count, if the attempt is
+/// abandoned (the client went away).
 struct AttemptGuard<'a> {
     breaker: &'a CircuitBreaker,
+    balanced: Option<(&'a dyn Balancer, usize)>,
     settled: bool,
 }
 
@@ -48,6 +130,9 @@ impl Drop for AttemptGuard<'_> {
     fn drop(&mut self) {
         if !self.settled {
             self.breaker.on_neutral();
+            if let Some((b, i)) = self.balanced {
+                b.on_end(i, None, Instant::now());
+            }
         }
     }
 }
@@ -62,8 +147,8 @@ fn jitter() -> f64 {
     (x as f64) / ((1u64 << 53) as f64)
 }
 
-/// Tries `route`'s targets in order. `attempt` makes one call to one target.
-pub async fn walk<T, F, Fut>(route: &Route, mut attempt: F) -> Walk<T>
+/// Tries the plan's targets in turn. `attempt` makes one call to one target.
+pub async fn walk<T, F, Fut>(route: &str, plan: &mut Plan<'_>, mut attempt: F) -> Walk<T>
 where
     F: FnMut(Arc<Target>) -> Fut,
     Fut: std::future::Future<Output = Result<T, ProviderError>>,
@@ -72,9 +157,11 @@ where
     let mut fallbacks = 0u32;
     let mut upstream_time = Duration::ZERO;
     let mut last_err: Option<ProviderError> = None;
-    let mut last_target = None;
+    let mut last_target: Option<Arc<Target>> = None;
     let mut shortest_block: Option<Duration> = None;
-    for target in &route.targets {
+    let balancer = plan.choice.balancer.clone();
+    while let Some(i) = plan.next() {
+        let target = plan.choice.candidates[i].target.clone();
         let mut retry = 0u32;
         loop {
             if !target.breaker.try_acquire() {
@@ -85,46 +172,62 @@ where
             if attempts > 0
                 && last_target
                     .as_ref()
-                    .is_some_and(|t: &Arc<Target>| !Arc::ptr_eq(t, target))
+                    .is_some_and(|t| !Arc::ptr_eq(t, &target))
             {
                 fallbacks += 1;
             }
             attempts += 1;
             last_target = Some(target.clone());
+            let started = Instant::now();
+            if let Some(b) = &balancer {
+                b.on_start(i, &plan.info(), started);
+            }
             let mut guard = AttemptGuard {
                 breaker: &target.breaker,
+                balanced: balancer.as_deref().map(|b| (b as &dyn Balancer, i)),
                 settled: false,
             };
-            let started = Instant::now();
             let result = attempt(target.clone()).await;
-            upstream_time += started.elapsed();
+            let took = started.elapsed();
+            upstream_time += took;
+            guard.settled = true;
+            drop(guard);
             match result {
                 Ok(v) => {
-                    guard.settled = true;
                     target.breaker.on_success();
+                    target.observe_ttft(took);
+                    if let Some(b) = &balancer {
+                        b.on_first_token(i, took, Instant::now());
+                    }
                     return Walk {
                         result: Ok((v, target.clone())),
                         attempts,
                         fallbacks,
                         last_target,
                         upstream_time,
+                        replica: balancer.is_some().then_some(i),
                     };
                 }
                 Err(e) if !e.is_retryable() => {
                     // The client's request is at fault: another target would refuse it too.
-                    guard.settled = true;
                     target.breaker.on_neutral();
+                    if let Some(b) = &balancer {
+                        b.on_end(i, None, Instant::now());
+                    }
                     return Walk {
                         result: Err(e),
                         attempts,
                         fallbacks,
                         last_target,
                         upstream_time,
+                        replica: None,
                     };
                 }
                 Err(e) => {
-                    guard.settled = true;
                     target.breaker.on_failure(e.retry_after);
+                    if let Some(b) = &balancer {
+                        b.on_error(i, e.retry_after, Instant::now());
+                    }
                     tracing::debug!(target = %target.id, error = %e, "attempt failed");
                     retry += 1;
                     // A timed-out target is not waited on twice; move on.
@@ -156,10 +259,7 @@ where
         (None, block) => {
             let mut e = ProviderError::new(
                 ProviderErrorKind::Status(503),
-                format!(
-                    "every target of '{}' is unavailable (circuit open or asked to wait)",
-                    route.name
-                ),
+                format!("every target of '{route}' is unavailable (circuit open or asked to wait)"),
             );
             e.retry_after = block.map(|d| d.max(Duration::from_secs(1)));
             e
@@ -171,6 +271,7 @@ where
         fallbacks,
         last_target,
         upstream_time,
+        replica: None,
     }
 }
 

@@ -10,9 +10,11 @@ use std::{
 };
 
 use serde::Deserialize;
+use switchyard_balance::BalanceConfig;
+use switchyard_classify::ClassesConfig;
 use switchyard_meter::TargetMeterConfig;
 use switchyard_providers::{anthropic::AnthropicConfig, openai::OpenAiConfig};
-use switchyard_router::{BreakerConfig, RetryPolicy, TargetTimeouts};
+use switchyard_router::{BreakerConfig, ChoicePolicy, RetryPolicy, TargetTimeouts};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +44,21 @@ pub struct Config {
     /// Metering facts per target id (`provider/model`): price override, energy profile, grid.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetMeterConfig>,
+    /// Workload classes and how a request gets one.
+    #[serde(default)]
+    pub classes: Option<ClassesConfig>,
+    #[serde(default)]
+    pub policies: Policies,
+}
+
+/// Governance rules that hold whatever the route says.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// Requests of these classes only ever go to self-hosted targets, fallbacks included
+    /// (e.g. `["sensitive"]`); a route with none for them answers 403.
+    #[serde(default)]
+    pub self_hosted_only: Vec<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -162,7 +179,32 @@ fn is_local_url(url: &str) -> bool {
 pub struct RouteConfig {
     /// The public model name clients ask for.
     pub name: String,
+    /// Targets for requests without a class entry below, tried as `policy` orders them.
     pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub policy: ChoicePolicy,
+    /// Targets whose `quality` is below this are not used by this choice.
+    #[serde(default)]
+    pub quality_floor: Option<f64>,
+    /// The targets are equivalent replicas: a balancer picks among them.
+    #[serde(default)]
+    pub balance: Option<BalanceConfig>,
+    /// Per workload class: its own candidates and policy.
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassChoiceConfig>,
+}
+
+/// `[routes.classes.NAME]`: the targets a class deserves on this route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassChoiceConfig {
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub policy: ChoicePolicy,
+    #[serde(default)]
+    pub quality_floor: Option<f64>,
+    #[serde(default)]
+    pub balance: Option<BalanceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +221,12 @@ pub struct TargetConfig {
     /// Overrides whether the target counts as self-hosted (default: derived from the provider).
     #[serde(default)]
     pub self_hosted: Option<bool>,
+    /// The target's quality for this choice (e.g. eval accuracy, 0..1), for `quality_floor`.
+    #[serde(default)]
+    pub quality: Option<f64>,
+    /// Relative weight for the `weighted` policy.
+    #[serde(default)]
+    pub weight: Option<f64>,
 }
 
 impl TargetConfig {
@@ -279,45 +327,34 @@ impl Config {
                     "a route needs at least one target",
                 ));
             }
-            for (j, t) in r.targets.iter().enumerate() {
-                let tkey = format!("{key}.targets[{j}]");
-                if !self.providers.contains_key(&t.provider) {
+            self.validate_targets(&format!("{key}.targets"), &r.targets, &mut target_ids)?;
+            if let Some(b) = &r.balance {
+                b.validate().map_err(|m| err(format!("{key}.balance"), m))?;
+            }
+            for (class, c) in &r.classes {
+                let ckey = format!("{key}.classes.{class}");
+                match &self.classes {
+                    Some(cc) => cc
+                        .check_class_ref(&ckey, class)
+                        .map_err(|m| err(ckey.clone(), m))?,
+                    None => {
+                        return Err(err(
+                            ckey,
+                            "class choices need a [classes] section defining the classes",
+                        ))
+                    }
+                }
+                if c.targets.is_empty() {
                     return Err(err(
-                        format!("{tkey}.provider"),
-                        format!(
-                            "no provider named '{}' (known: {})",
-                            t.provider,
-                            self.provider_names()
-                        ),
+                        format!("{ckey}.targets"),
+                        "a class choice needs at least one target",
                     ));
                 }
-                if t.model.is_empty() {
-                    return Err(err(format!("{tkey}.model"), "must not be empty"));
+                self.validate_targets(&format!("{ckey}.targets"), &c.targets, &mut target_ids)?;
+                if let Some(b) = &c.balance {
+                    b.validate()
+                        .map_err(|m| err(format!("{ckey}.balance"), m))?;
                 }
-                let timeouts = t.timeouts.or(self.defaults.timeouts).unwrap_or_default();
-                if timeouts.first_token_ms == 0
-                    || timeouts.total_ms == 0
-                    || timeouts.connect_ms == 0
-                {
-                    return Err(err(
-                        format!("{tkey}.timeouts"),
-                        "timeouts must be above 0 ms",
-                    ));
-                }
-                if timeouts.first_token_ms > timeouts.total_ms {
-                    return Err(err(
-                        format!("{tkey}.timeouts.first_token_ms"),
-                        "must not exceed total_ms",
-                    ));
-                }
-                let breaker = t.breaker.or(self.defaults.breaker).unwrap_or_default();
-                if breaker.failures == 0 {
-                    return Err(err(
-                        format!("{tkey}.breaker.failures"),
-                        "must be at least 1",
-                    ));
-                }
-                target_ids.insert(t.id());
             }
         }
         for id in self.targets.keys() {
@@ -326,6 +363,27 @@ impl Config {
                     format!("targets.\"{id}\""),
                     "no route uses this target (ids are `provider/model`)",
                 ));
+            }
+        }
+        if let Some(c) = &self.classes {
+            c.validate().map_err(|m| err("classes", m))?;
+        }
+        for (i, class) in self.policies.self_hosted_only.iter().enumerate() {
+            let key = format!("policies.self_hosted_only[{i}]");
+            match &self.classes {
+                Some(c) => c
+                    .check_class_ref(&key, class)
+                    .map_err(|m| err(key.clone(), m))?,
+                None => return Err(err(key, "needs a [classes] section defining the class")),
+            }
+        }
+        for (id, t) in &self.targets {
+            let key = format!("targets.\"{id}\"");
+            if let Some(p) = &t.price {
+                p.validate().map_err(|m| err(format!("{key}.price"), m))?;
+            }
+            if let Some(e) = &t.energy {
+                e.validate().map_err(|m| err(format!("{key}.energy"), m))?;
             }
         }
         let mut key_names = HashSet::new();
@@ -350,6 +408,55 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_targets(
+        &self,
+        key: &str,
+        targets: &[TargetConfig],
+        target_ids: &mut HashSet<String>,
+    ) -> Result<(), ConfigError> {
+        for (j, t) in targets.iter().enumerate() {
+            let tkey = format!("{key}[{j}]");
+            if !self.providers.contains_key(&t.provider) {
+                return Err(err(
+                    format!("{tkey}.provider"),
+                    format!(
+                        "no provider named '{}' (known: {})",
+                        t.provider,
+                        self.provider_names()
+                    ),
+                ));
+            }
+            if t.model.is_empty() {
+                return Err(err(format!("{tkey}.model"), "must not be empty"));
+            }
+            let timeouts = t.timeouts.or(self.defaults.timeouts).unwrap_or_default();
+            if timeouts.first_token_ms == 0 || timeouts.total_ms == 0 || timeouts.connect_ms == 0 {
+                return Err(err(
+                    format!("{tkey}.timeouts"),
+                    "timeouts must be above 0 ms",
+                ));
+            }
+            if timeouts.first_token_ms > timeouts.total_ms {
+                return Err(err(
+                    format!("{tkey}.timeouts.first_token_ms"),
+                    "must not exceed total_ms",
+                ));
+            }
+            let breaker = t.breaker.or(self.defaults.breaker).unwrap_or_default();
+            if breaker.failures == 0 {
+                return Err(err(
+                    format!("{tkey}.breaker.failures"),
+                    "must be at least 1",
+                ));
+            }
+            if t.weight.is_some_and(|w| !(w >= 0.0 && w.is_finite())) {
+                return Err(err(format!("{tkey}.weight"), "must be a number ≥ 0"));
+            }
+            target_ids.insert(t.id());
         }
         Ok(())
     }

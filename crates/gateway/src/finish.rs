@@ -20,6 +20,8 @@ pub struct Finish {
     pub first_content: Option<Instant>,
     /// When the attempt that served a stream started (its upstream latency runs to the end).
     pub serving_attempt_started: Option<Instant>,
+    /// The balancer and replica that served, told when the request ends.
+    pub balance_ticket: Option<(Arc<switchyard_balance::Balance>, usize)>,
 }
 
 pub fn unix_ms() -> i64 {
@@ -93,6 +95,17 @@ impl Finish {
                 let own = (now - self.accepted).saturating_sub(self.upstream_before_response);
                 self.outcome.overhead_us = Some(own.as_secs_f64() * 1e6);
             }
+        }
+        if let Some((b, i)) = self.balance_ticket.take() {
+            // Time per output token, as OpenTelemetry defines it: (duration − TTFT) / (n − 1).
+            let tpot = match (self.first_content, self.outcome.usage) {
+                (Some(first), Some(u)) if u.output_tokens > 1 => {
+                    Some((now - first) / (u.output_tokens.min(u32::MAX as u64) as u32 - 1))
+                }
+                _ => None,
+            };
+            use switchyard_balance::Balancer as _;
+            b.on_end(i, tpot, tokio::time::Instant::now());
         }
         let meter = self.gw.meter.clone();
         let outcome = std::mem::take(&mut self.outcome);

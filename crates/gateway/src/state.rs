@@ -2,12 +2,13 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use switchyard_classify::Classifier;
 use switchyard_meter::Meter;
 use switchyard_providers::{anthropic::Anthropic, openai::OpenAi, DynProvider};
-use switchyard_router::{CircuitBreaker, Route, Target};
+use switchyard_router::{Candidate, Choice, ChoicePolicy, CircuitBreaker, Route, Target};
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, ProviderConfig, TargetConfig};
 
 /// A virtual key, as requests see it.
 #[derive(Debug, Clone)]
@@ -27,6 +28,11 @@ pub struct Gateway {
     /// Secret → key. Empty = no authentication required.
     pub keys: HashMap<String, KeyInfo>,
     pub meter: Meter,
+    /// Assigns workload classes; `None` when no `[classes]` are configured (the header and key
+    /// default then pass through as free-form labels).
+    pub classifier: Option<Arc<Classifier>>,
+    /// Classes that may only use self-hosted targets.
+    pub self_hosted_only: Vec<String>,
     pub max_body_bytes: usize,
     /// Tracks the tasks that finish requests (ledger hand-off), so shutdown waits for them.
     pub tasks: TaskTracker,
@@ -69,58 +75,56 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, String>
 }
 
 impl Gateway {
-    /// Builds providers, routes and keys from a validated config (reads env vars).
+    /// Builds providers, routes and keys from a validated config (reads env vars, loads models).
     pub fn build(cfg: &Config, meter: Meter) -> Result<Gateway, BuildError> {
-        // One provider instance per (provider, connect timeout): connect limits are per client.
-        let mut instances: HashMap<(String, u64), DynProvider> = HashMap::new();
+        let mut builder = TargetBuilder {
+            cfg,
+            meter: &meter,
+            instances: HashMap::new(),
+            targets: HashMap::new(),
+        };
         let mut routes = HashMap::new();
         let mut route_names = Vec::new();
         for (i, r) in cfg.routes.iter().enumerate() {
-            let mut targets = Vec::new();
-            for (j, t) in r.targets.iter().enumerate() {
-                let key = format!("routes[{i}].targets[{j}]");
-                let pcfg = cfg.providers.get(&t.provider).ok_or_else(|| BuildError {
-                    key: format!("{key}.provider"),
-                    message: format!("no provider named '{}'", t.provider),
-                })?;
-                let timeouts = t.timeouts.or(cfg.defaults.timeouts).unwrap_or_default();
-                let provider = match instances.get(&(t.provider.clone(), timeouts.connect_ms)) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = build_provider(
-                            &t.provider,
-                            pcfg,
-                            Duration::from_millis(timeouts.connect_ms),
-                        )
-                        .map_err(|message| BuildError {
-                            key: format!("providers.{}", t.provider),
-                            message,
-                        })?;
-                        instances.insert((t.provider.clone(), timeouts.connect_ms), p.clone());
-                        p
-                    }
-                };
-                targets.push(Arc::new(Target {
-                    id: t.id(),
-                    provider,
-                    model: t.model.clone(),
-                    timeouts,
-                    retry: t.retry.or(cfg.defaults.retry).unwrap_or_default(),
-                    breaker: CircuitBreaker::new(
-                        t.breaker.or(cfg.defaults.breaker).unwrap_or_default(),
-                    ),
-                    self_hosted: t.self_hosted.unwrap_or_else(|| pcfg.is_self_hosted()),
-                }));
+            let key = format!("routes[{i}]");
+            let default = builder.choice(
+                &key,
+                &r.targets,
+                r.policy,
+                r.quality_floor,
+                r.balance.as_ref(),
+            )?;
+            let mut classes = HashMap::new();
+            for (class, c) in &r.classes {
+                let ckey = format!("{key}.classes.{class}");
+                let choice = builder.choice(
+                    &ckey,
+                    &c.targets,
+                    c.policy,
+                    c.quality_floor,
+                    c.balance.as_ref(),
+                )?;
+                classes.insert(class.clone(), choice);
             }
             route_names.push(r.name.clone());
             routes.insert(
                 r.name.clone(),
                 Arc::new(Route {
                     name: r.name.clone(),
-                    targets,
+                    default,
+                    classes,
                 }),
             );
         }
+        let classifier = match &cfg.classes {
+            Some(c) => Some(Arc::new(Classifier::build(c).map_err(|message| {
+                BuildError {
+                    key: "classes".into(),
+                    message,
+                }
+            })?)),
+            None => None,
+        };
         let mut keys = HashMap::new();
         for (i, k) in cfg.keys.iter().enumerate() {
             let secret = switchyard_providers::secret_from_env(&k.key_env).map_err(|message| {
@@ -144,10 +148,111 @@ impl Gateway {
             route_names,
             keys,
             meter,
+            classifier,
+            self_hosted_only: cfg.policies.self_hosted_only.clone(),
             max_body_bytes: cfg.max_body_bytes,
             tasks: TaskTracker::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             started_at: std::time::Instant::now(),
+        })
+    }
+}
+
+/// Builds targets once per id, so that a target used by several routes or classes shares one
+/// circuit breaker and one latency estimate (its first definition sets its limits).
+struct TargetBuilder<'a> {
+    cfg: &'a Config,
+    meter: &'a Meter,
+    /// One provider instance per (provider, connect timeout): connect limits are per client.
+    instances: HashMap<(String, u64), DynProvider>,
+    targets: HashMap<String, Arc<Target>>,
+}
+
+impl TargetBuilder<'_> {
+    fn target(&mut self, key: &str, t: &TargetConfig) -> Result<Arc<Target>, BuildError> {
+        let id = t.id();
+        if let Some(existing) = self.targets.get(&id) {
+            return Ok(existing.clone());
+        }
+        let cfg = self.cfg;
+        let pcfg = cfg.providers.get(&t.provider).ok_or_else(|| BuildError {
+            key: format!("{key}.provider"),
+            message: format!("no provider named '{}'", t.provider),
+        })?;
+        let timeouts = t.timeouts.or(cfg.defaults.timeouts).unwrap_or_default();
+        let provider = match self
+            .instances
+            .get(&(t.provider.clone(), timeouts.connect_ms))
+        {
+            Some(p) => p.clone(),
+            None => {
+                let p = build_provider(
+                    &t.provider,
+                    pcfg,
+                    Duration::from_millis(timeouts.connect_ms),
+                )
+                .map_err(|message| BuildError {
+                    key: format!("providers.{}", t.provider),
+                    message,
+                })?;
+                self.instances
+                    .insert((t.provider.clone(), timeouts.connect_ms), p.clone());
+                p
+            }
+        };
+        let price = self
+            .meter
+            .price_for(&id, provider.kind(), &t.model)
+            .map(|(p, _)| (p.input_per_mtok, p.output_per_mtok));
+        let target = Arc::new(Target::new(
+            id.clone(),
+            provider,
+            t.model.clone(),
+            timeouts,
+            t.retry.or(cfg.defaults.retry).unwrap_or_default(),
+            CircuitBreaker::new(t.breaker.or(cfg.defaults.breaker).unwrap_or_default()),
+            t.self_hosted.unwrap_or_else(|| pcfg.is_self_hosted()),
+            price,
+        ));
+        self.targets.insert(id, target.clone());
+        Ok(target)
+    }
+
+    fn choice(
+        &mut self,
+        key: &str,
+        targets: &[TargetConfig],
+        policy: ChoicePolicy,
+        quality_floor: Option<f64>,
+        balance: Option<&switchyard_balance::BalanceConfig>,
+    ) -> Result<Choice, BuildError> {
+        let mut candidates = Vec::new();
+        for (j, t) in targets.iter().enumerate() {
+            candidates.push(Candidate {
+                target: self.target(&format!("{key}.targets[{j}]"), t)?,
+                quality: t.quality,
+                weight: t.weight.unwrap_or(1.0),
+            });
+        }
+        let balancer = match balance {
+            Some(b) => Some(Arc::new(
+                switchyard_balance::Balance::new(
+                    b.clone(),
+                    candidates.len(),
+                    tokio::time::Instant::now(),
+                )
+                .map_err(|message| BuildError {
+                    key: format!("{key}.balance"),
+                    message,
+                })?,
+            )),
+            None => None,
+        };
+        Ok(Choice {
+            policy,
+            candidates,
+            quality_floor,
+            balancer,
         })
     }
 }

@@ -87,8 +87,12 @@ impl ProviderError {
     pub fn to_api_error(&self) -> ApiError {
         let kind = match self.kind {
             ProviderErrorKind::Status(429) => ErrorKind::RateLimited,
-            ProviderErrorKind::Status(400) | ProviderErrorKind::Status(422) => ErrorKind::InvalidRequest,
-            ProviderErrorKind::Status(401) | ProviderErrorKind::Status(403) => ErrorKind::BadGateway,
+            ProviderErrorKind::Status(400) | ProviderErrorKind::Status(422) => {
+                ErrorKind::InvalidRequest
+            }
+            ProviderErrorKind::Status(401) | ProviderErrorKind::Status(403) => {
+                ErrorKind::BadGateway
+            }
             ProviderErrorKind::Status(404) => ErrorKind::NotFound,
             ProviderErrorKind::Status(413) => ErrorKind::PayloadTooLarge,
             ProviderErrorKind::Status(503) => ErrorKind::Unavailable,
@@ -117,12 +121,19 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
             return Some(Duration::from_millis(ms as u64));
         }
     }
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Maps a reqwest failure to an attempt error, without the URL's query (which may hold a key).
@@ -153,9 +164,15 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
         let mut h = http::HeaderMap::new();
         let later = std::time::SystemTime::now() + Duration::from_secs(30);
-        h.insert("retry-after", httpdate::fmt_http_date(later).parse().unwrap());
+        h.insert(
+            "retry-after",
+            httpdate::fmt_http_date(later).parse().unwrap(),
+        );
         let d = retry_after(&h).unwrap();
-        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -92,7 +92,10 @@ pub trait Provider: Send + Sync + 'static {
     fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatOutput, ProviderError>>;
 
     /// One embeddings attempt. Providers without embeddings answer 404-like `Unsupported`.
-    fn embeddings(&self, _call: EmbeddingsCall) -> BoxFuture<'_, Result<Completion, ProviderError>> {
+    fn embeddings(
+        &self,
+        _call: EmbeddingsCall,
+    ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
             Err(ProviderError::unsupported(format!(
                 "provider '{}' does not serve embeddings",

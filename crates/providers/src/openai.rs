@@ -44,11 +44,16 @@ impl OpenAiConfig {
     /// Checks the config without I/O.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err(format!("base_url '{}' must start with http:// or https://", self.base_url));
+            return Err(format!(
+                "base_url '{}' must start with http:// or https://",
+                self.base_url
+            ));
         }
         for (k, v) in &self.headers {
-            HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers: '{k}' is not a header name"))?;
-            HeaderValue::from_str(v).map_err(|_| format!("headers.{k}: not a valid header value"))?;
+            HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("headers: '{k}' is not a header name"))?;
+            HeaderValue::from_str(v)
+                .map_err(|_| format!("headers.{k}: not a valid header value"))?;
         }
         Ok(())
     }
@@ -76,11 +81,17 @@ impl OpenAi {
             headers.insert(http::header::AUTHORIZATION, v);
         }
         for (k, v) in &cfg.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 headers.insert(k, v);
             }
         }
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         let base = cfg.base_url.trim_end_matches('/');
         Ok(OpenAi {
             name: name.to_string(),
@@ -91,8 +102,17 @@ impl OpenAi {
         })
     }
 
-    async fn post(&self, url: &str, body: Vec<u8>, stream: bool) -> Result<reqwest::Response, ProviderError> {
-        let mut req = self.client.post(url).headers(self.headers.clone()).body(body);
+    async fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        stream: bool,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut req = self
+            .client
+            .post(url)
+            .headers(self.headers.clone())
+            .body(body);
         if stream {
             req = req.header(http::header::ACCEPT, "text/event-stream");
         }
@@ -110,10 +130,13 @@ pub fn upstream_body(req: &ChatRequest, model: &str) -> Result<Vec<u8>, Provider
     let mut body = req.clone();
     body.model = model.to_string();
     if body.is_stream() {
-        let opts = body.stream_options.get_or_insert_with(StreamOptions::default);
+        let opts = body
+            .stream_options
+            .get_or_insert_with(StreamOptions::default);
         opts.include_usage = Some(true);
     }
-    serde_json::to_vec(&body).map_err(|e| ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string()))
+    serde_json::to_vec(&body)
+        .map_err(|e| ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string()))
 }
 
 /// Reads an error answer: OpenAI's `{"error": {"message": ...}}`, or whatever text came.
@@ -166,8 +189,9 @@ pub async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes
 
 /// Reads a whole completion and what the meter needs from it.
 pub fn completion_from_body(body: Bytes) -> Result<Completion, ProviderError> {
-    let view: CompletionView = serde_json::from_slice(&body)
-        .map_err(|e| ProviderError::protocol(format!("upstream answer is not a chat completion: {e}")))?;
+    let view: CompletionView = serde_json::from_slice(&body).map_err(|e| {
+        ProviderError::protocol(format!("upstream answer is not a chat completion: {e}"))
+    })?;
     let usage = view.usage.as_ref().map(|u| u.to_token_usage());
     let output_text = if usage.is_none() {
         #[derive(Deserialize)]
@@ -229,8 +253,9 @@ impl Provider for OpenAi {
         Box::pin(async move {
             let mut req = (*call.request).clone();
             req.model = call.model.clone();
-            let body = serde_json::to_vec(&req)
-                .map_err(|e| ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string()))?;
+            let body = serde_json::to_vec(&req).map_err(|e| {
+                ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string())
+            })?;
             let resp = self.post(&self.embeddings_url, body, false).await?;
             let body = resp.bytes().await.map_err(from_reqwest)?;
             #[derive(Deserialize)]
@@ -242,8 +267,9 @@ impl Provider for OpenAi {
             struct EmbUsage {
                 prompt_tokens: u64,
             }
-            let view: View = serde_json::from_slice(&body)
-                .map_err(|e| ProviderError::protocol(format!("upstream answer is not an embeddings list: {e}")))?;
+            let view: View = serde_json::from_slice(&body).map_err(|e| {
+                ProviderError::protocol(format!("upstream answer is not an embeddings list: {e}"))
+            })?;
             Ok(Completion {
                 usage: view.usage.map(|u| switchyard_api::TokenUsage {
                     input_tokens: u.prompt_tokens,
@@ -259,7 +285,9 @@ impl Provider for OpenAi {
 }
 
 /// Turns an OpenAI SSE byte stream into [`StreamItem`]s, reading usage and text on the way.
-pub fn openai_sse_stream<S>(bytes: S) -> impl Stream<Item = Result<StreamItem, ProviderError>> + Send
+pub fn openai_sse_stream<S>(
+    bytes: S,
+) -> impl Stream<Item = Result<StreamItem, ProviderError>> + Send
 where
     S: Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin,
 {
@@ -283,7 +311,10 @@ where
             match st.dec.next_event() {
                 Err(_) => {
                     st.done = true;
-                    return Some((Err(ProviderError::protocol("upstream SSE event too large")), st));
+                    return Some((
+                        Err(ProviderError::protocol("upstream SSE event too large")),
+                        st,
+                    ));
                 }
                 Ok(Some(ev)) => {
                     if ev.data.is_empty() {
@@ -321,7 +352,10 @@ where
                         // is a cut connection.
                         if st.dec.finish().is_some() {
                             return Some((
-                                Err(ProviderError::new(ProviderErrorKind::Io, "upstream stream ended mid-event")),
+                                Err(ProviderError::new(
+                                    ProviderErrorKind::Io,
+                                    "upstream stream ended mid-event",
+                                )),
                                 st,
                             ));
                         }
@@ -339,7 +373,10 @@ fn read_chunk(data: &str, summary: &mut StreamSummary) -> Result<(bool, bool), P
     // An error object mid-stream (OpenAI sends `{"error": {...}}` as a data event).
     if data.starts_with("{\"error\"") {
         let msg = error_message(data.as_bytes());
-        return Err(ProviderError::new(ProviderErrorKind::Status(500), format!("upstream error mid-stream: {msg}")));
+        return Err(ProviderError::new(
+            ProviderErrorKind::Status(500),
+            format!("upstream error mid-stream: {msg}"),
+        ));
     }
     let view: ChunkView = serde_json::from_str(data)
         .map_err(|e| ProviderError::protocol(format!("upstream stream chunk is not JSON: {e}")))?;

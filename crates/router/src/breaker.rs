@@ -61,7 +61,9 @@ impl CircuitBreaker {
     }
 
     fn now_ms(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.epoch).as_millis() as u64
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
     }
 
     /// Whether an attempt may go to this target now. Past an open period, the first caller
@@ -135,7 +137,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn opens_after_consecutive_failures_and_probes_once() {
-        let b = CircuitBreaker::new(BreakerConfig { failures: 3, open_ms: 1000 });
+        let b = CircuitBreaker::new(BreakerConfig {
+            failures: 3,
+            open_ms: 1000,
+        });
         for _ in 0..2 {
             b.on_failure(None);
             assert!(b.try_acquire(), "still closed below the threshold");
@@ -146,7 +151,10 @@ mod tests {
         tokio::time::advance(Duration::from_millis(999)).await;
         assert!(!b.try_acquire());
         tokio::time::advance(Duration::from_millis(2)).await;
-        assert!(b.try_acquire(), "the first caller after the open period probes");
+        assert!(
+            b.try_acquire(),
+            "the first caller after the open period probes"
+        );
         assert!(!b.try_acquire(), "only one probe at a time");
         b.on_failure(None);
         assert!(!b.try_acquire(), "a failed probe opens it again");
@@ -170,7 +178,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn success_resets_the_failure_count() {
-        let b = CircuitBreaker::new(BreakerConfig { failures: 2, open_ms: 1000 });
+        let b = CircuitBreaker::new(BreakerConfig {
+            failures: 2,
+            open_ms: 1000,
+        });
         b.on_failure(None);
         b.on_success();
         b.on_failure(None);

@@ -6,9 +6,11 @@
 //! Time is `tokio::time::Instant`, so all of it is tested on a paused clock.
 
 mod breaker;
+mod choice;
 mod retry;
 mod target;
 
 pub use breaker::{BreakerConfig, CircuitBreaker};
+pub use choice::{Candidate, Choice, ChoicePolicy};
 pub use retry::RetryPolicy;
 pub use target::{Route, Target, TargetTimeouts};

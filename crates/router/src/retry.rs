@@ -42,7 +42,12 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (1-based) on the same target, or `None` to move
     /// on: retries used up, or the provider asked for a longer wait than we allow.
     /// `jitter` in [0, 1) spreads retries of concurrent requests (full jitter on the backoff).
-    pub fn backoff(&self, retry: u32, retry_after: Option<Duration>, jitter: f64) -> Option<Duration> {
+    pub fn backoff(
+        &self,
+        retry: u32,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Option<Duration> {
         if retry == 0 || retry > self.retries {
             return None;
         }
@@ -51,7 +56,8 @@ impl RetryPolicy {
             .backoff_base_ms
             .saturating_mul(1u64 << (retry - 1).min(20))
             .min(self.backoff_max_ms);
-        let backoff = Duration::from_millis((exp as f64 * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))) as u64);
+        let backoff =
+            Duration::from_millis((exp as f64 * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))) as u64);
         match retry_after {
             Some(ra) if ra > max => None,
             Some(ra) => Some(ra.max(backoff)),
@@ -66,7 +72,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let p = RetryPolicy { retries: 5, backoff_base_ms: 100, backoff_max_ms: 350 };
+        let p = RetryPolicy {
+            retries: 5,
+            backoff_base_ms: 100,
+            backoff_max_ms: 350,
+        };
         assert_eq!(p.backoff(1, None, 1.0), Some(Duration::from_millis(100)));
         assert_eq!(p.backoff(2, None, 1.0), Some(Duration::from_millis(200)));
         assert_eq!(p.backoff(3, None, 1.0), Some(Duration::from_millis(350)));
@@ -77,9 +87,20 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_or_skipped() {
-        let p = RetryPolicy { retries: 2, backoff_base_ms: 100, backoff_max_ms: 2000 };
-        assert_eq!(p.backoff(1, Some(Duration::from_secs(1)), 0.0), Some(Duration::from_secs(1)));
-        assert_eq!(p.backoff(1, Some(Duration::from_secs(30)), 0.0), None, "too long: fall back instead");
+        let p = RetryPolicy {
+            retries: 2,
+            backoff_base_ms: 100,
+            backoff_max_ms: 2000,
+        };
+        assert_eq!(
+            p.backoff(1, Some(Duration::from_secs(1)), 0.0),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            p.backoff(1, Some(Duration::from_secs(30)), 0.0),
+            None,
+            "too long: fall back instead"
+        );
         assert_eq!(
             p.backoff(1, Some(Duration::from_millis(10)), 1.0),
             Some(Duration::from_millis(100)),
