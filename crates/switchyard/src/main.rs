@@ -51,6 +51,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run a simulated OpenAI-compatible model server with a hardware profile (prefill and
+    /// decode rates, batch slots, KV cache with prefix caching), to route and test fleets
+    /// without GPUs.
+    Sim {
+        /// A preset name (`h100-llama3-8b`, `h100-llama3-8b-offload`, `l4-llama3-8b`) or a TOML file.
+        #[arg(long, default_value = "h100-llama3-8b")]
+        profile: String,
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: SocketAddr,
+    },
     /// Requests, tokens, cost, latency and energy from the ledger.
     Usage {
         /// Only requests started within this long (e.g. `1h`, `7d`).
@@ -123,6 +133,23 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 }
 
 /// The embedded default: what `switchyard serve` runs with no config.
+#[cfg(feature = "local")]
+fn default_config() -> anyhow::Result<Config> {
+    let dir = std::env::var_os("SWITCHYARD_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models"));
+    let cfg = switchyard_gateway::config::embedded_default(&dir);
+    let gguf = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.is_file() {
+        anyhow::bail!(
+            "the embedded default serves {} but it is missing: run scripts/fetch-models.sh (or set SWITCHYARD_MODEL_DIR)",
+            gguf.display()
+        );
+    }
+    Ok(cfg)
+}
+
+#[cfg(not(feature = "local"))]
 fn default_config() -> anyhow::Result<Config> {
     anyhow::bail!("no --config given, and this build has no embedded default (build with the `local` feature)")
 }
@@ -138,6 +165,17 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(switchyard_gateway::serve(cfg))
+        }
+        Command::Sim { profile, listen } => {
+            let profile = switchyard_sim::Profile::load(&profile)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            eprintln!("switchyard sim: {} on {listen}", profile.name);
+            rt.block_on(switchyard_sim::run_server(
+                switchyard_sim::SimConfig::new(profile),
+                listen,
+            ))
         }
         Command::Init { path, force } => {
             if path.exists() && !force {
