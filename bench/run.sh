@@ -12,6 +12,9 @@
 #   bench/run.sh --long 600 [--long-rate 2000]
 #                                      long run: Switchyard alone at a fixed rate, RSS after
 #                                      minute 1 (or half-way if shorter) and at the end
+#   bench/run.sh --profile 10 [--long-rate 2000]
+#                                      perf (cpu-clock sampling) of Switchyard under a fixed rate;
+#                                      top functions to bench/out/profile.txt
 # Environment: CARGO_TARGET_DIR (default ./target); SWITCHYARD_BIN to use a prebuilt gateway;
 #   SKIP_BUILD=1 to use binaries already built.
 set -euo pipefail
@@ -28,13 +31,15 @@ TARGETS="direct,nginx,switchyard,portkey,litellm"
 QUICK=0
 LONG=0
 LONG_RATE=2000
+PROFILE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --targets) TARGETS=$2; shift ;;
         --long) LONG=$2; shift ;;
         --long-rate) LONG_RATE=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --profile) PROFILE=$2; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -129,7 +134,7 @@ sum_status_kb() { # sum_status_kb PID FIELD: FIELD (VmHWM, VmRSS) summed over th
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     echo "== building (release): bench-upstream, loadgen$( [[ ,$TARGETS, == *,switchyard,* || $LONG != 0 ]] && echo ', switchyard')"
     cargo build --release -q -p switchyard-bench-upstream -p switchyard-bench-loadgen
-    if [[ ,$TARGETS, == *,switchyard,* || $LONG != 0 ]] && [ "$SWITCHYARD_BIN" = "$BIN/switchyard" ]; then
+    if [[ ,$TARGETS, == *,switchyard,* || $LONG != 0 || $PROFILE != 0 ]] && [ "$SWITCHYARD_BIN" = "$BIN/switchyard" ]; then
         cargo build --release -q -p switchyard
     fi
 fi
@@ -198,6 +203,29 @@ if [ "$LONG" != 0 ]; then
     meta end >> "$LONG_OUT"
     echo "Switchyard RSS: $((rss1/1024)) MiB at ${first}s, $((rss2/1024)) MiB at the end (${growth}%; target within 10%), peak $((hwm/1024)) MiB"
     tail -n 3 "$LONG_OUT" | head -n 2
+    exit 0
+fi
+
+if [ "$PROFILE" != 0 ]; then
+    start_switchyard
+    echo "== profiling Switchyard: $PROFILE s at $LONG_RATE req/s (perf record -e cpu-clock)"
+    "$LOADGEN" rate --url "http://127.0.0.1:$SWITCHYARD_PORT/v1/chat/completions" --label switchyard-profile \
+        --rate "$LONG_RATE" --duration "$((PROFILE + 2))" &
+    LG=$!
+    sleep 1
+    cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+    t0=$(cpu_ticks "$SW_PID")
+    # Hardware counters are not exposed here (perf stat -e instructions: not supported); cpu-clock is.
+    perf record -q -e cpu-clock -F 1999 -g -p "$SW_PID" -o "$WORK/perf.data" -- sleep "$PROFILE" 2>/dev/null || true
+    t1=$(cpu_ticks "$SW_PID")
+    wait "$LG"
+    echo "Switchyard CPU: $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v r="$LONG_RATE" -v s="$PROFILE" \
+        'BEGIN{printf "%.1f%% of one core, %.0f us per request", d/hz/s*100, d/hz/(r*s)*1e6}')" | tee "$OUT/profile-cpu.txt"
+    perf report -i "$WORK/perf.data" --no-children --stdio --percent-limit 1 -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -n 60 > "$OUT/profile.txt"
+    perf report -i "$WORK/perf.data" --no-children --stdio --sort dso -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -n 15 > "$OUT/profile-dso.txt"
+    cat "$OUT/profile-dso.txt" "$OUT/profile.txt"
     exit 0
 fi
 
