@@ -137,7 +137,8 @@ impl AnthropicConfig {
 /// An Anthropic Messages API endpoint.
 pub struct Anthropic {
     name: String,
-    messages_url: String,
+    /// Parsed once: reqwest would otherwise parse a URL string per request.
+    messages_url: reqwest::Url,
     /// Holds the key (marked sensitive); never formatted.
     headers: HeaderMap,
     default_max_tokens: u64,
@@ -188,7 +189,8 @@ impl Anthropic {
         let base = base.strip_suffix("/v1").unwrap_or(base);
         Ok(Anthropic {
             name: name.to_string(),
-            messages_url: format!("{base}/v1/messages"),
+            messages_url: reqwest::Url::parse(&format!("{base}/v1/messages"))
+                .map_err(|e| format!("base_url '{base}': {e}"))?,
             headers,
             default_max_tokens: cfg.default_max_tokens,
             client,
@@ -214,7 +216,7 @@ impl Provider for Anthropic {
             })?;
             let mut rb = self
                 .client
-                .post(&self.messages_url)
+                .post(self.messages_url.clone())
                 .headers(self.headers.clone())
                 .body(body);
             if stream {
@@ -1072,7 +1074,7 @@ mod tests {
                 ..Default::default()
             };
             let a = Anthropic::build("a", &cfg, reqwest::Client::new()).unwrap();
-            assert_eq!(a.messages_url, "http://h:1/v1/messages", "{base}");
+            assert_eq!(a.messages_url.as_str(), "http://h:1/v1/messages", "{base}");
         }
     }
 

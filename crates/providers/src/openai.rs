@@ -62,8 +62,9 @@ impl OpenAiConfig {
 /// An OpenAI-compatible endpoint.
 pub struct OpenAi {
     name: String,
-    chat_url: String,
-    embeddings_url: String,
+    /// Parsed once: reqwest would otherwise parse (and IDNA-normalise) a URL string per request.
+    chat_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
     headers: HeaderMap,
     client: reqwest::Client,
 }
@@ -93,10 +94,14 @@ impl OpenAi {
             HeaderValue::from_static("application/json"),
         );
         let base = cfg.base_url.trim_end_matches('/');
+        let url = |path: &str| {
+            reqwest::Url::parse(&format!("{base}/{path}"))
+                .map_err(|e| format!("base_url '{base}': {e}"))
+        };
         Ok(OpenAi {
             name: name.to_string(),
-            chat_url: format!("{base}/chat/completions"),
-            embeddings_url: format!("{base}/embeddings"),
+            chat_url: url("chat/completions")?,
+            embeddings_url: url("embeddings")?,
             headers,
             client,
         })
@@ -104,13 +109,13 @@ impl OpenAi {
 
     async fn post(
         &self,
-        url: &str,
+        url: &reqwest::Url,
         body: Vec<u8>,
         stream: bool,
     ) -> Result<reqwest::Response, ProviderError> {
         let mut req = self
             .client
-            .post(url)
+            .post(url.clone())
             .headers(self.headers.clone())
             .body(body);
         if stream {
