@@ -61,6 +61,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: SocketAddr,
     },
+    /// Learned model choice: train a router on an outcome table, evaluate it on held-out data.
+    Router {
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
     /// Requests, tokens, cost, latency and energy from the ledger.
     Usage {
         /// Only requests started within this long (e.g. `1h`, `7d`).
@@ -79,6 +84,42 @@ enum Command {
         json: bool,
         #[arg(long)]
         csv: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouterCommand {
+    /// Fit P(strong model needed) on an outcome table (CSV per subject: prompt, weak, strong).
+    Train {
+        /// Folder of outcome CSVs (e.g. ../shared/data/routing/mmlu).
+        #[arg(long)]
+        data: PathBuf,
+        /// Subjects left out of training, to evaluate on (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        exclude_subjects: Vec<String>,
+        /// The threshold is set so that this share of training prompts go to the strong model.
+        #[arg(long, default_value_t = 0.5)]
+        strong_share: f64,
+        /// Where to write the router.
+        #[arg(long, default_value = "router.json")]
+        out: PathBuf,
+        /// Cache of prompt embeddings between runs.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// APGR, CPT(50%), CPT(80%) and cost/quality points of a trained router.
+    Evaluate {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Only these subjects (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        subjects: Vec<String>,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -177,6 +218,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 listen,
             ))
         }
+        Command::Router { command } => run_router(command),
         Command::Init { path, force } => {
             if path.exists() && !force {
                 anyhow::bail!("{} exists; pass --force to overwrite it", path.display());
@@ -231,6 +273,78 @@ fn run(command: Command) -> anyhow::Result<()> {
                 report::render_table(&rows)
             };
             print!("{out}");
+            Ok(())
+        }
+    }
+}
+
+fn run_router(command: RouterCommand) -> anyhow::Result<()> {
+    use switchyard_learn::{evaluate, train, EvalOptions, LearnedRouter, TrainOptions};
+    match command {
+        RouterCommand::Train {
+            data,
+            exclude_subjects,
+            strong_share,
+            out,
+            cache,
+        } => {
+            let opts = TrainOptions {
+                exclude_subjects,
+                strong_share,
+                cache,
+                ..Default::default()
+            };
+            let router = train(&data, &opts).map_err(|e| anyhow::anyhow!(e))?;
+            router.save(&out).map_err(|e| anyhow::anyhow!(e))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        RouterCommand::Evaluate {
+            model,
+            data,
+            subjects,
+            cache,
+            json,
+        } => {
+            let router = LearnedRouter::load(&model).map_err(|e| anyhow::anyhow!(e))?;
+            let opts = EvalOptions {
+                subjects,
+                cache,
+                ..Default::default()
+            };
+            let m = evaluate(&router, &data, &opts).map_err(|e| anyhow::anyhow!(e))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+                return Ok(());
+            }
+            let pct = |x: Option<f64>| {
+                x.map_or("not reached".to_string(), |v| format!("{:.1}%", v * 100.0))
+            };
+            println!("prompts evaluated  {}", m.n);
+            println!(
+                "weak / strong      {:.3} / {:.3} (oracle {:.3} at {:.1}% strong)",
+                m.weak_quality,
+                m.strong_quality,
+                m.oracle_quality,
+                m.oracle_strong_share * 100.0
+            );
+            println!("APGR               {:.3}", m.apgr);
+            println!("CPT(50%)           {}", pct(m.cpt50));
+            println!("CPT(80%)           {}", pct(m.cpt80));
+            println!(
+                "{:>12} {:>12} {:>9} {:>7} {:>14}",
+                "target share", "strong share", "quality", "PGR", "relative cost"
+            );
+            for p in &m.cost_points {
+                println!(
+                    "{:>11.0}% {:>11.1}% {:>9.3} {:>7.3} {:>14.3}",
+                    p.target_share * 100.0,
+                    p.strong_share * 100.0,
+                    p.quality,
+                    p.pgr,
+                    p.relative_cost
+                );
+            }
             Ok(())
         }
     }
