@@ -450,10 +450,30 @@ async fn serve_chat(
         .as_ref()
         .filter(|b| b.config().policy == switchyard_balance::Policy::PrefixAffinity)
         .map(|_| request.prompt_text());
+    // The learned policy: does this request need the strong model? (MiniLM: off the workers.)
+    let strong = match &choice.learned {
+        Some(p) if choice.policy == switchyard_router::ChoicePolicy::Learned => {
+            let p = p.clone();
+            let text = switchyard_classify::semantic_text(&request, 4096);
+            match tokio::task::spawn_blocking(move || p.wants_strong(&text)).await {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "learned router failed; using config order");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "learned router task failed; using config order");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut plan = attempt::Plan::new(
         choice,
         |t| !self_hosted_only || t.self_hosted,
         prompt.as_deref(),
+        strong,
     );
     if plan.is_empty() {
         let e = ApiError::new(
@@ -664,6 +684,7 @@ async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let mut plan = attempt::Plan::new(
         route.choice(ctx.class.as_deref()),
         |t| !self_hosted_only || t.self_hosted,
+        None,
         None,
     );
     let walk = attempt::walk(&route.name, &mut plan, |target| {

@@ -46,9 +46,10 @@ impl<'a> Plan<'a> {
         choice: &'a Choice,
         allowed: impl Fn(&Target) -> bool,
         prompt: Option<&str>,
+        strong: Option<bool>,
     ) -> Plan<'a> {
         let order: Vec<usize> = choice
-            .order(jitter())
+            .order_with(jitter(), strong)
             .into_iter()
             .filter(|&i| allowed(&choice.candidates[i].target))
             .collect();

@@ -201,9 +201,26 @@ pub struct RouteConfig {
     /// The targets are equivalent replicas: a balancer picks among them.
     #[serde(default)]
     pub balance: Option<BalanceConfig>,
+    /// The `learned` policy's router.
+    #[serde(default)]
+    pub learned: Option<LearnedConfig>,
     /// Per workload class: its own candidates and policy.
     #[serde(default)]
     pub classes: BTreeMap<String, ClassChoiceConfig>,
+}
+
+/// A router trained with `switchyard router train`, for `policy = "learned"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnedConfig {
+    /// The JSON file `switchyard router train` wrote.
+    pub model: PathBuf,
+    /// Re-aim the threshold at this share of strong calls (default: as trained).
+    #[serde(default)]
+    pub strong_share: Option<f64>,
+    /// The all-MiniLM-L6-v2 folder (default: `$SWITCHYARD_MODEL_DIR` or `models/`).
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
 }
 
 /// `[routes.classes.NAME]`: the targets a class deserves on this route.
@@ -217,6 +234,8 @@ pub struct ClassChoiceConfig {
     pub quality_floor: Option<f64>,
     #[serde(default)]
     pub balance: Option<BalanceConfig>,
+    #[serde(default)]
+    pub learned: Option<LearnedConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,6 +359,7 @@ impl Config {
                 ));
             }
             self.validate_targets(&format!("{key}.targets"), &r.targets, &mut target_ids)?;
+            check_learned(&key, r.policy, r.learned.as_ref())?;
             if let Some(b) = &r.balance {
                 b.validate().map_err(|m| err(format!("{key}.balance"), m))?;
             }
@@ -363,6 +383,7 @@ impl Config {
                     ));
                 }
                 self.validate_targets(&format!("{ckey}.targets"), &c.targets, &mut target_ids)?;
+                check_learned(&ckey, c.policy, c.learned.as_ref())?;
                 if let Some(b) = &c.balance {
                     b.validate()
                         .map_err(|m| err(format!("{ckey}.balance"), m))?;
@@ -520,6 +541,28 @@ fn unreachable_config() -> Config {
         targets: BTreeMap::new(),
         classes: None,
         policies: Policies::default(),
+    }
+}
+
+fn check_learned(
+    key: &str,
+    policy: ChoicePolicy,
+    learned: Option<&LearnedConfig>,
+) -> Result<(), ConfigError> {
+    match (policy, learned) {
+        (ChoicePolicy::Learned, None) => Err(err(
+            format!("{key}.learned"),
+            "policy \"learned\" needs `learned = { model = \"router.json\" }`",
+        )),
+        (p, Some(_)) if p != ChoicePolicy::Learned => Err(err(
+            format!("{key}.learned"),
+            "only used with policy = \"learned\"",
+        )),
+        (_, Some(l)) if l.strong_share.is_some_and(|s| !(0.0..=1.0).contains(&s)) => Err(err(
+            format!("{key}.learned.strong_share"),
+            "must be between 0 and 1",
+        )),
+        _ => Ok(()),
     }
 }
 

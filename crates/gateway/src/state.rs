@@ -88,6 +88,7 @@ impl Gateway {
             meter: &meter,
             instances: HashMap::new(),
             targets: HashMap::new(),
+            embedder: None,
         };
         let mut routes = HashMap::new();
         let mut route_names = Vec::new();
@@ -99,6 +100,7 @@ impl Gateway {
                 r.policy,
                 r.quality_floor,
                 r.balance.as_ref(),
+                r.learned.as_ref(),
             )?;
             let mut classes = HashMap::new();
             for (class, c) in &r.classes {
@@ -109,6 +111,7 @@ impl Gateway {
                     c.policy,
                     c.quality_floor,
                     c.balance.as_ref(),
+                    c.learned.as_ref(),
                 )?;
                 classes.insert(class.clone(), choice);
             }
@@ -172,6 +175,23 @@ struct TargetBuilder<'a> {
     /// One provider instance per (provider, connect timeout): connect limits are per client.
     instances: HashMap<(String, u64), DynProvider>,
     targets: HashMap<String, Arc<Target>>,
+    /// MiniLM for learned routers, loaded once.
+    embedder: Option<Arc<switchyard_classify::Embedder>>,
+}
+
+/// The `learned` policy: a trained router over MiniLM embeddings of the last user message.
+#[derive(Debug)]
+struct LearnedPredictor {
+    router: switchyard_learn::LearnedRouter,
+    embedder: Arc<switchyard_classify::Embedder>,
+}
+
+impl switchyard_router::StrongPredictor for LearnedPredictor {
+    fn wants_strong(&self, prompt: &str) -> Result<bool, String> {
+        Ok(self
+            .router
+            .route_strong(self.router.p_strong_text(&self.embedder, prompt)?))
+    }
 }
 
 impl TargetBuilder<'_> {
@@ -231,7 +251,37 @@ impl TargetBuilder<'_> {
         policy: ChoicePolicy,
         quality_floor: Option<f64>,
         balance: Option<&switchyard_balance::BalanceConfig>,
+        learned: Option<&crate::config::LearnedConfig>,
     ) -> Result<Choice, BuildError> {
+        let learned: Option<Arc<dyn switchyard_router::StrongPredictor>> = match learned {
+            Some(l) => {
+                let lerr = |message: String| BuildError {
+                    key: format!("{key}.learned"),
+                    message,
+                };
+                let mut router = switchyard_learn::LearnedRouter::load(&l.model).map_err(lerr)?;
+                if let Some(share) = l.strong_share {
+                    router.set_strong_share(share);
+                }
+                let embedder = match &self.embedder {
+                    Some(e) => e.clone(),
+                    None => {
+                        let dir = l
+                            .model_dir
+                            .clone()
+                            .unwrap_or_else(switchyard_classify::default_model_dir);
+                        let e = Arc::new(
+                            switchyard_classify::Embedder::load(&dir, router.max_tokens)
+                                .map_err(lerr)?,
+                        );
+                        self.embedder = Some(e.clone());
+                        e
+                    }
+                };
+                Some(Arc::new(LearnedPredictor { router, embedder }))
+            }
+            None => None,
+        };
         let mut candidates = Vec::new();
         for (j, t) in targets.iter().enumerate() {
             candidates.push(Candidate {
@@ -259,6 +309,7 @@ impl TargetBuilder<'_> {
             candidates,
             quality_floor,
             balancer,
+            learned,
         })
     }
 }

@@ -390,3 +390,87 @@ targets = [{{ provider = "local", model = "summarizer" }}]
         ]
     );
 }
+
+/// The `learned` policy with a router fitted here on a tiny outcome table (MiniLM needed, as
+/// above): held-out hard prompts go to the strong model, easy ones to the cheap one.
+#[tokio::test]
+async fn the_learned_policy_sends_hard_prompts_to_the_strong_model() {
+    let dir = switchyard_classify::default_model_dir();
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "MiniLM is missing at {}: run scripts/fetch-models.sh",
+        dir.display()
+    );
+    let hard = [
+        "Prove that there are infinitely many prime numbers.",
+        "Compute the eigenvalues of the matrix [[2,1,0],[1,3,1],[0,1,4]].",
+        "Evaluate the contour integral of 1/(z^2+1) around the circle |z|=2.",
+        "Derive the Euler-Lagrange equation from the principle of least action.",
+        "Show that every finite group of prime order is cyclic.",
+        "Solve the differential equation y'' + 4y = sin(2x).",
+    ];
+    let easy = [
+        "What color is the sky on a clear day?",
+        "Say hello to my friend.",
+        "What is two plus two?",
+        "Name a fruit that is yellow.",
+        "What day comes after Monday?",
+        "Is water wet?",
+    ];
+    let items: Vec<switchyard_learn::Outcome> = hard
+        .iter()
+        .map(|p| (p, false))
+        .chain(easy.iter().map(|p| (p, true)))
+        .map(|(p, weak)| switchyard_learn::Outcome {
+            subject: "t".into(),
+            prompt: p.to_string(),
+            weak,
+            strong: true,
+        })
+        .collect();
+    let embedder =
+        switchyard_classify::Embedder::load(&dir, switchyard_classify::DEFAULT_MAX_TOKENS).unwrap();
+    let embeddings: Vec<Vec<f32>> = items
+        .iter()
+        .map(|o| embedder.embed(&o.prompt).unwrap())
+        .collect();
+    let opts = switchyard_learn::TrainOptions {
+        strong_share: 0.5,
+        l2: 0.01,
+        ..Default::default()
+    };
+    // Six hard and six easy prompts: half the training prompts go strong at this threshold.
+    let mut router = switchyard_learn::fit(&items, &embeddings, &opts).unwrap();
+    // Fitted on separable data, the training median sits among the hard prompts' scores; put
+    // the threshold between the groups (held-out hard ≈ 0.5, easy ≈ 0.07 with this data).
+    router.threshold = 0.3;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("router.json");
+    router.save(&path).unwrap();
+
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let gw = start(&format!(
+        "{}[[routes]]\nname = \"auto\"\npolicy = \"learned\"\nlearned = {{ model = {:?} }}\n\
+         targets = [{{ provider = \"cloud\", model = \"strong\", quality = 0.9 }}, {{ provider = \"local\", model = \"weak\", quality = 0.6 }}]\n\
+         [targets.\"cloud/strong\"]\nprice = {{ input_per_mtok = 10.0, output_per_mtok = 30.0, source = \"test\", as_of = \"2026-11-22\" }}\n\
+         [targets.\"local/weak\"]\nprice = {{ input_per_mtok = 0.1, output_per_mtok = 0.2, source = \"test\", as_of = \"2026-11-22\" }}\n",
+        providers(&up.base_url()),
+        path.display().to_string()
+    ))
+    .await;
+    assert_eq!(
+        gw.target_of(
+            msg("auto", "Prove that the square root of two is irrational."),
+            &[]
+        )
+        .await,
+        "cloud/strong"
+    );
+    assert_eq!(
+        gw.target_of(msg("auto", "What color is grass?"), &[]).await,
+        "local/weak"
+    );
+    gw.classes().await;
+}

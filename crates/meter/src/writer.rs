@@ -92,6 +92,8 @@ impl Meter {
 
     /// Queues a finished request without waiting: `Err` gives the outcome back when the queue
     /// is full, for the caller to `record` (and so wait) off its hot path.
+    // The outcome comes back by value on purpose: boxing it would allocate per request.
+    #[allow(clippy::result_large_err)]
     pub fn try_record(&self, outcome: Outcome) -> Result<(), Outcome> {
         match self.tx.try_send(outcome) {
             Ok(()) => Ok(()),

@@ -25,6 +25,16 @@ pub enum ChoicePolicy {
     Fastest,
     /// One drawn at random in proportion to its weight, then the rest in order.
     Weighted,
+    /// A learned router predicts whether the request needs the strong model: if so the
+    /// highest-quality candidates come first, else the cheapest.
+    Learned,
+}
+
+/// Predicts, per request, whether the strong model is needed (the `learned` policy). CPU work:
+/// callers run it off the async workers.
+pub trait StrongPredictor: Send + Sync + std::fmt::Debug {
+    /// `Ok(true)`: send it to the strong model.
+    fn wants_strong(&self, prompt: &str) -> Result<bool, String>;
 }
 
 #[derive(Debug)]
@@ -43,11 +53,18 @@ pub struct Choice {
     pub quality_floor: Option<f64>,
     /// When set, the candidates are equivalent replicas and the balancer picks among them.
     pub balancer: Option<Arc<Balance>>,
+    /// The `learned` policy's predictor.
+    pub learned: Option<Arc<dyn StrongPredictor>>,
 }
 
 impl Choice {
     /// Indices of the candidates to try, in order. `draw` in [0, 1) drives `weighted`.
     pub fn order(&self, draw: f64) -> Vec<usize> {
+        self.order_with(draw, None)
+    }
+
+    /// As [`Choice::order`], with the learned policy's decision (`None`: config order).
+    pub fn order_with(&self, draw: f64, strong: Option<bool>) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.candidates.len())
             .filter(
                 |&i| match (self.quality_floor, self.candidates[i].quality) {
@@ -59,6 +76,25 @@ impl Choice {
             .collect();
         match self.policy {
             ChoicePolicy::Ordered => {}
+            ChoicePolicy::Learned => match strong {
+                Some(true) => idx.sort_by(|&a, &b| {
+                    let qa = self.candidates[a].quality.unwrap_or(f64::NEG_INFINITY);
+                    let qb = self.candidates[b].quality.unwrap_or(f64::NEG_INFINITY);
+                    qb.total_cmp(&qa)
+                }),
+                Some(false) => idx.sort_by(|&a, &b| {
+                    let pa = self.candidates[a]
+                        .target
+                        .blended_price()
+                        .unwrap_or(f64::INFINITY);
+                    let pb = self.candidates[b]
+                        .target
+                        .blended_price()
+                        .unwrap_or(f64::INFINITY);
+                    pa.total_cmp(&pb)
+                }),
+                None => {}
+            },
             ChoicePolicy::Cheapest => {
                 // Stable: equal prices keep config order; unpriced go last.
                 idx.sort_by(|&a, &b| {
@@ -167,6 +203,7 @@ mod tests {
             ],
             quality_floor: Some(0.7),
             balancer: None,
+            learned: None,
         };
         assert_eq!(
             ids(&c, c.order(0.0)),
@@ -182,6 +219,7 @@ mod tests {
             candidates: vec![cand("a", None, None, 1.0), cand("b", None, None, 1.0)],
             quality_floor: None,
             balancer: None,
+            learned: None,
         };
         c.candidates[0]
             .target
@@ -205,12 +243,29 @@ mod tests {
     }
 
     #[test]
+    fn learned_puts_strong_or_cheap_first() {
+        let c = Choice {
+            policy: ChoicePolicy::Learned,
+            candidates: vec![
+                cand("weak", Some((0.1, 0.2)), Some(0.6), 1.0),
+                cand("strong", Some((2.5, 10.0)), Some(0.9), 1.0),
+            ],
+            quality_floor: None,
+            balancer: None,
+            learned: None,
+        };
+        assert_eq!(ids(&c, c.order_with(0.0, Some(true))), ["strong", "weak"]);
+        assert_eq!(ids(&c, c.order_with(0.0, Some(false))), ["weak", "strong"]);
+    }
+
+    #[test]
     fn weighted_draws_in_proportion() {
         let c = Choice {
             policy: ChoicePolicy::Weighted,
             candidates: vec![cand("a", None, None, 1.0), cand("b", None, None, 3.0)],
             quality_floor: None,
             balancer: None,
+            learned: None,
         };
         assert_eq!(ids(&c, c.order(0.1)), ["a", "b"]);
         assert_eq!(ids(&c, c.order(0.3)), ["b", "a"]);

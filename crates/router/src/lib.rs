@@ -11,6 +11,6 @@ mod retry;
 mod target;
 
 pub use breaker::{BreakerConfig, CircuitBreaker};
-pub use choice::{Candidate, Choice, ChoicePolicy};
+pub use choice::{Candidate, Choice, ChoicePolicy, StrongPredictor};
 pub use retry::RetryPolicy;
 pub use target::{Route, Target, TargetTimeouts};
