@@ -161,7 +161,9 @@ impl ClassesConfig {
         let mut seen = HashSet::new();
         for (i, n) in self.names.iter().enumerate() {
             if n.trim().is_empty() {
-                return Err(format!("classes.names[{i}]: a class name must not be empty"));
+                return Err(format!(
+                    "classes.names[{i}]: a class name must not be empty"
+                ));
             }
             if !seen.insert(n.as_str()) {
                 return Err(format!("classes.names[{i}]: \"{n}\" is listed twice"));
@@ -177,7 +179,10 @@ impl ClassesConfig {
                 return Err(format!("{key}.name: a rule needs a name"));
             }
             if !rule_names.insert(r.name.as_str()) {
-                return Err(format!("{key}.name: \"{}\" is used by an earlier rule", r.name));
+                return Err(format!(
+                    "{key}.name: \"{}\" is used by an earlier rule",
+                    r.name
+                ));
             }
             self.check_class_ref(&format!("{key}.class"), &r.class)?;
             if !r.has_condition() {
@@ -223,15 +228,22 @@ impl ClassesConfig {
         }
         if let Some(s) = &self.semantic {
             if s.examples.is_empty() {
-                return Err("classes.semantic.examples: give at least one class with example prompts".into());
+                return Err(
+                    "classes.semantic.examples: give at least one class with example prompts"
+                        .into(),
+                );
             }
             for (class, texts) in &s.examples {
                 self.check_class_ref(&format!("classes.semantic.examples.{class}"), class)?;
                 if texts.is_empty() {
-                    return Err(format!("classes.semantic.examples.{class}: give at least one example"));
+                    return Err(format!(
+                        "classes.semantic.examples.{class}: give at least one example"
+                    ));
                 }
                 if let Some(j) = texts.iter().position(|t| t.trim().is_empty()) {
-                    return Err(format!("classes.semantic.examples.{class}[{j}]: an example must not be empty"));
+                    return Err(format!(
+                        "classes.semantic.examples.{class}[{j}]: an example must not be empty"
+                    ));
                 }
             }
             if s.k == 0 {

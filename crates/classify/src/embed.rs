@@ -30,7 +30,9 @@ pub fn default_model_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SWITCHYARD_MODEL_DIR") {
         return PathBuf::from(dir).join(MINILM_DIR_NAME);
     }
-    let repo_models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(MINILM_DIR_NAME);
+    let repo_models = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(MINILM_DIR_NAME);
     if repo_models.is_dir() {
         return repo_models;
     }
@@ -48,7 +50,9 @@ pub struct Embedder {
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedder").field("max_tokens", &self.max_tokens).finish_non_exhaustive()
+        f.debug_struct("Embedder")
+            .field("max_tokens", &self.max_tokens)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,13 +76,16 @@ impl Embedder {
             ));
         }
         if !(2..=512).contains(&max_tokens) {
-            return Err(format!("max_tokens must be between 2 and 512, got {max_tokens}"));
+            return Err(format!(
+                "max_tokens must be between 2 and 512, got {max_tokens}"
+            ));
         }
-        let config_text =
-            std::fs::read_to_string(dir.join("config.json")).map_err(|e| err("reading config.json", e))?;
-        let config: Config = serde_json::from_str(&config_text).map_err(|e| err("parsing config.json", e))?;
-        let mut tokenizer =
-            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| err("loading tokenizer.json", e))?;
+        let config_text = std::fs::read_to_string(dir.join("config.json"))
+            .map_err(|e| err("reading config.json", e))?;
+        let config: Config =
+            serde_json::from_str(&config_text).map_err(|e| err("parsing config.json", e))?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| err("loading tokenizer.json", e))?;
         // The shipped tokenizer pads every text to 128: pad a batch only to its longest text.
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
@@ -114,7 +121,10 @@ impl Embedder {
 
     /// Word-piece count of `text` after truncation (with `[CLS]`/`[SEP]`).
     pub fn token_count(&self, text: &str) -> Result<usize, String> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| err("tokenizing", e))?;
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| err("tokenizing", e))?;
         Ok(enc.get_ids().len())
     }
 
@@ -133,7 +143,11 @@ impl Embedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| err("tokenizing", e))?;
-        let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let len = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0);
         let n = encodings.len();
         let mut ids = Vec::with_capacity(n * len);
         let mut types = Vec::with_capacity(n * len);
@@ -143,7 +157,8 @@ impl Embedder {
             types.extend_from_slice(e.get_type_ids());
             mask.extend_from_slice(e.get_attention_mask());
         }
-        self.forward(ids, types, mask, n, len).map_err(|e| err("running MiniLM", e))
+        self.forward(ids, types, mask, n, len)
+            .map_err(|e| err("running MiniLM", e))
     }
 
     fn forward(
@@ -158,7 +173,7 @@ impl Embedder {
         let types = Tensor::from_vec(types, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
         let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, 384)
-        // Mean over the real tokens only, as sentence-transformers' Pooling(mean) does.
+                                                                     // Mean over the real tokens only, as sentence-transformers' Pooling(mean) does.
         let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
         let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?; // (n, 384)
         let counts = mask_f.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)

@@ -23,7 +23,9 @@ use serde::Serialize;
 use switchyard_api::openai::ChatRequest;
 
 pub use config::{ClassesConfig, RuleConfig, SemanticConfig, Vote};
-pub use embed::{default_model_dir, dot, Embedder, DEFAULT_MAX_TOKENS, MINILM_DIMS, MINILM_DIR_NAME};
+pub use embed::{
+    default_model_dir, dot, Embedder, DEFAULT_MAX_TOKENS, MINILM_DIMS, MINILM_DIR_NAME,
+};
 
 /// The header a client names its class with.
 pub const CLASS_HEADER: &str = "x-switchyard-class";
@@ -41,9 +43,13 @@ pub enum ClassifiedBy {
     Header,
     KeyDefault,
     /// The rule's name.
-    Rule { name: String },
+    Rule {
+        name: String,
+    },
     /// Cosine similarity behind the vote (see [`Vote`]).
-    Semantic { score: f32 },
+    Semantic {
+        score: f32,
+    },
     Default,
 }
 
@@ -84,7 +90,9 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, req: &ChatRequest, text: &str, est_tokens: u64) -> bool {
-        if self.min_tokens.is_some_and(|lo| est_tokens < lo) || self.max_tokens.is_some_and(|hi| est_tokens > hi) {
+        if self.min_tokens.is_some_and(|lo| est_tokens < lo)
+            || self.max_tokens.is_some_and(|hi| est_tokens > hi)
+        {
             return false;
         }
         if let Some(want) = self.tools {
@@ -184,7 +192,10 @@ impl Classifier {
     }
 
     /// As [`Classifier::build`], reusing an already loaded embedder (e.g. shared with the learned router).
-    pub fn build_with(config: &ClassesConfig, embedder: Option<Arc<Embedder>>) -> Result<Classifier, String> {
+    pub fn build_with(
+        config: &ClassesConfig,
+        embedder: Option<Arc<Embedder>>,
+    ) -> Result<Classifier, String> {
         config.validate()?;
         let mut rules = Vec::with_capacity(config.rules.len());
         for (i, r) in config.rules.iter().enumerate() {
@@ -337,7 +348,10 @@ impl Classifier {
 
     fn semantic_input(&self, req: &ChatRequest) -> String {
         // A word piece is rarely longer than 8 characters, so this keeps every piece we use.
-        let max_chars = self.semantic.as_ref().map_or(0, |s| s.embedder.max_tokens() * 8);
+        let max_chars = self
+            .semantic
+            .as_ref()
+            .map_or(0, |s| s.embedder.max_tokens() * 8);
         semantic_text(req, max_chars)
     }
 
@@ -370,7 +384,12 @@ impl Classifier {
 impl Semantic {
     /// The winning class and its score, or none without examples.
     fn vote(&self, emb: &[f32]) -> Option<(String, f32)> {
-        let mut sims: Vec<(usize, f32)> = self.points.iter().enumerate().map(|(i, (_, p))| (i, dot(emb, p))).collect();
+        let mut sims: Vec<(usize, f32)> = self
+            .points
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| (i, dot(emb, p)))
+            .collect();
         sims.sort_by(|a, b| b.1.total_cmp(&a.1));
         match self.vote {
             Vote::Centroid => sims.first().map(|&(i, s)| (self.points[i].0.clone(), s)),
@@ -401,7 +420,9 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
         Some(e) => e,
         None => {
             let dir = s.model_dir.clone().unwrap_or_else(default_model_dir);
-            Arc::new(Embedder::load(&dir, s.max_tokens).map_err(|e| format!("classes.semantic: {e}"))?)
+            Arc::new(
+                Embedder::load(&dir, s.max_tokens).map_err(|e| format!("classes.semantic: {e}"))?,
+            )
         }
     };
     let mut points = Vec::new();

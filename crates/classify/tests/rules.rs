@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use switchyard_api::openai::{ChatRequest, FunctionDef, Message, Tool};
-use switchyard_classify::{ClassesConfig, Classifier, ClassifiedBy, ClassifyError, RuleConfig};
+use switchyard_classify::{ClassesConfig, ClassifiedBy, Classifier, ClassifyError, RuleConfig};
 
 fn req(text: &str) -> ChatRequest {
     ChatRequest {
@@ -52,10 +52,19 @@ fn prompt_length_bounds_use_chars_over_four() {
     ]))
     .unwrap();
     // 400 characters (plus the newline prompt_text adds) ≈ 101 tokens.
-    assert_eq!(class_of(&c, &req(&"x".repeat(400))), (Some("a".into()), by_rule("long")));
+    assert_eq!(
+        class_of(&c, &req(&"x".repeat(400))),
+        (Some("a".into()), by_rule("long"))
+    );
     // 7 characters + newline = 2 tokens.
-    assert_eq!(class_of(&c, &req("1234567")), (Some("b".into()), by_rule("tiny")));
-    assert_eq!(class_of(&c, &req(&"x".repeat(100))).1, ClassifiedBy::Default);
+    assert_eq!(
+        class_of(&c, &req("1234567")),
+        (Some("b".into()), by_rule("tiny"))
+    );
+    assert_eq!(
+        class_of(&c, &req(&"x".repeat(100))).1,
+        ClassifiedBy::Default
+    );
 }
 
 #[test]
@@ -90,7 +99,8 @@ fn response_format_types() {
     }]))
     .unwrap();
     let mut r = req("list the names");
-    r.response_format = Some(json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}));
+    r.response_format =
+        Some(json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}));
     assert_eq!(class_of(&c, &r).0.as_deref(), Some("a"));
     r.response_format = Some(json!({"type": "json_object"}));
     assert_eq!(class_of(&c, &r).0.as_deref(), Some("a"));
@@ -108,9 +118,13 @@ fn regex_over_all_message_text() {
     }]))
     .unwrap();
     let mut r = req("check this");
-    r.messages.insert(0, Message::text("system", "record: 123-45-6789"));
+    r.messages
+        .insert(0, Message::text("system", "record: 123-45-6789"));
     assert_eq!(class_of(&c, &r), (Some("a".into()), by_rule("ssn")));
-    assert_eq!(class_of(&c, &req("call 123-456-789")).1, ClassifiedBy::Default);
+    assert_eq!(
+        class_of(&c, &req("call 123-456-789")).1,
+        ClassifiedBy::Default
+    );
 }
 
 #[test]
@@ -120,7 +134,10 @@ fn keywords_are_case_insensitive_and_literal() {
         ..rule("kw", "b")
     }]))
     .unwrap();
-    assert_eq!(class_of(&c, &req("please SUMMARIZE this")).0.as_deref(), Some("b"));
+    assert_eq!(
+        class_of(&c, &req("please SUMMARIZE this")).0.as_deref(),
+        Some("b")
+    );
     // `+` is literal, not a regex quantifier.
     assert_eq!(class_of(&c, &req("a C++ question")).0.as_deref(), Some("b"));
     assert_eq!(class_of(&c, &req("a cc question")).1, ClassifiedBy::Default);
@@ -157,7 +174,10 @@ fn all_conditions_of_a_rule_must_hold_and_the_first_rule_wins() {
         },
     ]))
     .unwrap();
-    assert_eq!(class_of(&c, &req("an invoice")), (Some("b".into()), by_rule("kw-only")));
+    assert_eq!(
+        class_of(&c, &req("an invoice")),
+        (Some("b".into()), by_rule("kw-only"))
+    );
     let mut r = req("an invoice");
     r.model = "coder".into();
     assert_eq!(class_of(&c, &r), (Some("a".into()), by_rule("both")));
@@ -172,13 +192,22 @@ fn precedence_header_then_key_default_then_rules_then_default() {
     .unwrap();
     let r = req("an invoice");
     let h = c.classify(&r, Some("b"), Some("c")).unwrap();
-    assert_eq!((h.class.as_deref(), h.by), (Some("b"), ClassifiedBy::Header));
+    assert_eq!(
+        (h.class.as_deref(), h.by),
+        (Some("b"), ClassifiedBy::Header)
+    );
     let k = c.classify(&r, None, Some("c")).unwrap();
-    assert_eq!((k.class.as_deref(), k.by), (Some("c"), ClassifiedBy::KeyDefault));
+    assert_eq!(
+        (k.class.as_deref(), k.by),
+        (Some("c"), ClassifiedBy::KeyDefault)
+    );
     let ru = c.classify(&r, None, None).unwrap();
     assert_eq!((ru.class.as_deref(), ru.by), (Some("a"), by_rule("kw")));
     let d = c.classify(&req("hello"), None, None).unwrap();
-    assert_eq!((d.class.as_deref(), d.by), (Some("chat"), ClassifiedBy::Default));
+    assert_eq!(
+        (d.class.as_deref(), d.by),
+        (Some("chat"), ClassifiedBy::Default)
+    );
 }
 
 #[test]
@@ -196,7 +225,10 @@ fn unknown_header_or_key_class_is_an_error_naming_it() {
     let e = c.classify(&req("x"), Some("nope"), None).unwrap_err();
     assert!(matches!(&e, ClassifyError::UnknownHeaderClass { name, .. } if name == "nope"));
     let msg = e.to_string();
-    assert!(msg.contains("\"nope\"") && msg.contains("x-switchyard-class"), "{msg}");
+    assert!(
+        msg.contains("\"nope\"") && msg.contains("x-switchyard-class"),
+        "{msg}"
+    );
     // The header is checked even when a valid key default exists.
     assert!(c.classify(&req("x"), Some("nope"), Some("a")).is_err());
     let e = c.classify(&req("x"), None, Some("gone")).unwrap_err();
@@ -213,7 +245,10 @@ async fn async_wrapper_gives_the_same_answers() {
         .unwrap(),
     );
     let r = req("an invoice");
-    assert_eq!(c.classify_async(&r, None, None).await.unwrap(), c.classify(&r, None, None).unwrap());
+    assert_eq!(
+        c.classify_async(&r, None, None).await.unwrap(),
+        c.classify(&r, None, None).unwrap()
+    );
     assert!(c.classify_async(&r, Some("zzz"), None).await.is_err());
 }
 

@@ -6,10 +6,14 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use switchyard_api::openai::{ChatRequest, Message};
-use switchyard_classify::{default_model_dir, dot, ClassesConfig, Classifier, ClassifiedBy, Embedder, Vote};
+use switchyard_classify::{
+    default_model_dir, dot, ClassesConfig, ClassifiedBy, Classifier, Embedder, Vote,
+};
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn embedder() -> Arc<Embedder> {
@@ -63,9 +67,16 @@ fn embeddings_are_unit_length_and_meaningful() {
     let c = e.embed("The Eiffel Tower is in Paris.").unwrap();
     assert_eq!(a.len(), 384);
     assert!((dot(&a, &a) - 1.0).abs() < 1e-4);
-    assert!(dot(&a, &b) > dot(&a, &c) + 0.3, "{} vs {}", dot(&a, &b), dot(&a, &c));
+    assert!(
+        dot(&a, &b) > dot(&a, &c) + 0.3,
+        "{} vs {}",
+        dot(&a, &b),
+        dot(&a, &c)
+    );
     // Batched and single embeddings agree (padding is masked out of the mean).
-    let batch = e.embed_batch(&["How do I sort a list in Python?", "short"]).unwrap();
+    let batch = e
+        .embed_batch(&["How do I sort a list in Python?", "short"])
+        .unwrap();
     assert!(dot(&batch[0], &a) > 0.9999, "{}", dot(&batch[0], &a));
 }
 
@@ -89,7 +100,10 @@ fn accuracy(vote: Vote) -> (usize, usize, Vec<String>) {
     for case in &cases {
         let got = c.classify(&user(&case.prompt), None, None).unwrap();
         if got.class.as_deref() != Some(case.class.as_str()) {
-            misses.push(format!("{:?} -> {:?} ({:?})", case.prompt, got.class, got.by));
+            misses.push(format!(
+                "{:?} -> {:?} ({:?})",
+                case.prompt, got.class, got.by
+            ));
         }
     }
     (cases.len() - misses.len(), cases.len(), misses)
@@ -117,8 +131,17 @@ fn below_min_similarity_falls_back_to_the_default() {
         s.min_similarity = 0.99;
     }
     let c = Classifier::build_with(&cfg, Some(embedder())).unwrap();
-    let out = c.classify(&user("Write a Python function that reverses a string."), None, None).unwrap();
-    assert_eq!((out.class.as_deref(), out.by), (Some("chat"), ClassifiedBy::Default));
+    let out = c
+        .classify(
+            &user("Write a Python function that reverses a string."),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        (out.class.as_deref(), out.by),
+        (Some("chat"), ClassifiedBy::Default)
+    );
 }
 
 #[tokio::test]
@@ -129,7 +152,12 @@ async fn rules_come_before_semantic_and_header_before_both() {
     r.response_format = Some(serde_json::json!({"type": "json_object"}));
     let out = c.classify_async(&r, None, None).await.unwrap();
     assert_eq!(out.class.as_deref(), Some("extraction"));
-    assert_eq!(out.by, ClassifiedBy::Rule { name: "json-out".into() });
+    assert_eq!(
+        out.by,
+        ClassifiedBy::Rule {
+            name: "json-out".into()
+        }
+    );
     r.response_format = None;
     let out = c.classify_async(&r, None, None).await.unwrap();
     assert_eq!(out.class.as_deref(), Some("summarization"));
@@ -145,5 +173,8 @@ fn build_without_the_model_names_the_folder() {
         s.model_dir = Some(PathBuf::from("/nonexistent/minilm"));
     }
     let e = Classifier::build(&cfg).unwrap_err();
-    assert!(e.contains("/nonexistent/minilm") && e.contains("classes.semantic"), "{e}");
+    assert!(
+        e.contains("/nonexistent/minilm") && e.contains("classes.semantic"),
+        "{e}"
+    );
 }

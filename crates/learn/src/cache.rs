@@ -81,7 +81,8 @@ impl EmbeddingCache {
             }
         }
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         let tmp = path.with_extension("part");
         std::fs::write(&tmp, out).map_err(|e| format!("writing {}: {e}", tmp.display()))?;

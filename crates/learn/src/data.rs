@@ -34,12 +34,18 @@ pub fn load_outcomes(dir: &Path) -> Result<Vec<Outcome>, String> {
     }
     let mut out = Vec::new();
     for path in files {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let subject = stem.strip_prefix("mmlu_").unwrap_or(stem).to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
         let rows = parse_csv(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut rows = rows.into_iter();
-        let header = rows.next().ok_or_else(|| format!("{}: empty file", path.display()))?;
+        let header = rows
+            .next()
+            .ok_or_else(|| format!("{}: empty file", path.display()))?;
         let col = |name: &str| {
             header
                 .iter()
@@ -57,7 +63,11 @@ pub fn load_outcomes(dir: &Path) -> Result<Vec<Outcome>, String> {
                 match field(j)? {
                     "True" | "true" | "1" => Ok(true),
                     "False" | "false" | "0" => Ok(false),
-                    other => Err(format!("{} row {}: \"{other}\" is not a boolean", path.display(), i + 2)),
+                    other => Err(format!(
+                        "{} row {}: \"{other}\" is not a boolean",
+                        path.display(),
+                        i + 2
+                    )),
                 }
             };
             let prompt = field(p)?.to_string();
@@ -80,9 +90,13 @@ fn load_contaminated(path: &Path) -> Result<HashSet<String>, String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(set);
     };
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
         for key in ["eval_prompt", "train_prompt"] {
             if let Some(p) = v.get(key).and_then(|p| p.as_str()) {
                 set.insert(p.to_string());

@@ -35,8 +35,11 @@ pub struct LearnedRouter {
     /// Word pieces embedded per prompt (must match at run time).
     pub max_tokens: usize,
     /// What the score predicts.
-    pub label: String,
+    pub label: Label,
     pub model: Logistic,
+    /// For [`Label::Gain`]: P(weak model right), subtracted from `model`'s P(strong model right).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minus: Option<Logistic>,
     /// Route strong when `p_strong ≥ threshold`.
     pub threshold: f32,
     /// The share of strong calls the threshold was set for (on the training prompts).
@@ -49,10 +52,16 @@ pub struct LearnedRouter {
 
 impl LearnedRouter {
     pub fn load(path: &Path) -> Result<LearnedRouter, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let r: LearnedRouter = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let r: LearnedRouter =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if r.format != ROUTER_FORMAT {
-            return Err(format!("{}: format \"{}\", expected \"{ROUTER_FORMAT}\"", path.display(), r.format));
+            return Err(format!(
+                "{}: format \"{}\", expected \"{ROUTER_FORMAT}\"",
+                path.display(),
+                r.format
+            ));
         }
         if r.model.weights.len() != switchyard_classify::MINILM_DIMS {
             return Err(format!(
@@ -72,7 +81,11 @@ impl LearnedRouter {
 
     /// P(strong needed) for a prompt's unit MiniLM embedding (see [`Embedder::embed`]).
     pub fn p_strong(&self, embedding: &[f32]) -> f32 {
-        self.model.predict(embedding)
+        let p = self.model.predict(embedding);
+        match &self.minus {
+            Some(m) => p - m.predict(embedding),
+            None => p,
+        }
     }
 
     /// Embeds `text` (CPU work: call off async workers) and scores it.
@@ -122,6 +135,8 @@ pub fn share_for_cost_ceiling(ceiling: f64, weak_cost_ratio: f64) -> f64 {
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
+    /// What the router learns to predict.
+    pub label: Label,
     /// Subjects left out of training (held out for evaluation).
     pub exclude_subjects: Vec<String>,
     /// The threshold is set so this share of training prompts go strong.
@@ -138,6 +153,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
+            label: Label::default(),
             exclude_subjects: Vec::new(),
             strong_share: 0.5,
             l2: 1.0,
@@ -179,7 +195,11 @@ pub fn embed_prompts(
         Some(p) => EmbeddingCache::load(p, max_tokens)?,
         None => EmbeddingCache::new(max_tokens),
     };
-    let missing: Vec<&str> = prompts.iter().copied().filter(|p| cache.get(p).is_none()).collect();
+    let missing: Vec<&str> = prompts
+        .iter()
+        .copied()
+        .filter(|p| cache.get(p).is_none())
+        .collect();
     if !missing.is_empty() {
         let dir = model_dir
             .map(Path::to_path_buf)
@@ -207,30 +227,89 @@ pub fn embed_prompts(
     }
     prompts
         .iter()
-        .map(|p| cache.get(p).cloned().ok_or_else(|| "embedding missing from cache".to_string()))
+        .map(|p| {
+            cache
+                .get(p)
+                .cloned()
+                .ok_or_else(|| "embedding missing from cache".to_string())
+        })
         .collect()
 }
 
+/// What a router's score predicts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    /// P(weak model wrong and strong model right): the requests only the strong model gets right.
+    #[default]
+    StrongNeeded,
+    /// P(weak model wrong), whatever the strong model does.
+    WeakWrong,
+    /// P(strong right) − P(weak right), from two regressions: the expected gain of going strong.
+    Gain,
+}
+
+impl std::str::FromStr for Label {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strong_needed" => Ok(Label::StrongNeeded),
+            "weak_wrong" => Ok(Label::WeakWrong),
+            "gain" => Ok(Label::Gain),
+            _ => Err(format!(
+                "label \"{s}\": expected strong_needed, weak_wrong or gain"
+            )),
+        }
+    }
+}
+
 /// Fits a router on the given rows and their embeddings.
-pub fn fit(items: &[Outcome], embeddings: &[Vec<f32>], opts: &TrainOptions) -> Result<LearnedRouter, String> {
-    let ys: Vec<bool> = items.iter().map(|o| model::strong_needed(o.weak, o.strong)).collect();
-    let model = fit_logistic(embeddings, &ys, opts.l2, 25)?;
-    let mut scores: Vec<f32> = embeddings.iter().map(|e| model.predict(e)).collect();
+pub fn fit(
+    items: &[Outcome],
+    embeddings: &[Vec<f32>],
+    opts: &TrainOptions,
+) -> Result<LearnedRouter, String> {
+    let labels = |f: fn(&Outcome) -> bool| -> Vec<bool> { items.iter().map(f).collect() };
+    let (model, minus) = match opts.label {
+        Label::StrongNeeded => (
+            fit_logistic(
+                embeddings,
+                &labels(|o| model::strong_needed(o.weak, o.strong)),
+                opts.l2,
+                25,
+            )?,
+            None,
+        ),
+        Label::WeakWrong => (
+            fit_logistic(embeddings, &labels(|o| !o.weak), opts.l2, 25)?,
+            None,
+        ),
+        Label::Gain => (
+            fit_logistic(embeddings, &labels(|o| o.strong), opts.l2, 25)?,
+            Some(fit_logistic(embeddings, &labels(|o| o.weak), opts.l2, 25)?),
+        ),
+    };
+    let scorer = LearnedRouter {
+        format: ROUTER_FORMAT.into(),
+        embedding_model: MINILM_DIR_NAME.into(),
+        max_tokens: opts.max_tokens,
+        label: opts.label,
+        model,
+        minus,
+        threshold: 0.5,
+        target_strong_share: opts.strong_share,
+        score_quantiles: Vec::new(),
+        trained_on_subjects: data::subjects(items),
+        trained_on_rows: items.len(),
+    };
+    let mut scores: Vec<f32> = embeddings.iter().map(|e| scorer.p_strong(e)).collect();
     scores.sort_by(f32::total_cmp);
     let score_quantiles: Vec<f32> = (0..=100)
         .map(|k| scores[((k as f64 / 100.0) * (scores.len() - 1) as f64).round() as usize])
         .collect();
     let mut r = LearnedRouter {
-        format: ROUTER_FORMAT.into(),
-        embedding_model: MINILM_DIR_NAME.into(),
-        max_tokens: opts.max_tokens,
-        label: "strong_needed: weak model wrong and strong model right".into(),
-        model,
-        threshold: 0.5,
-        target_strong_share: opts.strong_share,
         score_quantiles,
-        trained_on_subjects: data::subjects(items),
-        trained_on_rows: items.len(),
+        ..scorer
     };
     r.set_strong_share(opts.strong_share);
     Ok(r)
@@ -247,12 +326,21 @@ pub fn train(data_dir: &Path, opts: &TrainOptions) -> Result<LearnedRouter, Stri
         return Err("no training rows left".into());
     }
     let prompts: Vec<&str> = items.iter().map(|o| o.prompt.as_str()).collect();
-    let embs = embed_prompts(&prompts, opts.max_tokens, opts.model_dir.as_deref(), opts.cache.as_deref())?;
+    let embs = embed_prompts(
+        &prompts,
+        opts.max_tokens,
+        opts.model_dir.as_deref(),
+        opts.cache.as_deref(),
+    )?;
     fit(&items, &embs, opts)
 }
 
 /// `switchyard router evaluate --model FILE --data DIR`: the router's metrics on the tables in `data_dir`.
-pub fn evaluate(router: &LearnedRouter, data_dir: &Path, opts: &EvalOptions) -> Result<Metrics, String> {
+pub fn evaluate(
+    router: &LearnedRouter,
+    data_dir: &Path,
+    opts: &EvalOptions,
+) -> Result<Metrics, String> {
     let items: Vec<Outcome> = load_outcomes(data_dir)?
         .into_iter()
         .filter(|o| opts.subjects.is_empty() || opts.subjects.contains(&o.subject))
@@ -261,7 +349,12 @@ pub fn evaluate(router: &LearnedRouter, data_dir: &Path, opts: &EvalOptions) -> 
         return Err("no evaluation rows".into());
     }
     let prompts: Vec<&str> = items.iter().map(|o| o.prompt.as_str()).collect();
-    let embs = embed_prompts(&prompts, router.max_tokens, opts.model_dir.as_deref(), opts.cache.as_deref())?;
+    let embs = embed_prompts(
+        &prompts,
+        router.max_tokens,
+        opts.model_dir.as_deref(),
+        opts.cache.as_deref(),
+    )?;
     let scores: Vec<f32> = embs.iter().map(|e| router.p_strong(e)).collect();
     let outcomes: Vec<(bool, bool)> = items.iter().map(|o| (o.weak, o.strong)).collect();
     evaluate_scores(&scores, &outcomes, opts.weak_cost_ratio)
@@ -313,7 +406,11 @@ pub fn cross_validate(
             fold_scores.push(s);
             fold_outcomes.push((items[i].weak, items[i].strong));
         }
-        per_fold.push(evaluate_scores(&fold_scores, &fold_outcomes, weak_cost_ratio)?);
+        per_fold.push(evaluate_scores(
+            &fold_scores,
+            &fold_outcomes,
+            weak_cost_ratio,
+        )?);
     }
     let outcomes: Vec<(bool, bool)> = items.iter().map(|o| (o.weak, o.strong)).collect();
     let pooled = evaluate_scores(&scores, &outcomes, weak_cost_ratio)?;

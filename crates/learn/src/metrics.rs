@@ -60,7 +60,11 @@ pub const DEFAULT_WEAK_COST_RATIO: f64 = 0.24 / 24.7;
 /// `scores[i]` is the router's score for request `i`; `outcomes[i]` = (weak correct, strong correct).
 pub fn curve(scores: &[f32], outcomes: &[(bool, bool)]) -> Result<Vec<CurvePoint>, String> {
     if scores.len() != outcomes.len() {
-        return Err(format!("{} scores for {} outcomes", scores.len(), outcomes.len()));
+        return Err(format!(
+            "{} scores for {} outcomes",
+            scores.len(),
+            outcomes.len()
+        ));
     }
     if scores.is_empty() {
         return Err("no outcomes".into());
@@ -73,7 +77,10 @@ pub fn curve(scores: &[f32], outcomes: &[(bool, bool)]) -> Result<Vec<CurvePoint
     let strong_total = outcomes.iter().filter(|o| o.1).count() as f64;
     let gap = (strong_total - weak_total) / n;
     if gap <= 0.0 {
-        return Err("the strong model is not better than the weak one on this data: PGR is undefined".into());
+        return Err(
+            "the strong model is not better than the weak one on this data: PGR is undefined"
+                .into(),
+        );
     }
     let weak_q = weak_total / n;
     let mut order: Vec<usize> = (0..scores.len()).collect();
@@ -123,7 +130,11 @@ pub fn cpt(curve: &[CurvePoint], level: f64) -> Option<f64> {
 }
 
 /// All metrics, with cost/quality points at 0%, 10%, ..., 100% strong calls.
-pub fn evaluate_scores(scores: &[f32], outcomes: &[(bool, bool)], weak_cost_ratio: f64) -> Result<Metrics, String> {
+pub fn evaluate_scores(
+    scores: &[f32],
+    outcomes: &[(bool, bool)],
+    weak_cost_ratio: f64,
+) -> Result<Metrics, String> {
     let curve = curve(scores, outcomes)?;
     let n = outcomes.len() as f64;
     let weak_quality = outcomes.iter().filter(|o| o.0).count() as f64 / n;
@@ -220,7 +231,11 @@ mod tests {
     #[test]
     fn cost_points_use_the_first_point_at_or_above_the_share() {
         let m = evaluate_scores(&[0.9, 0.1, 0.2, 0.3], &table(), 0.1).unwrap();
-        let p = m.cost_points.iter().find(|p| p.target_share == 0.2).unwrap();
+        let p = m
+            .cost_points
+            .iter()
+            .find(|p| p.target_share == 0.2)
+            .unwrap();
         assert_eq!(p.strong_share, 0.25);
         assert!((p.relative_cost - (0.25 + 0.75 * 0.1)).abs() < 1e-12);
         assert_eq!(m.cost_points.len(), 11);

@@ -29,7 +29,12 @@ impl Logistic {
 }
 
 /// Fits weights by Newton's method on the L2-penalised log loss (`l2` × |w|², bias unpenalised).
-pub fn fit_logistic(xs: &[Vec<f32>], ys: &[bool], l2: f64, iterations: usize) -> Result<Logistic, String> {
+pub fn fit_logistic(
+    xs: &[Vec<f32>],
+    ys: &[bool],
+    l2: f64,
+    iterations: usize,
+) -> Result<Logistic, String> {
     let n = xs.len();
     if n == 0 || n != ys.len() {
         return Err(format!("{n} rows for {} labels", ys.len()));
@@ -131,10 +136,16 @@ mod tests {
 
     #[test]
     fn separates_a_linearly_separable_set() {
-        let xs: Vec<Vec<f32>> = (0..40).map(|i| vec![i as f32 / 40.0 - 0.5, ((i * 7) % 5) as f32 / 5.0]).collect();
+        let xs: Vec<Vec<f32>> = (0..40)
+            .map(|i| vec![i as f32 / 40.0 - 0.5, ((i * 7) % 5) as f32 / 5.0])
+            .collect();
         let ys: Vec<bool> = xs.iter().map(|x| x[0] > 0.0).collect();
         let m = fit_logistic(&xs, &ys, 1e-3, 30).unwrap();
-        let right = xs.iter().zip(&ys).filter(|(x, &y)| (m.predict(x) >= 0.5) == y).count();
+        let right = xs
+            .iter()
+            .zip(&ys)
+            .filter(|(x, &y)| (m.predict(x) >= 0.5) == y)
+            .count();
         assert_eq!(right, 40);
         assert!(m.weights[0] > 0.0);
     }
@@ -145,6 +156,10 @@ mod tests {
         let xs = vec![vec![0.0f32]; 8];
         let ys = vec![true, false, false, false, true, false, false, false];
         let m = fit_logistic(&xs, &ys, 1.0, 30).unwrap();
-        assert!((m.predict(&[0.0]) - 0.25).abs() < 1e-4, "{}", m.predict(&[0.0]));
+        assert!(
+            (m.predict(&[0.0]) - 0.25).abs() < 1e-4,
+            "{}",
+            m.predict(&[0.0])
+        );
     }
 }

@@ -1,0 +1,356 @@
+//! Routing benchmarks (results and commands: docs/routing-classes.md).
+//!
+//! `routing-bench mmlu`: the learned strong/weak router on the MMLU outcome tables, trained on some
+//! subjects and scored on the held-out ones (k folds by subject), beside a random router as a
+//! check of the metric code. Prints APGR, CPT(50%), CPT(80%) and cost/quality points; writes JSON.
+//!
+//! `routing-bench latency`: the classifier's added latency per request (p50/p90/p99) on this CPU,
+//! for a prompt mix of rule hits, short chat, MMLU-sized questions and long documents.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::json;
+use switchyard_api::openai::{ChatRequest, Message};
+use switchyard_classify::{ClassesConfig, ClassifiedBy, Classifier};
+use switchyard_learn::{
+    cross_validate, embed_prompts, evaluate_scores, load_outcomes, Metrics, TrainOptions,
+};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("routing-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+struct Args(Vec<String>);
+
+impl Args {
+    fn get(&self, flag: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| self.0.get(i + 1))
+            .map(String::as_str)
+    }
+    fn parse<T: std::str::FromStr>(&self, flag: &str, default: T) -> Result<T, String> {
+        match self.get(flag) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{flag}: cannot parse \"{v}\"")),
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run() -> Result<(), String> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mode = argv.first().cloned().unwrap_or_default();
+    let args = Args(argv);
+    match mode.as_str() {
+        "mmlu" => mmlu(&args),
+        "latency" => latency(&args),
+        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--out FILE]".into()),
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("never".into(), |x| format!("{:.1}%", x * 100.0))
+}
+
+fn print_metrics(name: &str, m: &Metrics) {
+    println!(
+        "{name:<28} n={:<6} weak={:.3} strong={:.3} APGR={:.3} CPT(50%)={} CPT(80%)={}",
+        m.n,
+        m.weak_quality,
+        m.strong_quality,
+        m.apgr,
+        fmt_opt(m.cpt50),
+        fmt_opt(m.cpt80)
+    );
+}
+
+/// Deterministic uniform numbers in [0, 1) (xorshift64*), for the random router.
+fn uniform(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32) / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+fn mmlu(args: &Args) -> Result<(), String> {
+    let root = repo_root();
+    let data = args
+        .get("--data")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data/routing/mmlu"));
+    let folds: usize = args.parse("--folds", 4)?;
+    let max_tokens: usize = args.parse("--max-tokens", 128)?;
+    let l2: f64 = args.parse("--l2", 1.0)?;
+    let cache = args
+        .get("--cache")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(format!("bench/.work/mmlu-minilm-{max_tokens}.emb")));
+    let out = args
+        .get("--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("bench/out/routing-mmlu.json"));
+
+    let items = load_outcomes(&data)?;
+    println!(
+        "{} prompts from {} (contaminated prompts dropped)",
+        items.len(),
+        data.display()
+    );
+    let t = Instant::now();
+    let prompts: Vec<&str> = items.iter().map(|o| o.prompt.as_str()).collect();
+    let embs = embed_prompts(&prompts, max_tokens, None, Some(&cache))?;
+    println!(
+        "embeddings ready in {:.1} s (cache {})",
+        t.elapsed().as_secs_f64(),
+        cache.display()
+    );
+
+    let label: switchyard_learn::Label = args.get("--label").unwrap_or("strong_needed").parse()?;
+    let opts = TrainOptions {
+        label,
+        l2,
+        max_tokens,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let cv = cross_validate(
+        &items,
+        &embs,
+        folds,
+        &opts,
+        switchyard_learn::metrics::DEFAULT_WEAK_COST_RATIO,
+    )?;
+    println!(
+        "{folds}-fold cross-validation by subject in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    print_metrics("learned (held-out, pooled)", &cv.pooled);
+    for (i, m) in cv.per_fold.iter().enumerate() {
+        print_metrics(&format!("learned fold {i}"), m);
+    }
+    let outcomes: Vec<(bool, bool)> = items.iter().map(|o| (o.weak, o.strong)).collect();
+    let random = evaluate_scores(
+        &uniform(7, items.len()),
+        &outcomes,
+        switchyard_learn::metrics::DEFAULT_WEAK_COST_RATIO,
+    )?;
+    print_metrics("random router", &random);
+    println!(
+        "oracle: quality {:.3} with {:.1}% strong calls",
+        cv.pooled.oracle_quality,
+        cv.pooled.oracle_strong_share * 100.0
+    );
+    println!("cost/quality points (learned, held-out pooled; cost relative to all-strong):");
+    println!("  target  share  threshold  quality   PGR    cost");
+    for p in &cv.pooled.cost_points {
+        println!(
+            "  {:>5.0}%  {:>5.1}%  {:>9.4}  {:>7.3}  {:>5.2}  {:>6.3}",
+            p.target_share * 100.0,
+            p.strong_share * 100.0,
+            p.threshold,
+            p.quality,
+            p.pgr,
+            p.relative_cost
+        );
+    }
+    let report = json!({
+        "data": data.display().to_string(),
+        "rows": items.len(),
+        "model": "logistic regression on all-MiniLM-L6-v2 embeddings",
+        "label": label,
+        "max_tokens": max_tokens,
+        "l2": l2,
+        "folds": cv.folds,
+        "learned_pooled": cv.pooled,
+        "learned_per_fold": cv.per_fold,
+        "random": random,
+    });
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("writing {}: {e}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// The request mix: 20% decided by rules (JSON output, code fences), 40% short chat prompts,
+/// 30% MMLU questions (tens to hundreds of tokens), 10% long documents to summarise (~3,000 tokens).
+fn request_mix(n: usize, mmlu: &[String], short: &[String]) -> Vec<ChatRequest> {
+    let r = uniform(11, n * 2);
+    (0..n)
+        .map(|i| {
+            let pick =
+                |len: usize| ((r[2 * i + 1] * len as f32) as usize).min(len.saturating_sub(1));
+            let u = r[2 * i];
+            let mut req = ChatRequest {
+                model: "default".into(),
+                ..Default::default()
+            };
+            let text = if u < 0.1 {
+                req.response_format = Some(json!({"type": "json_object"}));
+                format!("Return the fields as JSON: {}", short[pick(short.len())])
+            } else if u < 0.2 {
+                format!(
+                    "What is wrong here?\n```rust\nfn main() {{ let x: u32 = -1; }}\n```\n{}",
+                    short[pick(short.len())]
+                )
+            } else if u < 0.6 {
+                short[pick(short.len())].clone()
+            } else if u < 0.9 {
+                mmlu[pick(mmlu.len())].clone()
+            } else {
+                let start = pick(mmlu.len().saturating_sub(40));
+                let doc: Vec<&str> = mmlu[start..(start + 40).min(mmlu.len())]
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                format!("Summarize the following document.\n\n{}", doc.join("\n\n"))
+            };
+            req.messages = vec![
+                Message::text("system", "You are a helpful assistant."),
+                Message::text("user", text),
+            ];
+            req
+        })
+        .collect()
+}
+
+fn latency(args: &Args) -> Result<(), String> {
+    let root = repo_root();
+    let config_path = args
+        .get("--config")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("crates/classify/tests/data/classes.toml"));
+    let n: usize = args.parse("--requests", 2000)?;
+    let budgets: Vec<usize> = args
+        .get("--max-tokens")
+        .unwrap_or("128,64,32")
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|_| format!("--max-tokens: \"{s}\""))
+        })
+        .collect::<Result<_, _>>()?;
+    let out = args
+        .get("--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("bench/out/routing-latency.json"));
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let base: ClassesConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+
+    let mmlu: Vec<String> = load_outcomes(&root.join("../shared/data/routing/mmlu"))?
+        .into_iter()
+        .map(|o| o.prompt)
+        .collect();
+    let heldout: toml::Value = toml::from_str(
+        &std::fs::read_to_string(root.join("crates/classify/tests/data/heldout.toml"))
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let short: Vec<String> = heldout
+        .get("case")
+        .and_then(|c| c.as_array())
+        .map(|cases| {
+            cases
+                .iter()
+                .filter_map(|c| c.get("prompt").and_then(|p| p.as_str()).map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if short.is_empty() {
+        return Err("no short prompts in heldout.toml".into());
+    }
+    let reqs = request_mix(n, &mmlu, &short);
+
+    let mut results = Vec::new();
+    for &budget in &budgets {
+        let mut cfg = base.clone();
+        if let Some(s) = cfg.semantic.as_mut() {
+            s.max_tokens = budget;
+        }
+        let t = Instant::now();
+        let classifier = Classifier::build(&cfg)?;
+        let build_ms = t.elapsed().as_secs_f64() * 1e3;
+        // Warm up caches and the allocator.
+        for r in reqs.iter().take(20) {
+            classifier
+                .classify(r, None, None)
+                .map_err(|e| e.to_string())?;
+        }
+        let mut all = Vec::with_capacity(n);
+        let mut semantic = Vec::new();
+        for r in &reqs {
+            let t = Instant::now();
+            let c = classifier
+                .classify(r, None, None)
+                .map_err(|e| e.to_string())?;
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            all.push(us);
+            if matches!(c.by, ClassifiedBy::Semantic { .. } | ClassifiedBy::Default) {
+                semantic.push(us);
+            }
+        }
+        all.sort_by(f64::total_cmp);
+        semantic.sort_by(f64::total_cmp);
+        let row = json!({
+            "max_tokens": budget,
+            "requests": n,
+            "build_ms": build_ms,
+            "all_us": {"p50": percentile(&all, 50.0), "p90": percentile(&all, 90.0), "p99": percentile(&all, 99.0), "max": all.last()},
+            "semantic_requests": semantic.len(),
+            "semantic_us": {"p50": percentile(&semantic, 50.0), "p90": percentile(&semantic, 90.0), "p99": percentile(&semantic, 99.0)},
+        });
+        println!(
+            "max_tokens={budget:<4} build {build_ms:.0} ms | all {n} requests: p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms | semantic step ({}): p50 {:.2} ms p99 {:.2} ms",
+            percentile(&all, 50.0) / 1e3,
+            percentile(&all, 90.0) / 1e3,
+            percentile(&all, 99.0) / 1e3,
+            semantic.len(),
+            percentile(&semantic, 50.0) / 1e3,
+            percentile(&semantic, 99.0) / 1e3,
+        );
+        results.push(row);
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let report = json!({"config": config_path.display().to_string(), "cpu_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "runs": results});
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("writing {}: {e}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
