@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(s.push(b"X"), ("ENX".into(), false));
         assert_eq!(s.push(b" ok\n"), (" ok".into(), false));
         assert_eq!(s.push(b"\nmore"), ("".into(), true));
-        assert_eq!(s.text(), "Hello ENX ok\n");
+        assert_eq!(s.text(), "Hello ENX ok");
         let mut s = TextStream::new(vec!["END".into()]);
         assert_eq!(s.push(b"xxEND and more"), ("xx".into(), true));
     }
