@@ -10,7 +10,7 @@ use switchyard_providers::{ChatOutput, Provider, ProviderErrorKind, StreamItem};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greedy_answers_are_deterministic_and_sensible() {
     let local = local(|_| {});
-    let req = request("What is the capital of France?", |_| {});
+    let req = request("What is the capital of France? Answer in one word.", |_| {});
     let (a, ca) = complete(&local, req.clone()).await;
     let (b, _) = complete(&local, req).await;
     let text = text_of(&a);
@@ -81,7 +81,7 @@ async fn prompt_tokens_are_the_rendered_template_counted_by_the_tokenizer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_is_openai_shaped_and_matches_the_whole_answer() {
     let local = local(|_| {});
-    let req = request("What is the capital of France?", |_| {});
+    let req = request("What is the capital of France? Answer in one word.", |_| {});
     let (whole, _) = complete(&local, req.clone()).await;
     let (events, summary) = stream(&local, req).await;
 
@@ -127,12 +127,12 @@ async fn the_stream_is_openai_shaped_and_matches_the_whole_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_strings_and_max_tokens_end_the_answer() {
     let local = local(|_| {});
-    let (full, _) = complete(&local, request("What is the capital of France?", |_| {})).await;
+    let (full, _) = complete(&local, request("What is the capital of France? Answer in one word.", |_| {})).await;
     let full = text_of(&full);
     let at = full.find("Paris").expect("the greedy answer names Paris");
     let (cut, _) = complete(
         &local,
-        request("What is the capital of France?", |r| {
+        request("What is the capital of France? Answer in one word.", |r| {
             r.stop = Some(Stop::One("Paris".into()))
         }),
     )
@@ -209,7 +209,7 @@ async fn dropping_the_stream_stops_generation() {
 async fn concurrent_requests_all_complete() {
     let local = local(|c| c.max_concurrency = 2);
     let questions = [
-        "What is the capital of France?",
+        "What is the capital of France? Answer in one word.",
         "Name a color.",
         "What is 1 + 1?",
         "Say hello.",
