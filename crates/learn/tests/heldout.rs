@@ -27,7 +27,10 @@ fn loads_the_tables_without_contaminated_prompts() {
     let strong = items.iter().filter(|o| o.strong).count() as f64 / items.len() as f64;
     // These tables give weak 70.7%, strong 81.8% (reference.md quotes 68.1% / 80.6% for
     // RouteLLM's full MMLU set); the strong model must come out clearly ahead either way.
-    assert!((0.6..0.8).contains(&weak) && strong > weak + 0.05, "{weak} {strong}");
+    assert!(
+        (0.6..0.8).contains(&weak) && strong > weak + 0.05,
+        "{weak} {strong}"
+    );
 }
 
 #[test]

@@ -127,7 +127,11 @@ async fn the_stream_is_openai_shaped_and_matches_the_whole_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_strings_and_max_tokens_end_the_answer() {
     let local = local(|_| {});
-    let (full, _) = complete(&local, request("What is the capital of France? Answer in one word.", |_| {})).await;
+    let (full, _) = complete(
+        &local,
+        request("What is the capital of France? Answer in one word.", |_| {}),
+    )
+    .await;
     let full = text_of(&full);
     let at = full.find("Paris").expect("the greedy answer names Paris");
     let (cut, _) = complete(
@@ -231,7 +235,16 @@ async fn concurrent_requests_all_complete() {
         assert!(u.completion_tokens >= 1);
         assert!(!text_of(&c).is_empty());
     }
-    let stats = local.stats();
+    // A worker counts its request finished just after sending the last event, so the client can
+    // see the answer a moment before the counters settle: wait for them (bounded).
+    let mut stats = local.stats();
+    for _ in 0..200 {
+        if stats.active == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        stats = local.stats();
+    }
     assert_eq!(
         (stats.requests_finished, stats.active, stats.queued),
         (4, 0, 0)
