@@ -366,38 +366,39 @@ fn refuse_as(
     face_error(face, e, Some(&ctx.id))
 }
 
+/// The accept phase shared by the POST endpoints: authenticate, read the body within its
+/// limit, parse it. A refusal is already an answer in the client's shape (and in the ledger).
+async fn accept<T: serde::de::DeserializeOwned>(
+    gw: &Arc<Gateway>,
+    req: Request,
+    face: FaceKind,
+    operation: &'static str,
+) -> Result<(Ctx, T), Response> {
+    let ctx = Ctx::new(gw, req.headers()).map_err(|(e, id)| face_error(face, &e, Some(&id)))?;
+    let parsed = match read_body(gw, req).await {
+        Ok(body) => parse_json(&body),
+        Err(e) => Err(e),
+    };
+    match parsed {
+        Ok(r) => Ok((ctx, r)),
+        Err(e) => Err(refuse_as(face, gw, &ctx, operation, "", &e)),
+    }
+}
+
 async fn chat_completions(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let ctx = match Ctx::new(&gw, req.headers()) {
-        Ok(c) => c,
-        Err((e, id)) => return error_response(&e, Some(&id)),
-    };
-    let body = match read_body(&gw, req).await {
-        Ok(b) => b,
-        Err(e) => return refuse(&gw, &ctx, "chat", "", &e),
-    };
-    let request: ChatRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(&gw, &ctx, "chat", "", &e),
-    };
-    drop(body);
-    serve_chat(gw, ctx, request, FaceKind::OpenAi).await
+    match accept::<ChatRequest>(&gw, req, FaceKind::OpenAi, "chat").await {
+        Ok((ctx, request)) => serve_chat(gw, ctx, request, FaceKind::OpenAi).await,
+        Err(refused) => refused,
+    }
 }
 
 async fn anthropic_messages(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let face = FaceKind::Anthropic;
-    let ctx = match Ctx::new(&gw, req.headers()) {
-        Ok(c) => c,
-        Err((e, id)) => return face_error(face, &e, Some(&id)),
-    };
-    let body = match read_body(&gw, req).await {
-        Ok(b) => b,
-        Err(e) => return refuse_as(face, &gw, &ctx, "chat", "", &e),
-    };
-    let request: switchyard_api::anthropic::MessagesRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse_as(face, &gw, &ctx, "chat", "", &e),
-    };
-    drop(body);
+    let (ctx, request) =
+        match accept::<switchyard_api::anthropic::MessagesRequest>(&gw, req, face, "chat").await {
+            Ok(accepted) => accepted,
+            Err(refused) => return refused,
+        };
     let model = request.model.clone();
     match crate::messages::to_chat_request(request) {
         Ok(r) => serve_chat(gw, ctx, r, face).await,
@@ -655,18 +656,11 @@ impl Drop for PendingGuard {
 }
 
 async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let ctx = match Ctx::new(&gw, req.headers()) {
-        Ok(c) => c,
-        Err((e, id)) => return error_response(&e, Some(&id)),
-    };
-    let body = match read_body(&gw, req).await {
-        Ok(b) => b,
-        Err(e) => return refuse(&gw, &ctx, "embeddings", "", &e),
-    };
-    let request: EmbeddingsRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(&gw, &ctx, "embeddings", "", &e),
-    };
+    let (ctx, request) =
+        match accept::<EmbeddingsRequest>(&gw, req, FaceKind::OpenAi, "embeddings").await {
+            Ok(accepted) => accepted,
+            Err(refused) => return refused,
+        };
     if let Err(e) = request.validate() {
         return refuse(&gw, &ctx, "embeddings", &request.model, &e);
     }

@@ -58,6 +58,17 @@ pub struct Choice {
 }
 
 impl Choice {
+    /// Stable: equal prices keep config order; unpriced candidates go last.
+    fn sort_cheapest_first(&self, idx: &mut [usize]) {
+        let price = |i: usize| {
+            self.candidates[i]
+                .target
+                .blended_price()
+                .unwrap_or(f64::INFINITY)
+        };
+        idx.sort_by(|&a, &b| price(a).total_cmp(&price(b)));
+    }
+
     /// Indices of the candidates to try, in order. `draw` in [0, 1) drives `weighted`.
     pub fn order(&self, draw: f64) -> Vec<usize> {
         self.order_with(draw, None)
@@ -82,32 +93,11 @@ impl Choice {
                     let qb = self.candidates[b].quality.unwrap_or(f64::NEG_INFINITY);
                     qb.total_cmp(&qa)
                 }),
-                Some(false) => idx.sort_by(|&a, &b| {
-                    let pa = self.candidates[a]
-                        .target
-                        .blended_price()
-                        .unwrap_or(f64::INFINITY);
-                    let pb = self.candidates[b]
-                        .target
-                        .blended_price()
-                        .unwrap_or(f64::INFINITY);
-                    pa.total_cmp(&pb)
-                }),
+                Some(false) => self.sort_cheapest_first(&mut idx),
                 None => {}
             },
             ChoicePolicy::Cheapest => {
-                // Stable: equal prices keep config order; unpriced go last.
-                idx.sort_by(|&a, &b| {
-                    let pa = self.candidates[a]
-                        .target
-                        .blended_price()
-                        .unwrap_or(f64::INFINITY);
-                    let pb = self.candidates[b]
-                        .target
-                        .blended_price()
-                        .unwrap_or(f64::INFINITY);
-                    pa.total_cmp(&pb)
-                });
+                self.sort_cheapest_first(&mut idx);
             }
             ChoicePolicy::Fastest => {
                 idx.sort_by_key(|&i| {
