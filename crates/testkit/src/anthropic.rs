@@ -15,6 +15,7 @@
 //! `content_block_delta`s, `content_block_stop` → `message_delta` (stop reason, cumulative
 //! `output_tokens`) → `message_stop`.
 
+use crate::{async_stream, lock, DropGuard};
 use std::{
     collections::VecDeque,
     sync::{
@@ -180,10 +181,6 @@ impl MockAnthropic {
         let running = crate::serve(mock.router()).await?;
         Ok((mock, running))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 const REQUEST_ID: &str = "req_mock0000000000000000";
@@ -510,20 +507,6 @@ enum End {
     Error(String, String),
 }
 
-/// Counts a stream as cancelled if it is dropped before it ends.
-struct DropGuard {
-    finished: bool,
-    cancelled: Arc<AtomicU64>,
-}
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 fn text_stream(ctx: Ctx, a: Answer, end: Option<End>) -> Body {
     let s = async_stream(move |tx| async move {
         let mut guard = DropGuard {
@@ -628,23 +611,4 @@ fn tool_stream(ctx: Ctx, text: Option<String>, name: String, input: Value) -> Bo
         Ok(())
     });
     Body::from_stream(s)
-}
-
-type Tx = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
-
-/// A body stream fed by a task; the task ends when the client goes away and the channel closes.
-fn async_stream<F, Fut>(f: F) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>
-where
-    F: FnOnce(Tx) -> Fut,
-    Fut: std::future::Future<
-            Output = Result<(), tokio::sync::mpsc::error::SendError<Result<Bytes, std::io::Error>>>,
-        > + Send
-        + 'static,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let fut = f(tx);
-    tokio::spawn(async move {
-        let _ = fut.await;
-    });
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

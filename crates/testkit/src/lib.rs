@@ -8,7 +8,15 @@
 pub mod anthropic;
 pub mod openai;
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use bytes::Bytes;
 
 /// A running test server; dropping it stops the server.
 pub struct Running {
@@ -38,4 +46,45 @@ pub async fn serve(app: axum::Router) -> anyhow::Result<Running> {
         addr,
         _shutdown: tx,
     })
+}
+
+/// A poisoned lock in a test server is still usable: the data is plain counters and records.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts a stream as cancelled if it is dropped before it ends.
+pub(crate) struct DropGuard {
+    pub(crate) finished: bool,
+    pub(crate) cancelled: Arc<AtomicU64>,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) type Tx = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// A body stream fed by a task; the task ends (and its guard records a cancel) when the client
+/// goes away and the channel closes.
+pub(crate) fn async_stream<F, Fut>(
+    f: F,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>
+where
+    F: FnOnce(Tx) -> Fut,
+    Fut: std::future::Future<
+            Output = Result<(), tokio::sync::mpsc::error::SendError<Result<Bytes, std::io::Error>>>,
+        > + Send
+        + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let fut = f(tx);
+    tokio::spawn(async move {
+        let _ = fut.await;
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -9,6 +9,7 @@
 //! `choices: []` and `usage`; every chunk carries `"usage": null` in that case. Ends with
 //! `data: [DONE]`.
 
+use crate::{async_stream, lock, DropGuard};
 use std::{
     collections::VecDeque,
     sync::{
@@ -175,10 +176,6 @@ impl MockOpenAi {
         let running = crate::serve(mock.router()).await?;
         Ok((mock, running))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn error_response(
@@ -416,20 +413,6 @@ fn chunk(model: &str, delta: Value, finish: Option<&str>, include_usage: bool) -
     Bytes::from(format!("data: {c}\n\n"))
 }
 
-/// Counts a stream as cancelled if it is dropped before it ends.
-struct DropGuard {
-    finished: bool,
-    cancelled: Arc<AtomicU64>,
-}
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 fn streamed(
     model: String,
     prompt: u64,
@@ -529,26 +512,6 @@ fn tool_stream(
         Ok(())
     });
     Body::from_stream(s)
-}
-
-type Tx = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
-
-/// A body stream fed by a task; the task ends (and its guard records a cancel) when the client
-/// goes away and the channel closes.
-fn async_stream<F, Fut>(f: F) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>
-where
-    F: FnOnce(Tx) -> Fut,
-    Fut: std::future::Future<
-            Output = Result<(), tokio::sync::mpsc::error::SendError<Result<Bytes, std::io::Error>>>,
-        > + Send
-        + 'static,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let fut = f(tx);
-    tokio::spawn(async move {
-        let _ = fut.await;
-    });
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 async fn embeddings(State(mock): State<Arc<MockOpenAi>>, body: Bytes) -> Response {
