@@ -506,7 +506,7 @@ impl Config {
 /// What `switchyard serve` runs with no config: the built-in local engine serving SmolLM2
 /// as `local/smollm2`, the SQLite ledger in the working directory. `model_dir` holds
 /// `SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/fetch-models.sh puts it in `models/`).
-pub fn embedded_default(model_dir: &std::path::Path) -> Config {
+pub fn embedded_default(model_dir: &std::path::Path) -> Result<Config, ConfigError> {
     let gguf = model_dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     let text = format!(
         r#"
@@ -522,26 +522,7 @@ targets = [{{ provider = "local", model = "smollm2" }}]
 "#,
         gguf = gguf.display().to_string()
     );
-    // The text is ours and fixed: it parses, or the tests below fail.
-    Config::from_toml(&text).unwrap_or_else(|_| unreachable_config())
-}
-
-#[cold]
-fn unreachable_config() -> Config {
-    Config {
-        listen: default_listen(),
-        max_body_bytes: default_max_body(),
-        shutdown_grace_ms: default_drain_ms(),
-        ledger: LedgerSection::default(),
-        prices: PricesSection::default(),
-        keys: Vec::new(),
-        defaults: TargetDefaults::default(),
-        providers: BTreeMap::new(),
-        routes: Vec::new(),
-        targets: BTreeMap::new(),
-        classes: None,
-        policies: Policies::default(),
-    }
+    Config::from_toml(&text)
 }
 
 fn check_learned(
@@ -594,7 +575,7 @@ targets = [{ provider = "local", model = "m" }]
     #[cfg(feature = "local")]
     #[test]
     fn embedded_default_is_valid() {
-        let c = embedded_default(std::path::Path::new("models"));
+        let c = embedded_default(std::path::Path::new("models")).unwrap();
         c.validate().unwrap();
         assert_eq!(c.routes[0].name, "local/smollm2");
     }

@@ -162,29 +162,20 @@ impl Anthropic {
         client: reqwest::Client,
     ) -> Result<Anthropic, String> {
         cfg.validate()?;
-        let mut headers = HeaderMap::new();
-        if let Some(var) = &cfg.api_key_env {
-            let key = crate::secret_from_env(var)?;
-            let mut v = HeaderValue::from_str(&key)
-                .map_err(|_| format!("{var} holds characters not allowed in a header"))?;
-            v.set_sensitive(true);
-            headers.insert("x-api-key", v);
-        }
+        let credential = match &cfg.api_key_env {
+            Some(var) => {
+                let key = crate::secret_from_env(var)?;
+                let v = HeaderValue::from_str(&key)
+                    .map_err(|_| format!("{var} holds characters not allowed in a header"))?;
+                Some((HeaderName::from_static("x-api-key"), v))
+            }
+            None => None,
+        };
+        let mut headers = crate::static_headers(credential, &cfg.headers);
+        // Set after the extra headers: validation refuses them there, and ours must win.
         let version = HeaderValue::from_str(&cfg.version)
             .map_err(|_| format!("version: '{}' is not a valid header value", cfg.version))?;
         headers.insert("anthropic-version", version);
-        for (k, v) in &cfg.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                headers.insert(k, v);
-            }
-        }
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         let base = cfg.base_url.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base);
         Ok(Anthropic {

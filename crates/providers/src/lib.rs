@@ -107,6 +107,32 @@ pub trait Provider: Send + Sync + 'static {
 
 pub type DynProvider = Arc<dyn Provider>;
 
+/// The headers every call of a provider carries: its credential (marked sensitive, so it never
+/// shows in `Debug` output), the config's extra headers, and the JSON content type.
+pub(crate) fn static_headers(
+    credential: Option<(http::HeaderName, http::HeaderValue)>,
+    extra: &std::collections::BTreeMap<String, String>,
+) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if let Some((name, mut value)) = credential {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    for (k, v) in extra {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
+        }
+    }
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
 /// Reads a secret from the environment variable the config names. The value is never logged.
 pub fn secret_from_env(var: &str) -> Result<String, String> {
     match std::env::var(var) {

@@ -73,26 +73,16 @@ impl OpenAi {
     /// Builds the adapter; reads the API key from the environment.
     pub fn build(name: &str, cfg: &OpenAiConfig, client: reqwest::Client) -> Result<Self, String> {
         cfg.validate()?;
-        let mut headers = HeaderMap::new();
-        if let Some(var) = &cfg.api_key_env {
-            let key = crate::secret_from_env(var)?;
-            let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| format!("{var} holds characters not allowed in a header"))?;
-            v.set_sensitive(true);
-            headers.insert(http::header::AUTHORIZATION, v);
-        }
-        for (k, v) in &cfg.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                headers.insert(k, v);
+        let credential = match &cfg.api_key_env {
+            Some(var) => {
+                let key = crate::secret_from_env(var)?;
+                let v = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| format!("{var} holds characters not allowed in a header"))?;
+                Some((http::header::AUTHORIZATION, v))
             }
-        }
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+            None => None,
+        };
+        let headers = crate::static_headers(credential, &cfg.headers);
         let base = cfg.base_url.trim_end_matches('/');
         let url = |path: &str| {
             reqwest::Url::parse(&format!("{base}/{path}"))

@@ -179,7 +179,8 @@ fn default_config() -> anyhow::Result<Config> {
     let dir = std::env::var_os("SWITCHYARD_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("models"));
-    let cfg = switchyard_gateway::config::embedded_default(&dir);
+    let cfg = switchyard_gateway::config::embedded_default(&dir)
+        .map_err(|e| anyhow::anyhow!("embedded default config: {e}"))?;
     let gguf = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if !gguf.is_file() {
         anyhow::bail!(
