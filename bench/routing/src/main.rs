@@ -13,9 +13,14 @@ use std::time::Instant;
 use serde_json::json;
 use switchyard_api::openai::{ChatRequest, Message};
 use switchyard_classify::{ClassesConfig, ClassifiedBy, Classifier};
+use switchyard_learn::features::prompt_features;
 use switchyard_learn::{
-    cross_validate, embed_prompts, evaluate_scores, load_outcomes, Metrics, TrainOptions,
+    cross_validate, cross_validate_with, embed_prompts, evaluate_scores, knn_scores, load_outcomes,
+    Metrics, Outcome, TrainOptions,
 };
+
+/// Candidate L2 strengths for `--l2 nested`, fixed up front.
+const L2_GRID: [f64; 4] = [0.1, 1.0, 10.0, 100.0];
 
 fn main() {
     if let Err(e) = run() {
@@ -55,7 +60,7 @@ fn run() -> Result<(), String> {
     match mode.as_str() {
         "mmlu" => mmlu(&args),
         "latency" => latency(&args),
-        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--out FILE]".into()),
+        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--out FILE]".into()),
     }
 }
 
@@ -96,7 +101,6 @@ fn mmlu(args: &Args) -> Result<(), String> {
         .unwrap_or_else(|| root.join("../shared/data/routing/mmlu"));
     let folds: usize = args.parse("--folds", 4)?;
     let max_tokens: usize = args.parse("--max-tokens", 128)?;
-    let l2: f64 = args.parse("--l2", 1.0)?;
     let cache = args
         .get("--cache")
         .map(PathBuf::from)
@@ -122,20 +126,100 @@ fn mmlu(args: &Args) -> Result<(), String> {
     );
 
     let label: switchyard_learn::Label = args.get("--label").unwrap_or("strong_needed").parse()?;
+    let features = args.get("--features").unwrap_or("emb").to_string();
+    let model = args.get("--model").unwrap_or("logistic").to_string();
+    let k: usize = args.parse("--k", 50)?;
+    // "nested": l2 picked per outer fold by an inner cross-validation over the training
+    // subjects only (the held-out fold never informs the choice).
+    let nested = args.get("--l2") == Some("nested");
+    let l2: f64 = if nested {
+        1.0
+    } else {
+        args.parse("--l2", 1.0)?
+    };
+    let xs: Vec<Vec<f32>> = items
+        .iter()
+        .zip(&embs)
+        .map(|(o, e)| match features.as_str() {
+            "hand" => Ok(prompt_features(&o.prompt)),
+            "emb+hand" => Ok(e
+                .iter()
+                .copied()
+                .chain(prompt_features(&o.prompt))
+                .collect()),
+            "emb" => Ok(e.clone()),
+            other => Err(format!(
+                "--features {other}: expected emb, hand or emb+hand"
+            )),
+        })
+        .collect::<Result<_, String>>()?;
     let opts = TrainOptions {
         label,
         l2,
         max_tokens,
         ..Default::default()
     };
+    let ratio = switchyard_learn::metrics::DEFAULT_WEAK_COST_RATIO;
     let t = Instant::now();
-    let cv = cross_validate(
-        &items,
-        &embs,
-        folds,
-        &opts,
-        switchyard_learn::metrics::DEFAULT_WEAK_COST_RATIO,
-    )?;
+    let mut chosen_l2 = Vec::new();
+    let cv = match model.as_str() {
+        "logistic" if nested => cross_validate_with(&items, folds, ratio, |train, test| {
+            let sub_items: Vec<Outcome> = train.iter().map(|&i| items[i].clone()).collect();
+            let sub_xs: Vec<Vec<f32>> = train.iter().map(|&i| xs[i].clone()).collect();
+            let mut best = (f64::NEG_INFINITY, 1.0);
+            for cand in L2_GRID {
+                let o = TrainOptions {
+                    l2: cand,
+                    ..opts.clone()
+                };
+                let inner = cross_validate(&sub_items, &sub_xs, 3, &o, ratio)?;
+                println!("  inner l2={cand:<6} APGR {:.3}", inner.pooled.apgr);
+                if inner.pooled.apgr > best.0 {
+                    best = (inner.pooled.apgr, cand);
+                }
+            }
+            chosen_l2.push(best.1);
+            let o = TrainOptions {
+                l2: best.1,
+                ..opts.clone()
+            };
+            let router = switchyard_learn::fit(&sub_items, &sub_xs, &o)?;
+            Ok(test.iter().map(|&i| router.p_strong(&xs[i])).collect())
+        })?,
+        "logistic" => cross_validate(&items, &xs, folds, &opts, ratio)?,
+        "knn" => {
+            let y: Vec<f32> = items
+                .iter()
+                .map(|o| match label {
+                    switchyard_learn::Label::StrongNeeded => {
+                        f32::from(u8::from(o.strong && !o.weak))
+                    }
+                    switchyard_learn::Label::WeakWrong => f32::from(u8::from(!o.weak)),
+                    switchyard_learn::Label::Gain => {
+                        f32::from(u8::from(o.strong)) - f32::from(u8::from(o.weak))
+                    }
+                })
+                .collect();
+            cross_validate_with(&items, folds, ratio, |train, test| {
+                let reference: Vec<&[f32]> = train.iter().map(|&i| xs[i].as_slice()).collect();
+                let labels: Vec<f32> = train.iter().map(|&i| y[i]).collect();
+                let queries: Vec<&[f32]> = test.iter().map(|&i| xs[i].as_slice()).collect();
+                Ok(knn_scores(&reference, &labels, &queries, k))
+            })?
+        }
+        other => return Err(format!("--model {other}: expected logistic or knn")),
+    };
+    if nested {
+        println!("l2 chosen per outer fold by inner CV: {chosen_l2:?}");
+    }
+    println!(
+        "router: {model} on {features}, label {label:?}, l2 {}, k {k}",
+        if nested {
+            "nested".to_string()
+        } else {
+            l2.to_string()
+        }
+    );
     println!(
         "{folds}-fold cross-validation by subject in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -172,10 +256,12 @@ fn mmlu(args: &Args) -> Result<(), String> {
     let report = json!({
         "data": data.display().to_string(),
         "rows": items.len(),
-        "model": "logistic regression on all-MiniLM-L6-v2 embeddings",
+        "model": model,
+        "features": features,
+        "k": k,
         "label": label,
         "max_tokens": max_tokens,
-        "l2": l2,
+        "l2": if nested { json!({"nested": L2_GRID, "chosen": chosen_l2}) } else { json!(l2) },
         "folds": cv.folds,
         "learned_pooled": cv.pooled,
         "learned_per_fold": cv.per_fold,
@@ -243,6 +329,57 @@ fn request_mix(n: usize, mmlu: &[String], short: &[String]) -> Vec<ChatRequest> 
         .collect()
 }
 
+/// Per-request times of one pass, in microseconds: all requests, and those the semantic step decided.
+struct PassTimes {
+    all: Vec<f64>,
+    semantic: Vec<f64>,
+}
+
+impl PassTimes {
+    fn json(&self) -> serde_json::Value {
+        let q = |v: &[f64]| json!({"p50": percentile(v, 50.0), "p90": percentile(v, 90.0), "p99": percentile(v, 99.0), "max": v.last()});
+        json!({"all_us": q(&self.all), "semantic_requests": self.semantic.len(), "semantic_us": q(&self.semantic)})
+    }
+    fn line(&self) -> String {
+        format!(
+            "all {}: p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms | semantic step ({}): p50 {:.2} ms p99 {:.2} ms",
+            self.all.len(),
+            percentile(&self.all, 50.0) / 1e3,
+            percentile(&self.all, 90.0) / 1e3,
+            percentile(&self.all, 99.0) / 1e3,
+            self.semantic.len(),
+            percentile(&self.semantic, 50.0) / 1e3,
+            percentile(&self.semantic, 99.0) / 1e3,
+        )
+    }
+}
+
+/// Classifies every request once, timing each; returns the times and the classes given.
+fn timed_pass(
+    classifier: &Classifier,
+    reqs: &[ChatRequest],
+) -> Result<(PassTimes, Vec<Option<String>>), String> {
+    let mut all = Vec::with_capacity(reqs.len());
+    let mut semantic = Vec::new();
+    let mut classes = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        let t = Instant::now();
+        let c = classifier
+            .classify(r, None, None)
+            .map_err(|e| e.to_string())?;
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        all.push(us);
+        // "Default" here means the semantic step ran and abstained (no rule decided).
+        if matches!(c.by, ClassifiedBy::Semantic { .. } | ClassifiedBy::Default) {
+            semantic.push(us);
+        }
+        classes.push(c.class);
+    }
+    all.sort_by(f64::total_cmp);
+    semantic.sort_by(f64::total_cmp);
+    Ok((PassTimes { all, semantic }, classes))
+}
+
 fn latency(args: &Args) -> Result<(), String> {
     let root = repo_root();
     let config_path = args
@@ -292,60 +429,115 @@ fn latency(args: &Args) -> Result<(), String> {
         return Err("no short prompts in heldout.toml".into());
     }
     let reqs = request_mix(n, &mmlu, &short);
+    let heldout_cases: Vec<(String, String)> = heldout
+        .get("case")
+        .and_then(|c| c.as_array())
+        .map(|cases| {
+            cases
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c.get("class")?.as_str()?.to_string(),
+                        c.get("prompt")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
 
     let mut results = Vec::new();
+    // Classes given at the first budget, to measure how often a shorter cut changes the answer.
+    let mut reference: Option<Vec<Option<String>>> = None;
     for &budget in &budgets {
         let mut cfg = base.clone();
         if let Some(s) = cfg.semantic.as_mut() {
             s.max_tokens = budget;
+            s.cache_entries = 0;
         }
         let t = Instant::now();
-        let classifier = Classifier::build(&cfg)?;
+        let cold = Classifier::build(&cfg)?;
         let build_ms = t.elapsed().as_secs_f64() * 1e3;
-        // Warm up caches and the allocator.
+        let embedder = cold.embedder().cloned();
+        // Warm up the allocator and the kernels' thread pool.
         for r in reqs.iter().take(20) {
-            classifier
-                .classify(r, None, None)
-                .map_err(|e| e.to_string())?;
+            cold.classify(r, None, None).map_err(|e| e.to_string())?;
         }
-        let mut all = Vec::with_capacity(n);
-        let mut semantic = Vec::new();
-        for r in &reqs {
-            let t = Instant::now();
-            let c = classifier
-                .classify(r, None, None)
-                .map_err(|e| e.to_string())?;
-            let us = t.elapsed().as_secs_f64() * 1e6;
-            all.push(us);
-            if matches!(c.by, ClassifiedBy::Semantic { .. } | ClassifiedBy::Default) {
-                semantic.push(us);
-            }
+        let (cold_t, classes) = timed_pass(&cold, &reqs)?;
+
+        // The same budget with the embedding cache on: a first pass (hits only where the mix
+        // repeats a prompt) and a second pass over the same requests (every prompt seen before).
+        if let Some(s) = cfg.semantic.as_mut() {
+            s.cache_entries = base
+                .semantic
+                .as_ref()
+                .map_or(4096, |b| b.cache_entries)
+                .max(n);
         }
-        all.sort_by(f64::total_cmp);
-        semantic.sort_by(f64::total_cmp);
+        let cached = Classifier::build_with(&cfg, embedder.clone())?;
+        let (first_t, _) = timed_pass(&cached, &reqs)?;
+        let first_stats = cached.embedding_cache_stats().unwrap_or_default();
+        let (warm_t, _) = timed_pass(&cached, &reqs)?;
+
+        // Accuracy of the semantic step alone (rules off) on the labelled held-out prompts.
+        let mut sem_cfg = cfg.clone();
+        sem_cfg.rules.clear();
+        let sem = Classifier::build_with(&sem_cfg, embedder)?;
+        let right = heldout_cases
+            .iter()
+            .filter(|(class, prompt)| {
+                let req = ChatRequest {
+                    model: "default".into(),
+                    messages: vec![Message::text("user", prompt.clone())],
+                    ..Default::default()
+                };
+                sem.classify(&req, None, None)
+                    .is_ok_and(|c| c.class.as_deref() == Some(class.as_str()))
+            })
+            .count();
+        let agreement = reference
+            .as_ref()
+            .map(|r| r.iter().zip(&classes).filter(|(a, b)| a == b).count() as f64 / n as f64);
+        if reference.is_none() {
+            reference = Some(classes);
+        }
         let row = json!({
             "max_tokens": budget,
             "requests": n,
             "build_ms": build_ms,
-            "all_us": {"p50": percentile(&all, 50.0), "p90": percentile(&all, 90.0), "p99": percentile(&all, 99.0), "max": all.last()},
-            "semantic_requests": semantic.len(),
-            "semantic_us": {"p50": percentile(&semantic, 50.0), "p90": percentile(&semantic, 90.0), "p99": percentile(&semantic, 99.0)},
+            "cache_off": cold_t.json(),
+            "cache_first_pass": first_t.json(),
+            "cache_first_pass_hits": first_stats.hits,
+            "cache_first_pass_misses": first_stats.misses,
+            "cache_warm": warm_t.json(),
+            "heldout_right": right,
+            "heldout_total": heldout_cases.len(),
+            "agreement_with_first_budget": agreement,
         });
         println!(
-            "max_tokens={budget:<4} build {build_ms:.0} ms | all {n} requests: p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms | semantic step ({}): p50 {:.2} ms p99 {:.2} ms",
-            percentile(&all, 50.0) / 1e3,
-            percentile(&all, 90.0) / 1e3,
-            percentile(&all, 99.0) / 1e3,
-            semantic.len(),
-            percentile(&semantic, 50.0) / 1e3,
-            percentile(&semantic, 99.0) / 1e3,
+            "max_tokens={budget:<4} build {build_ms:.0} ms | held-out accuracy {right}/{} | agreement with max_tokens={}: {}",
+            heldout_cases.len(),
+            budgets[0],
+            agreement.map_or("-".into(), |a| format!("{:.1}%", a * 100.0)),
         );
+        println!("  cache off            {}", cold_t.line());
+        println!(
+            "  cache on, 1st pass   {} | hits {} misses {}",
+            first_t.line(),
+            first_stats.hits,
+            first_stats.misses
+        );
+        println!("  cache on, warm       {}", warm_t.line());
         results.push(row);
     }
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
-    let report = json!({"config": config_path.display().to_string(), "cpu_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "runs": results});
+    let report = json!({
+        "config": config_path.display().to_string(),
+        "cpu_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "rayon_num_threads": std::env::var("RAYON_NUM_THREADS").ok(),
+        "runs": results,
+    });
     std::fs::write(
         &out,
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,

@@ -110,6 +110,10 @@ pub struct SemanticConfig {
     pub min_similarity: f32,
     /// Labelled example prompts, by class.
     pub examples: BTreeMap<String, Vec<String>>,
+    /// Embeddings of recent prompts kept in memory (least recently used evicted first; ~1.6 KB
+    /// each), so a repeated prompt skips MiniLM. 0 turns the cache off.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
 }
 
 fn default_max_tokens() -> usize {
@@ -121,6 +125,9 @@ fn default_k() -> usize {
 fn default_min_similarity() -> f32 {
     0.3
 }
+fn default_cache_entries() -> usize {
+    4096
+}
 
 impl Default for SemanticConfig {
     fn default() -> Self {
@@ -131,6 +138,7 @@ impl Default for SemanticConfig {
             k: default_k(),
             min_similarity: default_min_similarity(),
             examples: BTreeMap::new(),
+            cache_entries: default_cache_entries(),
         }
     }
 }

@@ -15,8 +15,9 @@
 
 pub mod config;
 pub mod embed;
+mod lru;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use regex::Regex;
 use serde::Serialize;
@@ -26,6 +27,7 @@ pub use config::{ClassesConfig, RuleConfig, SemanticConfig, Vote};
 pub use embed::{
     default_model_dir, dot, Embedder, DEFAULT_MAX_TOKENS, MINILM_DIMS, MINILM_DIR_NAME,
 };
+pub use lru::CacheStats;
 
 /// The header a client names its class with.
 pub const CLASS_HEADER: &str = "x-switchyard-class";
@@ -133,6 +135,27 @@ struct Semantic {
     min_similarity: f32,
     /// (class, unit embedding) per example; for [`Vote::Centroid`], one unit centroid per class.
     points: Vec<(String, Vec<f32>)>,
+    cache: Mutex<lru::EmbeddingLru>,
+}
+
+impl Semantic {
+    /// The embedding of `text`, from the cache when this exact text was embedded recently.
+    fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+        let key = lru::text_key(text);
+        if let Some(e) = self.lock_cache().get(key) {
+            return Ok(e);
+        }
+        // The lock is not held while MiniLM runs, so other requests can use the cache meanwhile.
+        let e = self.embedder.embed(text)?;
+        self.lock_cache().insert(key, e.clone());
+        Ok(e)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, lru::EmbeddingLru> {
+        // A panic while holding the lock cannot leave the map half-updated in a harmful way
+        // (worst case a stale recency order), so a poisoned lock is still usable.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Built once from a validated [`ClassesConfig`]; cheap to share (`Arc`).
@@ -242,6 +265,11 @@ impl Classifier {
     /// The defined class names.
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// Hits, misses and entries of the semantic step's embedding cache (none without that step).
+    pub fn embedding_cache_stats(&self) -> Option<CacheStats> {
+        self.semantic.as_ref().map(|s| s.lock_cache().stats())
     }
 
     /// The loaded MiniLM, if the semantic step is configured (to share with other users).
@@ -364,7 +392,7 @@ impl Classifier {
         let Some(s) = &self.semantic else {
             return self.default_classification();
         };
-        let emb = match s.embedder.embed(text) {
+        let emb = match s.embed(text) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "embedding the prompt failed; using the default class");
@@ -452,5 +480,6 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
         k: s.k,
         min_similarity: s.min_similarity,
         points,
+        cache: Mutex::new(lru::EmbeddingLru::new(s.cache_entries)),
     })
 }

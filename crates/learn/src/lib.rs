@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod data;
+pub mod features;
 pub mod metrics;
 pub mod model;
 
@@ -374,37 +375,49 @@ pub struct CrossValidation {
     pub per_fold: Vec<Metrics>,
 }
 
-/// Splits the subjects into `folds` groups (round-robin over the sorted names), trains on all
-/// groups but one and scores that one, for each group.
-pub fn cross_validate(
+/// The subjects in `folds` groups, round-robin over the sorted names.
+pub fn subject_folds(items: &[Outcome], folds: usize) -> Vec<Vec<String>> {
+    let subjects = data::subjects(items);
+    (0..folds)
+        .map(|f| subjects.iter().skip(f).step_by(folds).cloned().collect())
+        .collect()
+}
+
+/// Cross-validation by subject with any scorer: for each group of subjects, `score(train, test)`
+/// gets the row indices of the other groups (to fit on) and of this group (to score), and
+/// returns one score per test row.
+pub fn cross_validate_with<F>(
     items: &[Outcome],
-    embeddings: &[Vec<f32>],
     folds: usize,
-    opts: &TrainOptions,
     weak_cost_ratio: f64,
-) -> Result<CrossValidation, String> {
+    mut score: F,
+) -> Result<CrossValidation, String>
+where
+    F: FnMut(&[usize], &[usize]) -> Result<Vec<f32>, String>,
+{
     if folds < 2 {
         return Err("at least 2 folds".into());
     }
-    let subjects = data::subjects(items);
-    let groups: Vec<Vec<String>> = (0..folds)
-        .map(|f| subjects.iter().skip(f).step_by(folds).cloned().collect())
-        .collect();
+    let groups = subject_folds(items, folds);
     let mut scores = vec![0f32; items.len()];
     let mut per_fold = Vec::new();
     for group in &groups {
         let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
             (0..items.len()).partition(|&i| !group.contains(&items[i].subject));
-        let train_items: Vec<Outcome> = train_idx.iter().map(|&i| items[i].clone()).collect();
-        let train_embs: Vec<Vec<f32>> = train_idx.iter().map(|&i| embeddings[i].clone()).collect();
-        let router = fit(&train_items, &train_embs, opts)?;
-        let mut fold_scores = Vec::new();
-        let mut fold_outcomes = Vec::new();
-        for &i in &test_idx {
-            let s = router.p_strong(&embeddings[i]);
+        let fold_scores = score(&train_idx, &test_idx)?;
+        if fold_scores.len() != test_idx.len() {
+            return Err(format!(
+                "{} scores for {} held-out rows",
+                fold_scores.len(),
+                test_idx.len()
+            ));
+        }
+        let fold_outcomes: Vec<(bool, bool)> = test_idx
+            .iter()
+            .map(|&i| (items[i].weak, items[i].strong))
+            .collect();
+        for (&i, &s) in test_idx.iter().zip(&fold_scores) {
             scores[i] = s;
-            fold_scores.push(s);
-            fold_outcomes.push((items[i].weak, items[i].strong));
         }
         per_fold.push(evaluate_scores(
             &fold_scores,
@@ -420,4 +433,48 @@ pub fn cross_validate(
         pooled,
         per_fold,
     })
+}
+
+/// Splits the subjects into `folds` groups (round-robin over the sorted names), trains on all
+/// groups but one and scores that one, for each group.
+pub fn cross_validate(
+    items: &[Outcome],
+    embeddings: &[Vec<f32>],
+    folds: usize,
+    opts: &TrainOptions,
+    weak_cost_ratio: f64,
+) -> Result<CrossValidation, String> {
+    cross_validate_with(items, folds, weak_cost_ratio, |train, test| {
+        let train_items: Vec<Outcome> = train.iter().map(|&i| items[i].clone()).collect();
+        let train_embs: Vec<Vec<f32>> = train.iter().map(|&i| embeddings[i].clone()).collect();
+        let router = fit(&train_items, &train_embs, opts)?;
+        Ok(test
+            .iter()
+            .map(|&i| router.p_strong(&embeddings[i]))
+            .collect())
+    })
+}
+
+/// k-nearest-neighbour soft labels: for each query, the similarity-weighted mean label of the
+/// `k` most similar reference vectors (dot product; cosine for unit vectors).
+pub fn knn_scores(reference: &[&[f32]], labels: &[f32], queries: &[&[f32]], k: usize) -> Vec<f32> {
+    let k = k.clamp(1, reference.len().max(1));
+    queries
+        .iter()
+        .map(|q| {
+            let mut sims: Vec<(f32, f32)> = reference
+                .iter()
+                .zip(labels)
+                .map(|(r, &y)| (switchyard_classify::dot(q, r), y))
+                .collect();
+            sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+            let (mut num, mut den) = (0f32, 0f32);
+            for &(s, y) in &sims[..k] {
+                let w = s.max(0.0) + 1e-6;
+                num += w * y;
+                den += w;
+            }
+            num / den
+        })
+        .collect()
 }
