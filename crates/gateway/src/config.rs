@@ -29,6 +29,10 @@ pub struct Config {
     /// How long SIGTERM waits for in-flight requests before closing them.
     #[serde(default = "default_drain_ms")]
     pub shutdown_grace_ms: u64,
+    /// Worker threads serving requests, each a single-threaded runtime (thread per core).
+    /// Default: the number of CPUs this process may use.
+    #[serde(default)]
+    pub workers: Option<usize>,
     #[serde(default)]
     pub ledger: LedgerSection,
     #[serde(default)]
@@ -316,6 +320,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes < 1024 {
             return Err(err("max_body_bytes", "must be at least 1024"));
+        }
+        if self.workers == Some(0) {
+            return Err(err("workers", "must be at least 1"));
         }
         if self.ledger.queue_capacity == 0 {
             return Err(err("ledger.queue_capacity", "must be at least 1"));

@@ -105,26 +105,14 @@ async fn run(
 ) -> anyhow::Result<u64> {
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let draining_gw = gw.clone();
-    let signal = async move {
+    tokio::spawn(async move {
         stop.await;
         draining_gw
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = drain_tx.send(true);
-    };
-    let server = axum::serve(listener, app(gw.clone())).with_graceful_shutdown(signal);
-    let server = server.into_future();
-    tokio::pin!(server);
-    let mut drain_rx2 = drain_rx.clone();
-    tokio::select! {
-        r = &mut server => r.context("server")?,
-        _ = async {
-            let _ = drain_rx2.wait_for(|d| *d).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("in-flight requests still open after the grace period; closing them");
-        }
-    }
+    });
+    serve_until_drained(gw.clone(), listener, drain_rx, grace).await?;
     // Every request's finish task hands its record to the meter before the writer drains.
     gw.tasks.close();
     gw.tasks.wait().await;
@@ -136,7 +124,126 @@ async fn run(
     Ok(written)
 }
 
-/// Serves until SIGTERM or Ctrl-C, then drains.
+/// Serves `listener` until `drain` turns true, then lets in-flight requests finish for up to
+/// `grace`.
+async fn serve_until_drained(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    drain: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let mut drain_signal = drain.clone();
+    let signal = async move {
+        let _ = drain_signal.wait_for(|d| *d).await;
+    };
+    let server = axum::serve(listener, app(gw))
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::pin!(server);
+    let mut drain_timer = drain;
+    tokio::select! {
+        r = &mut server => r.context("server")?,
+        _ = async {
+            let _ = drain_timer.wait_for(|d| *d).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("in-flight requests still open after the grace period; closing them");
+        }
+    }
+    Ok(())
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains; blocks the calling thread.
+///
+/// Thread per core, as nginx's worker processes: `workers` OS threads each run a
+/// single-threaded runtime accepting from the same socket, and a request lives on one thread
+/// from accept to answer (its upstream connections too, see `HttpClients`). A work-stealing
+/// runtime wakes idle workers to share each burst of events: on a busy gateway that is several
+/// cross-thread wake-ups per request, which cost more CPU than the request itself. Blocking
+/// work (embeddings, the local engine) and the ledger writer keep their own threads.
+pub fn serve_blocking(cfg: Config) -> anyhow::Result<()> {
+    let workers = cfg.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let main_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let socket = std::net::TcpListener::bind(cfg.listen)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    socket.set_nonblocking(true)?;
+    let (meter, meter_task) = start_meter(&cfg)?;
+    let gw = {
+        let _in_runtime = main_rt.enter();
+        Arc::new(Gateway::build(&cfg, meter).map_err(|e| anyhow::anyhow!("{e}"))?)
+    };
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let (exited_tx, mut exited_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let socket = socket.try_clone()?;
+        let gw = gw.clone();
+        let drain = drain_rx.clone();
+        let exited = exited_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("switchyard-w{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let result = worker(gw, socket, drain, grace);
+                let _ = exited.send(i);
+                result
+            })?;
+        threads.push(thread);
+    }
+    drop(exited_tx);
+    tracing::info!(addr = %cfg.listen, workers, "switchyard listening");
+    main_rt.block_on(async {
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("shutdown signal: draining"),
+            Some(i) = exited_rx.recv() => tracing::error!(worker = i, "a worker stopped; shutting down"),
+        }
+    });
+    gw.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = drain_tx.send(true);
+    // Each worker waits for the finish tasks it spawned once its server is done; closing the
+    // tracker now lets those waits end.
+    gw.tasks.close();
+    let mut failure = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some(anyhow::anyhow!("a worker thread panicked")),
+        }
+    }
+    let written = main_rt
+        .block_on(meter_task.shutdown())
+        .map_err(|e| anyhow::anyhow!("ledger: {e}"))?;
+    tracing::info!(records = written, "ledger drained");
+    failure.map_or(Ok(()), Err)
+}
+
+/// One worker thread: its own runtime, serving from the shared socket.
+fn worker(
+    gw: Arc<Gateway>,
+    socket: std::net::TcpListener,
+    drain: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(socket)?;
+        serve_until_drained(gw.clone(), listener, drain, grace).await?;
+        gw.tasks.wait().await;
+        Ok(())
+    })
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains, on the current runtime.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let running = start(cfg).await?;
     tracing::info!(addr = %running.addr, "switchyard listening");

@@ -55,7 +55,8 @@ pub fn build_provider(
     cfg: &ProviderConfig,
     connect_timeout: Duration,
 ) -> Result<DynProvider, String> {
-    let client = http_client(connect_timeout)?;
+    let client =
+        switchyard_providers::HttpClients::per_thread(move || http_client(connect_timeout))?;
     Ok(match cfg {
         ProviderConfig::Openai(c) => Arc::new(OpenAi::build(name, c, client)?),
         ProviderConfig::Anthropic(c) => Arc::new(Anthropic::build(name, c, client)?),

@@ -43,8 +43,8 @@ use switchyard_api::{
 use crate::{
     error::{from_reqwest, retry_after},
     openai::{error_message, read_limited},
-    BoxFuture, ChatCall, ChatOutput, Completion, Provider, ProviderError, ProviderErrorKind,
-    StreamItem, StreamSummary,
+    BoxFuture, ChatCall, ChatOutput, Completion, HttpClients, Provider, ProviderError,
+    ProviderErrorKind, StreamItem, StreamSummary,
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -142,7 +142,7 @@ pub struct Anthropic {
     /// Holds the key (marked sensitive); never formatted.
     headers: HeaderMap,
     default_max_tokens: u64,
-    client: reqwest::Client,
+    client: HttpClients,
 }
 
 impl std::fmt::Debug for Anthropic {
@@ -159,7 +159,7 @@ impl Anthropic {
     pub fn build(
         name: &str,
         cfg: &AnthropicConfig,
-        client: reqwest::Client,
+        client: impl Into<HttpClients>,
     ) -> Result<Anthropic, String> {
         cfg.validate()?;
         let credential = match &cfg.api_key_env {
@@ -184,7 +184,7 @@ impl Anthropic {
                 .map_err(|e| format!("base_url '{base}': {e}"))?,
             headers,
             default_max_tokens: cfg.default_max_tokens,
-            client,
+            client: client.into(),
         })
     }
 }
@@ -207,6 +207,7 @@ impl Provider for Anthropic {
             })?;
             let mut rb = self
                 .client
+                .get()
                 .post(self.messages_url.clone())
                 .headers(self.headers.clone())
                 .body(body);

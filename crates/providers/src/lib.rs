@@ -107,6 +107,81 @@ pub trait Provider: Send + Sync + 'static {
 
 pub type DynProvider = Arc<dyn Provider>;
 
+/// The HTTP clients a provider calls upstream with: one per calling thread, or one shared.
+///
+/// Why per thread: a pooled keep-alive connection is driven by a task on the runtime that
+/// opened it. With one single-threaded runtime per core (how `switchyard serve` runs), a
+/// request reusing a connection opened by another thread would hand its call to that thread
+/// and back, two cross-thread wake-ups per request. A client per thread keeps every call on
+/// the thread that serves the request.
+#[derive(Clone)]
+pub struct HttpClients {
+    inner: Arc<ClientsInner>,
+}
+
+type MakeClient = dyn Fn() -> Result<reqwest::Client, String> + Send + Sync;
+
+struct ClientsInner {
+    /// Tells this set's clients apart in the thread-local table.
+    id: u64,
+    /// Built up front so configuration errors show at start-up; also the fallback.
+    first: reqwest::Client,
+    make: Option<Box<MakeClient>>,
+}
+
+impl HttpClients {
+    /// A client per calling thread, each built by `make` on the thread's first call.
+    pub fn per_thread(
+        make: impl Fn() -> Result<reqwest::Client, String> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let first = make()?;
+        Ok(HttpClients {
+            inner: Arc::new(ClientsInner {
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                first,
+                make: Some(Box::new(make)),
+            }),
+        })
+    }
+
+    /// The client for the calling thread (a cheap handle clone).
+    pub fn get(&self) -> reqwest::Client {
+        let Some(make) = &self.inner.make else {
+            return self.inner.first.clone();
+        };
+        thread_local! {
+            // A handful of providers per process: a linear scan beats hashing here. Entries
+            // live as long as the thread (providers are built once per process).
+            static CLIENTS: std::cell::RefCell<Vec<(u64, reqwest::Client)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some((_, c)) = clients.iter().find(|(id, _)| *id == self.inner.id) {
+                return c.clone();
+            }
+            // Building can only fail as the first build did not; fall back to the shared one.
+            let c = make().unwrap_or_else(|_| self.inner.first.clone());
+            clients.push((self.inner.id, c.clone()));
+            c
+        })
+    }
+}
+
+impl From<reqwest::Client> for HttpClients {
+    /// One client shared by every thread.
+    fn from(client: reqwest::Client) -> Self {
+        HttpClients {
+            inner: Arc::new(ClientsInner {
+                id: u64::MAX,
+                first: client,
+                make: None,
+            }),
+        }
+    }
+}
+
 /// The headers every call of a provider carries: its credential (marked sensitive, so it never
 /// shows in `Debug` output), the config's extra headers, and the JSON content type.
 pub(crate) fn static_headers(

@@ -22,8 +22,8 @@ use switchyard_api::{
 
 use crate::{
     error::{from_reqwest, retry_after},
-    BoxFuture, ChatCall, ChatOutput, Completion, EmbeddingsCall, Provider, ProviderError,
-    ProviderErrorKind, StreamItem, StreamSummary,
+    BoxFuture, ChatCall, ChatOutput, Completion, EmbeddingsCall, HttpClients, Provider,
+    ProviderError, ProviderErrorKind, StreamItem, StreamSummary,
 };
 
 /// `[providers.NAME]` with `kind = "openai"`.
@@ -66,12 +66,16 @@ pub struct OpenAi {
     chat_url: reqwest::Url,
     embeddings_url: reqwest::Url,
     headers: HeaderMap,
-    client: reqwest::Client,
+    client: HttpClients,
 }
 
 impl OpenAi {
     /// Builds the adapter; reads the API key from the environment.
-    pub fn build(name: &str, cfg: &OpenAiConfig, client: reqwest::Client) -> Result<Self, String> {
+    pub fn build(
+        name: &str,
+        cfg: &OpenAiConfig,
+        client: impl Into<HttpClients>,
+    ) -> Result<Self, String> {
         cfg.validate()?;
         let credential = match &cfg.api_key_env {
             Some(var) => {
@@ -93,7 +97,7 @@ impl OpenAi {
             chat_url: url("chat/completions")?,
             embeddings_url: url("embeddings")?,
             headers,
-            client,
+            client: client.into(),
         })
     }
 
@@ -105,6 +109,7 @@ impl OpenAi {
     ) -> Result<reqwest::Response, ProviderError> {
         let mut req = self
             .client
+            .get()
             .post(url.clone())
             .headers(self.headers.clone())
             .body(body);

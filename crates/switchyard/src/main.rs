@@ -203,10 +203,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             if let Some(l) = listen {
                 cfg.listen = l;
             }
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(switchyard_gateway::serve(cfg))
+            switchyard_gateway::serve_blocking(cfg)
         }
         Command::Sim { profile, listen } => {
             let profile = switchyard_sim::Profile::load(&profile)?;
