@@ -136,6 +136,12 @@ async fn serve_until_drained(
     let signal = async move {
         let _ = drain_signal.wait_for(|d| *d).await;
     };
+    use axum::serve::ListenerExt as _;
+    // No Nagle: a streamed token is one small write, and Nagle would hold it until the client
+    // acknowledged the previous one (tens of ms with delayed ACKs).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app(gw))
         .with_graceful_shutdown(signal)
         .into_future();
