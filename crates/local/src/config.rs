@@ -39,6 +39,28 @@ pub struct LocalConfig {
     /// 120 W / 8 cores); set it from your own hardware.
     #[serde(default = "default_cpu_watts")]
     pub cpu_watts: f64,
+    /// What to do with weights the file stores in a format candle has no SIMD kernel for
+    /// (Q4_1, Q5_0, Q5_1): re-encode them at load (default `q8_0`), or keep them (`as_file`).
+    #[serde(default)]
+    pub weight_format: WeightFormat,
+}
+
+/// The format the engine runs a weight in when the file's own format (Q4_1, Q5_0, Q5_1) has
+/// only a scalar dot product in candle 0.11. Other formats are kept as they are.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// 8-bit blocks: near-lossless from 4- or 5-bit (a step ~1/17 of Q4_1's), AVX2 and
+    /// AVX-512-VNNI kernels, twice the memory of 4-bit.
+    #[default]
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks without an offset: the file's memory size, AVX2 kernel, but a second
+    /// rounding of every weight.
+    #[serde(rename = "q4_0")]
+    Q4_0,
+    /// Keep the file's format (scalar kernels for Q4_1/Q5_x: several times slower).
+    #[serde(rename = "as_file")]
+    AsFile,
 }
 
 fn default_concurrency() -> usize {
@@ -60,6 +82,7 @@ impl LocalConfig {
             max_concurrency: default_concurrency(),
             context_length: None,
             cpu_watts: default_cpu_watts(),
+            weight_format: WeightFormat::default(),
         }
     }
 
@@ -126,6 +149,15 @@ mod tests {
         let watts: LocalConfig = toml_like(r#"{"model_path":"m","cpu_watts":-1}"#);
         assert!(watts.validate().unwrap_err().contains("cpu_watts"));
         assert!(serde_json::from_str::<LocalConfig>(r#"{"model_path":"m","modle":1}"#).is_err());
+        assert_eq!(ok.weight_format, WeightFormat::Q8_0);
+        let q4: LocalConfig = toml_like(r#"{"model_path":"m","weight_format":"q4_0"}"#);
+        assert_eq!(q4.weight_format, WeightFormat::Q4_0);
+        let keep: LocalConfig = toml_like(r#"{"model_path":"m","weight_format":"as_file"}"#);
+        assert_eq!(keep.weight_format, WeightFormat::AsFile);
+        assert!(serde_json::from_str::<LocalConfig>(
+            r#"{"model_path":"m","weight_format":"q4_1"}"#
+        )
+        .is_err());
     }
 
     fn toml_like(json: &str) -> LocalConfig {

@@ -12,20 +12,18 @@ use std::{
 };
 
 use candle_core::{Device, Tensor};
-use candle_transformers::{
-    generation::{LogitsProcessor, Sampling},
-    models::quantized_llama::ModelWeights,
-};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
 use switchyard_providers::Energy;
 use tokio::sync::mpsc;
 
 use crate::{
     energy::{EnergyMeter, RaplZone},
+    model::Model,
     text::{TextCodec, TextStream},
 };
 
-/// Prompt tokens fed per forward pass during prefill: bounds the attention scratch memory
-/// (heads × chunk × context floats) on long prompts.
+/// Prompt tokens fed per forward pass during prefill: bounds the activation memory on long
+/// prompts.
 const PREFILL_CHUNK: usize = 512;
 
 /// What one request asks of the engine.
@@ -135,7 +133,7 @@ impl Engine {
     /// Starts `workers` threads, each with its own copy of the model state; the weight
     /// tensors themselves are reference-counted, so the copies share them.
     pub fn start(
-        model: ModelWeights,
+        model: Model,
         codec: Arc<TextCodec>,
         context_length: usize,
         workers: usize,
@@ -210,7 +208,7 @@ impl Engine {
     }
 }
 
-fn worker(mut model: ModelWeights, rx: Arc<Mutex<std_mpsc::Receiver<Job>>>, shared: Arc<Shared>) {
+fn worker(mut model: Model, rx: Arc<Mutex<std_mpsc::Receiver<Job>>>, shared: Arc<Shared>) {
     loop {
         // One waiting worker holds the lock while it waits, so jobs go out in arrival order.
         let job = match rx.lock() {
@@ -241,7 +239,7 @@ fn worker(mut model: ModelWeights, rx: Arc<Mutex<std_mpsc::Receiver<Job>>>, shar
 }
 
 /// Runs one job. `Ok(false)` when the receiver went away before the end.
-fn generate(model: &mut ModelWeights, job: &Job, shared: &Shared) -> candle_core::Result<bool> {
+fn generate(model: &mut Model, job: &Job, shared: &Shared) -> candle_core::Result<bool> {
     let started = Instant::now();
     let queued = started - job.enqueued;
     if job.events.is_closed() {
@@ -254,11 +252,9 @@ fn generate(model: &mut ModelWeights, job: &Job, shared: &Shared) -> candle_core
     let mut text = TextStream::new(p.stops.clone());
     let codec = &shared.codec;
 
-    model.clear_kv_cache();
     let mut logits = None;
     for (i, chunk) in job.prompt.chunks(PREFILL_CHUNK).enumerate() {
-        let input = Tensor::new(chunk, &device)?.unsqueeze(0)?;
-        logits = Some(model.forward(&input, i * PREFILL_CHUNK)?);
+        logits = Some(model.forward(chunk, i * PREFILL_CHUNK)?);
         if job.events.is_closed() {
             return Ok(false);
         }
@@ -273,7 +269,7 @@ fn generate(model: &mut ModelWeights, job: &Job, shared: &Shared) -> candle_core
     let mut generated = 0usize;
     let mut first_token_at = None;
     let finish_reason = loop {
-        let next = sampler.sample(&logits.squeeze(0)?)?;
+        let next = sampler.sample(&Tensor::from_vec(logits, model.vocab(), &device)?)?;
         generated += 1;
         shared
             .counters
@@ -296,8 +292,7 @@ fn generate(model: &mut ModelWeights, job: &Job, shared: &Shared) -> candle_core
         if job.events.is_closed() {
             return Ok(false);
         }
-        let input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
-        logits = model.forward(&input, pos)?;
+        logits = model.forward(&[next], pos)?;
         pos += 1;
     };
     let rest = text.finish();

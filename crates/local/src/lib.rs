@@ -2,8 +2,10 @@
 //! test with) run in process on the CPU with candle, behind [`switchyard_providers::Provider`]
 //! with kind `local`.
 //!
-//! * [`LocalConfig`] → [`Local::build`] loads the weights (`quantized_llama::ModelWeights`) and
-//!   the tokenizer the GGUF carries, and starts `max_concurrency` generation threads.
+//! * [`LocalConfig`] → [`Local::build`] loads the weights (our own llama forward pass in
+//!   `model.rs` over candle's quantized kernels; Q4_1 weights are re-encoded, see
+//!   [`WeightFormat`]) and the tokenizer the GGUF carries, and starts `max_concurrency`
+//!   generation threads.
 //! * Requests are rendered with the model's ChatML template, queued FIFO, and answered in the
 //!   OpenAI Chat Completions shapes (a `chat.completion` body, or `chat.completion.chunk` SSE
 //!   events token by token) with exact token usage and an energy figure.
@@ -14,6 +16,7 @@
 mod config;
 mod energy;
 mod engine;
+mod model;
 mod text;
 
 use std::{
@@ -28,7 +31,6 @@ use std::{
 
 use bytes::Bytes;
 use candle_core::quantized::gguf_file;
-use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 use switchyard_api::{
     openai::{
         ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, ResponseMessage, Usage,
@@ -41,12 +43,13 @@ use switchyard_providers::{
 };
 use tokio::sync::mpsc;
 
-pub use config::LocalConfig;
+pub use config::{LocalConfig, WeightFormat};
 pub use energy::thread_cpu_seconds;
 pub use engine::{EngineStats, Event, Finished, GenParams, Timings};
 pub use text::TextCodec;
 
 use engine::Engine;
+use model::{Model, Weights, MAX_SEQ_LEN};
 
 /// The local engine as a provider.
 pub struct Local {
@@ -100,7 +103,7 @@ impl Local {
             .and_then(|v| v.to_u32().ok())
             .map(|v| v as usize)
             .unwrap_or(MAX_SEQ_LEN);
-        // candle's rotary tables stop at MAX_SEQ_LEN positions.
+        // The rotary tables stop at MAX_SEQ_LEN positions.
         let context_length = match cfg.context_length {
             Some(c) if c > MAX_SEQ_LEN => {
                 return Err(format!(
@@ -121,8 +124,10 @@ impl Local {
                     .unwrap_or_else(|| "local".into())
             });
         let codec = Arc::new(TextCodec::from_gguf(&ct)?);
-        let model = ModelWeights::from_gguf(ct, &mut file, &candle_core::Device::Cpu)
+        let weights = Weights::from_gguf(&ct, &mut file, cfg.weight_format)
             .map_err(|e| format!("cannot load the weights from {}: {e}", path.display()))?;
+        let formats = weights.formats.clone();
+        let model = Model::new(Arc::new(weights));
         let engine = Engine::start(
             model,
             codec,
@@ -132,7 +137,7 @@ impl Local {
             cfg.cpu_watts,
         )?;
         tracing::info!(provider = name, model = %model_name, context_length, threads,
-            workers = cfg.max_concurrency, "local engine loaded");
+            workers = cfg.max_concurrency, weights = %formats, "local engine loaded");
         Ok(Local {
             name: name.to_string(),
             model_name,
