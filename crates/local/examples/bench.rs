@@ -1,7 +1,8 @@
 //! Prefill and decode speed of the local engine, and time to first token of a 50-token prompt.
 //!
-//!   cargo run --release -p switchyard-local --example bench -- MODEL.gguf THREADS PROMPTS.json
+//!   cargo run --release -p switchyard-local --example bench -- MODEL.gguf THREADS PROMPTS.json [WEIGHT_FORMAT]
 //!
+//! WEIGHT_FORMAT is the config's `weight_format` (`q8_0`, the default, `q4_0` or `as_file`).
 //! Prints one JSON object. Candle's kernel pool is sized once per process, so run one process
 //! per thread count (bench/local/run.sh does).
 
@@ -16,8 +17,10 @@ const RUNS: usize = 5;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, model, threads, prompts] = args.as_slice() else {
-        return Err("usage: bench MODEL.gguf THREADS PROMPTS.json".into());
+    let (model, threads, prompts, format) = match args.as_slice() {
+        [_, m, t, p] => (m, t, p, "q8_0"),
+        [_, m, t, p, f] => (m, t, p, f.as_str()),
+        _ => return Err("usage: bench MODEL.gguf THREADS PROMPTS.json [WEIGHT_FORMAT]".into()),
     };
     let threads: usize = threads.parse()?;
     let prompts: serde_json::Value = serde_json::from_slice(&std::fs::read(prompts)?)?;
@@ -25,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = LocalConfig::from_path(model);
     cfg.threads = Some(threads);
     cfg.max_concurrency = 1;
+    cfg.weight_format = serde_json::from_value(serde_json::json!(format))?;
     let local = Arc::new(Local::build("local", &cfg)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -117,6 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out = serde_json::json!({
         "engine": "switchyard-local",
+        "weight_format": format,
         "threads": threads,
         "prefill_prompt_tokens": prefill_tokens,
         "prefill_tok_s": median(prefill),
