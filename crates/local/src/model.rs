@@ -437,6 +437,7 @@ impl Model {
 
 /// Causal grouped-query attention of the `m` new queries (at positions `pos..pos + m`) over
 /// the cache, which already holds their keys and values. Returns `m × n_head × head_dim`.
+/// The query heads that share a KV head are done together, so each K/V row is read once.
 fn attention(w: &Weights, qkv: &[f32], kc: &[f32], vc: &[f32], m: usize, pos: usize) -> Vec<f32> {
     let hd = w.head_dim;
     let q_dim = w.n_head * hd;
@@ -446,41 +447,156 @@ fn attention(w: &Weights, qkv: &[f32], kc: &[f32], vc: &[f32], m: usize, pos: us
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0f32; m * q_dim];
     {
-        // One work item per (query, head); each writes its own slice, behind an uncontended
-        // lock because the pool's closure is shared between threads.
-        let slots: Vec<Mutex<&mut [f32]>> = out.chunks_exact_mut(hd).map(Mutex::new).collect();
+        // One work item per (query, KV head); each writes its own slice, behind an
+        // uncontended lock because the pool's closure is shared between threads.
+        let slots: Vec<Mutex<&mut [f32]>> =
+            out.chunks_exact_mut(group * hd).map(Mutex::new).collect();
         let run = |items: std::ops::Range<usize>| {
-            let mut scores = Vec::with_capacity(pos + m);
+            let mut scores = Vec::new();
+            let mut acc = vec![0f32; group * hd];
             for item in items {
-                let (i, head) = (item / w.n_head, item % w.n_head);
-                let q = &qkv[i * qkv_dim + head * hd..][..hd];
-                let kv_off = (head / group) * hd;
+                let (i, g) = (item / w.n_kv_head, item % w.n_kv_head);
+                let q = &qkv[i * qkv_dim + g * group * hd..][..group * hd];
                 let len = pos + i + 1;
                 scores.clear();
-                let mut max = f32::NEG_INFINITY;
+                scores.resize(group * len, 0f32);
                 for t in 0..len {
-                    let s = dot(q, &kc[t * kv_dim + kv_off..][..hd]) * scale;
-                    max = max.max(s);
-                    scores.push(s);
+                    let k = &kc[t * kv_dim + g * hd..][..hd];
+                    for (j, qh) in q.chunks_exact(hd).enumerate() {
+                        scores[j * len + t] = dot(qh, k) * scale;
+                    }
                 }
-                let mut sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
+                for s in scores.chunks_exact_mut(len) {
+                    let max = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let mut sum = 0f32;
+                    for x in s.iter_mut() {
+                        *x = (*x - max).exp();
+                        sum += *x;
+                    }
+                    let inv = 1.0 / sum;
+                    s.iter_mut().for_each(|x| *x *= inv);
                 }
-                let mut acc = vec![0f32; hd];
-                for (t, s) in scores.iter().enumerate() {
-                    let v = &vc[t * kv_dim + kv_off..][..hd];
-                    acc.iter_mut().zip(v).for_each(|(a, b)| *a += s * b);
+                acc.iter_mut().for_each(|a| *a = 0.0);
+                for t in 0..len {
+                    let v = &vc[t * kv_dim + g * hd..][..hd];
+                    for (j, a) in acc.chunks_exact_mut(hd).enumerate() {
+                        let s = scores[j * len + t];
+                        a.iter_mut().zip(v).for_each(|(a, b)| *a += s * b);
+                    }
                 }
                 let mut dst = match slots[item].lock() {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };
-                dst.iter_mut().zip(&acc).for_each(|(d, a)| *d = a / sum);
+                dst.copy_from_slice(&acc);
             }
         };
-        candle_core::utils::barrier_pool().execute_chunked(m * w.n_head, run);
+        candle_core::utils::barrier_pool().execute_chunked(m * w.n_kv_head, run);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use candle_core::Tensor;
+    use switchyard_api::openai::Message;
+
+    use super::*;
+    use crate::text::TextCodec;
+
+    /// The test model: `$SWITCHYARD_MODEL_DIR` or `<repo>/models`. Fails (never skips) when absent.
+    fn model_path() -> PathBuf {
+        let dir = std::env::var_os("SWITCHYARD_MODEL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+        let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(
+            path.is_file(),
+            "{} is missing: run scripts/fetch-models.sh",
+            path.display()
+        );
+        path
+    }
+
+    fn load(format: WeightFormat) -> (Model, Vec<u32>) {
+        let mut file = std::fs::File::open(model_path()).unwrap();
+        let ct = gguf_file::Content::read(&mut file).unwrap();
+        let codec = TextCodec::from_gguf(&ct).unwrap();
+        let prompt = codec.render_chat(&[Message::text(
+            "user",
+            "Name three rivers in Europe and the seas they flow into.",
+        )]);
+        let tokens = codec.encode(&prompt).unwrap();
+        let w = Weights::from_gguf(&ct, &mut file, format).unwrap();
+        (Model::new(Arc::new(w)), tokens)
+    }
+
+    fn argmax(v: &[f32]) -> usize {
+        (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap()
+    }
+
+    /// Root-mean-square of `a - b` over that of `b`.
+    fn relative_rms(a: &[f32], b: &[f32]) -> f32 {
+        let diff: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+        (diff / b.iter().map(|y| y * y).sum::<f32>()).sqrt()
+    }
+
+    #[test]
+    fn reencoded_weights_predict_like_the_file() {
+        let (mut file_model, tokens) = load(WeightFormat::AsFile);
+        let base = file_model.forward(&tokens, 0).unwrap();
+        // Q8_0's rounding step is ~1/17 of Q4_1's; Q4_0 rounds every weight a second time.
+        for (format, bound) in [(WeightFormat::Q8_0, 0.05), (WeightFormat::Q4_0, 0.25)] {
+            let (mut model, _) = load(format);
+            let logits = model.forward(&tokens, 0).unwrap();
+            let err = relative_rms(&logits, &base);
+            println!("{format:?}: relative RMS logit error {err:.4}");
+            assert!(err < bound, "{format:?}: relative RMS logit error {err}");
+            assert_eq!(argmax(&logits), argmax(&base), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn feeding_in_pieces_matches_one_pass() {
+        let (mut model, tokens) = load(WeightFormat::Q8_0);
+        let whole = model.forward(&tokens, 0).unwrap();
+        // A prefill chunk, then the rest token by token, through the cache.
+        let split = tokens.len() - 5;
+        model.forward(&tokens[..split], 0).unwrap();
+        let mut last = vec![];
+        for (i, &t) in tokens[split..].iter().enumerate() {
+            last = model.forward(&[t], split + i).unwrap();
+        }
+        let err = relative_rms(&last, &whole);
+        assert!(err < 1e-3, "relative RMS difference {err}");
+        assert_eq!(argmax(&last), argmax(&whole));
+        // Rewinding the cache and feeding again gives the same answer again.
+        let again = model.forward(&tokens[split - 1..], split - 1).unwrap();
+        assert!(relative_rms(&again, &whole) < 1e-3);
+    }
+
+    #[test]
+    fn padded_rows_multiply_like_the_unpadded_matrix() {
+        let (n, k, m) = (32, 576, 3);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919) % 1001) as f32 / 500.0 - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 104729) % 997) as f32 / 498.0 - 1.0)
+            .collect();
+        let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
+        let lin = Linear::new(QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap()).unwrap();
+        assert_eq!(lin.k_stored, if has_vnni() { 768 } else { 576 });
+        let got = lin.forward(x.clone(), m).unwrap();
+        let mut exact = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                exact[i * n + j] = dot(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+            }
+        }
+        let err = relative_rms(&got, &exact);
+        assert!(err < 0.02, "relative RMS error {err}");
+    }
 }

@@ -51,7 +51,7 @@ impl TextCodec {
         let tokens: Vec<String> = match ct.metadata.get("tokenizer.ggml.tokens") {
             Some(gguf_file::Value::Array(a)) => a
                 .iter()
-                .map(|v| v.to_string().map(|s| s.clone()).unwrap_or_default())
+                .map(|v| v.to_string().cloned().unwrap_or_default())
                 .collect(),
             _ => return Err("GGUF has no tokenizer.ggml.tokens".into()),
         };
@@ -70,7 +70,7 @@ impl TextCodec {
                 TOKEN_TYPE_CONTROL => Vec::new(),
                 TOKEN_TYPE_USER_DEFINED => t.as_bytes().to_vec(),
                 _ => {
-                    let mapped: Option<Vec<u8>> = t.chars().map(|c| unbyte(c)).collect();
+                    let mapped: Option<Vec<u8>> = t.chars().map(&unbyte).collect();
                     mapped.unwrap_or_else(|| t.as_bytes().to_vec())
                 }
             })

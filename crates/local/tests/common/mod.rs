@@ -1,4 +1,6 @@
 #![allow(dead_code)]
+// Test helpers: clippy does not see them as test code, but a panic here is a failed test.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::{path::PathBuf, sync::Arc};
 
