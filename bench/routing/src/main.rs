@@ -60,7 +60,7 @@ fn run() -> Result<(), String> {
     match mode.as_str() {
         "mmlu" => mmlu(&args),
         "latency" => latency(&args),
-        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--out FILE]".into()),
+        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn|length|subject-rate-bound] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--out FILE]".into()),
     }
 }
 
@@ -207,7 +207,41 @@ fn mmlu(args: &Args) -> Result<(), String> {
                 Ok(knn_scores(&reference, &labels, &queries, k))
             })?
         }
-        other => return Err(format!("--model {other}: expected logistic or knn")),
+        // No training: longer prompts first (a fixed prior, for comparison).
+        "length" => cross_validate_with(&items, folds, ratio, |_, test| {
+            Ok(test
+                .iter()
+                .map(|&i| items[i].prompt.chars().count() as f32)
+                .collect())
+        })?,
+        // Not a router: each row scored by its own subject's true strong-needed rate, labels
+        // included. An upper bound for anything that only knows "which subject, how hard".
+        "subject-rate-bound" => {
+            let subjects = switchyard_learn::data::subjects(&items);
+            let rate: Vec<f32> = subjects
+                .iter()
+                .map(|s| {
+                    let rows: Vec<&Outcome> = items.iter().filter(|o| &o.subject == s).collect();
+                    rows.iter().filter(|o| o.strong && !o.weak).count() as f32 / rows.len() as f32
+                })
+                .collect();
+            cross_validate_with(&items, folds, ratio, |_, test| {
+                Ok(test
+                    .iter()
+                    .map(|&i| {
+                        subjects
+                            .iter()
+                            .position(|s| s == &items[i].subject)
+                            .map_or(0.0, |j| rate[j])
+                    })
+                    .collect())
+            })?
+        }
+        other => {
+            return Err(format!(
+                "--model {other}: expected logistic, knn, length or subject-rate-bound"
+            ))
+        }
     };
     if nested {
         println!("l2 chosen per outer fold by inner CV: {chosen_l2:?}");

@@ -178,3 +178,38 @@ fn build_without_the_model_names_the_folder() {
         "{e}"
     );
 }
+
+#[test]
+fn a_repeated_prompt_is_served_from_the_embedding_cache() {
+    let c = Classifier::build_with(&classes(), Some(embedder())).unwrap();
+    let r = user("Write a haiku about autumn leaves falling on a quiet pond.");
+    let first = c.classify(&r, None, None).unwrap();
+    let after_first = c.embedding_cache_stats().unwrap();
+    let second = c.classify(&r, None, None).unwrap();
+    let after_second = c.embedding_cache_stats().unwrap();
+    assert_eq!(first, second);
+    assert_eq!((after_first.hits, after_first.misses), (0, 1));
+    assert_eq!((after_second.hits, after_second.misses), (1, 1));
+    // Another prompt is a miss, and a rule hit never reaches the cache.
+    c.classify(&user("Translate 'good morning' into French."), None, None)
+        .unwrap();
+    let mut json = user("Give me the fields.");
+    json.response_format = Some(serde_json::json!({"type": "json_object"}));
+    c.classify(&json, None, None).unwrap();
+    let end = c.embedding_cache_stats().unwrap();
+    assert_eq!((end.hits, end.misses, end.entries), (1, 2, 2));
+}
+
+#[test]
+fn cache_off_embeds_every_time() {
+    let mut cfg = classes();
+    if let Some(s) = cfg.semantic.as_mut() {
+        s.cache_entries = 0;
+    }
+    let c = Classifier::build_with(&cfg, Some(embedder())).unwrap();
+    let r = user("Write a haiku about autumn leaves.");
+    c.classify(&r, None, None).unwrap();
+    c.classify(&r, None, None).unwrap();
+    let s = c.embedding_cache_stats().unwrap();
+    assert_eq!((s.hits, s.misses, s.entries), (0, 2, 0));
+}

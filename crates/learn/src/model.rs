@@ -45,22 +45,26 @@ pub fn fit_logistic(
     }
     let dim = d + 1; // last coordinate: bias
     let mut w = vec![0f64; dim];
-    let row = |i: usize, j: usize| if j < d { f64::from(xs[i][j]) } else { 1.0 };
+    // Rows in f64 with the bias coordinate appended, so the inner loops run over plain slices.
+    let rows: Vec<Vec<f64>> = xs
+        .iter()
+        .map(|x| x.iter().map(|&v| f64::from(v)).chain([1.0]).collect())
+        .collect();
     for _ in 0..iterations {
         let mut grad = vec![0f64; dim];
         let mut hess = vec![0f64; dim * dim];
-        for i in 0..n {
-            let z: f64 = (0..dim).map(|j| w[j] * row(i, j)).sum();
+        for (row, &y) in rows.iter().zip(ys) {
+            let z: f64 = w.iter().zip(row).map(|(a, b)| a * b).sum();
             let p = 1.0 / (1.0 + (-z).exp());
-            let r = p - f64::from(u8::from(ys[i]));
+            let r = p - f64::from(u8::from(y));
             let s = (p * (1.0 - p)).max(1e-9);
             for a in 0..dim {
-                let xa = row(i, a);
+                let xa = row[a];
                 grad[a] += r * xa;
                 let sa = s * xa;
                 // Upper triangle only; mirrored below.
-                for b in a..dim {
-                    hess[a * dim + b] += sa * row(i, b);
+                for (h, xb) in hess[a * dim + a..(a + 1) * dim].iter_mut().zip(&row[a..]) {
+                    *h += sa * xb;
                 }
             }
         }
