@@ -1,4 +1,6 @@
 //! Rules and precedence: no model needed.
+// Test helpers outside #[test] fns: a failed unwrap should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::json;
 use switchyard_api::openai::{ChatRequest, FunctionDef, Message, Tool};

@@ -1,5 +1,7 @@
 //! The MiniLM semantic step. Needs `all-MiniLM-L6-v2/` under `$SWITCHYARD_MODEL_DIR` or
 //! `<repo>/models/` (`scripts/fetch-models.sh models minilm`); fails, loudly, without it.
+// Test helpers outside #[test] fns: a failed unwrap should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -1,6 +1,8 @@
 //! The learned router on MMLU subjects it never saw, against a random router. Needs MiniLM
 //! (`scripts/fetch-models.sh models minilm`, or `$SWITCHYARD_MODEL_DIR`) and the shared data;
 //! fails loudly without them.
+// Test helpers outside #[test] fns: a failed unwrap should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 
