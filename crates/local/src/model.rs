@@ -42,9 +42,15 @@ impl Linear {
     /// VNNI kernel takes only such widths (SmolLM2's 576 is not), and on it the padded product
     /// (a third more work) still runs several times faster than the AVX2 dot product.
     fn new(w: QTensor) -> Result<Linear> {
+        Self::with_kernel(w, true)
+    }
+
+    /// `vnni: false` keeps the AVX2 kernel, whose activations are quantized per 32 values
+    /// rather than per 256: slower, closer to the file's own product.
+    fn with_kernel(w: QTensor, vnni: bool) -> Result<Linear> {
         let (n, k) = w.shape().dims2()?;
         let k_stored = k.next_multiple_of(256);
-        if w.dtype() != GgmlDType::Q8_0 || k_stored == k || !has_vnni() {
+        if !vnni || w.dtype() != GgmlDType::Q8_0 || k_stored == k || !has_vnni() {
             return Ok(Linear { w, k, k_stored: k });
         }
         let block = GgmlDType::Q8_0.type_size();
@@ -250,7 +256,9 @@ impl Weights {
             eps,
             layers,
             norm: output_norm,
-            output: Linear::new(output)?,
+            // The AVX2 kernel for the vocabulary projection: on the VNNI kernel's coarser
+            // activations the next-token logits drift 6% from the file's and can pick another token.
+            output: Linear::with_kernel(output, false)?,
             cos,
             sin,
             formats,
@@ -550,7 +558,9 @@ mod tests {
         let (mut file_model, tokens) = load(WeightFormat::AsFile);
         let base = file_model.forward(&tokens, 0).unwrap();
         // Q8_0's rounding step is ~1/17 of Q4_1's; Q4_0 rounds every weight a second time.
-        for (format, bound) in [(WeightFormat::Q8_0, 0.05), (WeightFormat::Q4_0, 0.25)] {
+        // With VNNI the layers (not the output projection) quantize activations per 256 values:
+        // measured 2.9% here, 2.3% without VNNI; 6.0% when the output projection used VNNI too.
+        for (format, bound) in [(WeightFormat::Q8_0, 0.04), (WeightFormat::Q4_0, 0.25)] {
             let (mut model, _) = load(format);
             let logits = model.forward(&tokens, 0).unwrap();
             let err = relative_rms(&logits, &base);
