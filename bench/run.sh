@@ -142,7 +142,9 @@ LOADGEN=$BIN/loadgen
 UPSTREAM=$BIN/bench-upstream
 
 if [[ ,$TARGETS, == *,nginx,* ]] && ! command -v nginx >/dev/null; then
-    echo "nginx missing: apt-get install -y nginx-light (or nginx)" >&2; exit 1
+    echo "== installing nginx-light (Debian)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; } ||
+        { echo "nginx missing and could not be installed: apt-get install -y nginx-light" >&2; exit 1; }
 fi
 if [[ ,$TARGETS, == *,litellm,* ]] && [ ! -x "$WORK/litellm-venv/bin/litellm" ]; then
     echo "== installing LiteLLM 1.106.2 into bench/.work/litellm-venv"

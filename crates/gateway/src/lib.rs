@@ -10,6 +10,7 @@ pub mod attempt;
 pub mod config;
 pub mod finish;
 mod ids;
+pub mod memory;
 pub mod messages;
 pub mod relay;
 pub mod state;
@@ -180,6 +181,7 @@ pub fn serve_blocking(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     socket.set_nonblocking(true)?;
     let (meter, meter_task) = start_meter(&cfg)?;
+    memory::spawn_heap_trimmer(Duration::from_secs(5));
     let gw = {
         let _in_runtime = main_rt.enter();
         Arc::new(Gateway::build(&cfg, meter).map_err(|e| anyhow::anyhow!("{e}"))?)

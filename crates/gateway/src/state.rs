@@ -75,7 +75,7 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, String>
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(512)
         .tcp_nodelay(true)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
