@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# CPU time per request of Switchyard or nginx at a fixed open-loop rate: utime + stime of the
+# target's processes (/proc/PID/stat) over one `loadgen rate` run, divided by its requests.
+#
+#   bench/cpu-per-request.sh switchyard|nginx [RATE=2000] [SECONDS=20]
+#
+# Uses the release binaries bench/run.sh builds (run it once first) and its nginx config.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+target=${1:?usage: bench/cpu-per-request.sh switchyard|nginx [RATE] [SECONDS]}
+rate=${2:-2000}
+secs=${3:-20}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+WORK=$ROOT/bench/.work
+mkdir -p "$WORK/nginx"
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$BIN/bench-upstream" --listen 127.0.0.1:9000 --ttft-ms 100 --itl-ms 50 --stream-tokens 40 \
+    --plain-tokens 150 --max-seconds 3600 >/dev/null 2>&1 &
+pids+=($!)
+case $target in
+    nginx)
+        sed "s#@PREFIX@#$WORK/nginx#g" bench/conf/nginx.conf.in > "$WORK/nginx/nginx.conf"
+        nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' &
+        url=http://127.0.0.1:8080/v1/chat/completions ;;
+    switchyard)
+        rm -f "$WORK"/ledger.sqlite*
+        "$BIN/switchyard" serve --config bench/switchyard.toml >/dev/null 2>&1 &
+        url=http://127.0.0.1:4000/v1/chat/completions ;;
+    *) echo "target must be switchyard or nginx" >&2; exit 2 ;;
+esac
+main=$!
+pids+=("$main")
+for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
+
+ticks() { # clock ticks of the target and its children (nginx workers)
+    local t=0 p
+    for p in $main $(pgrep -P "$main" || true); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+"$BIN/loadgen" rate --url "$url" --label warmup --rate 500 --duration 2 >/dev/null
+before=$(ticks)
+"$BIN/loadgen" rate --url "$url" --label "$target" --rate "$rate" --duration "$secs" 2>&1 | grep -o 'achieved.*' | head -1
+after=$(ticks)
+hz=$(getconf CLK_TCK)
+awk -v d=$((after - before)) -v hz="$hz" -v r="$rate" -v s="$secs" -v t="$target" \
+    'BEGIN{printf "%s: %.0f us CPU per request at %d req/s (%.1f%% of one core)\n", t, d/hz/(r*s)*1e6, r, d/hz/s*100}'
