@@ -193,15 +193,23 @@ if [ "$LONG" != 0 ]; then
     "$LOADGEN" rate --url "http://127.0.0.1:$SWITCHYARD_PORT/v1/chat/completions" --label switchyard-long \
         --rate "$LONG_RATE" --duration "$LONG" --out "$LONG_OUT" &
     LG=$!
-    sleep "$first"
-    rss1=$(sum_status_kb "$SW_PID" VmRSS)
-    sleep $(( LONG - first - 1 > 0 ? LONG - first - 1 : 0 ))
-    rss2=$(sum_status_kb "$SW_PID" VmRSS)
+    # RSS every 30 s (and at $first), so a step that levels off is told from a steady climb.
+    samples=() t=0 rss1="" kb=0
+    while [ $t -lt $(( LONG - 1 )) ]; do
+        step=$(( LONG - 1 - t < 30 ? LONG - 1 - t : 30 ))
+        if [ -z "$rss1" ] && [ $(( t + step )) -gt "$first" ]; then step=$(( first - t )); fi
+        sleep "$step"; t=$(( t + step ))
+        kb=$(sum_status_kb "$SW_PID" VmRSS)
+        samples+=("[$t,$kb]")
+        [ $t -eq "$first" ] && rss1=$kb
+        echo "  t=${t}s RSS $(( kb / 1024 )).$(( kb % 1024 * 10 / 1024 )) MiB"
+    done
+    rss2=$kb
     wait "$LG"
     hwm=$(sum_status_kb "$SW_PID" VmHWM)
     growth=$(awk -v a="$rss1" -v b="$rss2" 'BEGIN{printf "%.1f", (b-a)*100/a}')
-    printf '{"kind":"long_rss","label":"switchyard","rate":%s,"duration_s":%s,"rss_first_at_s":%s,"rss_first_kb":%s,"rss_end_kb":%s,"growth_pct":%s,"vmhwm_kb":%s}\n' \
-        "$LONG_RATE" "$LONG" "$first" "$rss1" "$rss2" "$growth" "$hwm" >> "$LONG_OUT"
+    printf '{"kind":"long_rss","label":"switchyard","rate":%s,"duration_s":%s,"rss_first_at_s":%s,"rss_first_kb":%s,"rss_end_kb":%s,"growth_pct":%s,"vmhwm_kb":%s,"rss_kb_at_s":[%s]}\n' \
+        "$LONG_RATE" "$LONG" "$first" "$rss1" "$rss2" "$growth" "$hwm" "$(IFS=,; echo "${samples[*]}")" >> "$LONG_OUT"
     meta end >> "$LONG_OUT"
     echo "Switchyard RSS: $((rss1/1024)) MiB at ${first}s, $((rss2/1024)) MiB at the end (${growth}%; target within 10%), peak $((hwm/1024)) MiB"
     tail -n 3 "$LONG_OUT" | head -n 2
