@@ -11,16 +11,8 @@ cd "$ROOT"
 target=${1:?usage: bench/cpu-per-request.sh switchyard|nginx [RATE] [SECONDS]}
 rate=${2:-2000}
 secs=${3:-20}
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-WORK=$ROOT/bench/.work
-mkdir -p "$WORK/nginx"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-"$BIN/bench-upstream" --listen 127.0.0.1:9000 --ttft-ms 100 --itl-ms 50 --stream-tokens 40 \
-    --plain-tokens 150 --max-seconds 3600 >/dev/null 2>&1 &
-pids+=($!)
+# shellcheck source=bench/standalone.sh
+source "$ROOT/bench/standalone.sh"
 case $target in
     nginx)
         sed "s#@PREFIX@#$WORK/nginx#g" bench/conf/nginx.conf.in > "$WORK/nginx/nginx.conf"

@@ -10,16 +10,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 rate=${1:-18000}
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-WORK=$ROOT/bench/.work
-mkdir -p "$WORK"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-"$BIN/bench-upstream" --listen 127.0.0.1:9000 --ttft-ms 100 --itl-ms 50 --stream-tokens 40 \
-    --plain-tokens 150 --max-seconds 3600 >/dev/null 2>&1 &
-pids+=($!)
+# shellcheck source=bench/standalone.sh
+source "$ROOT/bench/standalone.sh"
 rm -f "$WORK"/ledger.sqlite*
 "$BIN/switchyard" serve --config bench/switchyard.toml >/dev/null 2>&1 &
 sy=$!
