@@ -200,15 +200,20 @@ if [ "$LONG" != 0 ]; then
         if [ -z "$rss1" ] && [ $(( t + step )) -gt "$first" ]; then step=$(( first - t )); fi
         sleep "$step"; t=$(( t + step ))
         kb=$(sum_status_kb "$SW_PID" VmRSS)
-        samples+=("[$t,$kb]")
+        # Open connections, client side and upstream side: the load generator keeps a
+        # connection per request it ever had in flight at once (until 30 s idle), and each one
+        # holds buffers in the gateway, so a latency hiccup that opens more shows up as RSS.
+        conns=$(ss -Htn state established "( sport = :$SWITCHYARD_PORT )" | wc -l)
+        up=$(ss -Htn state established "( dport = :$UPSTREAM_PORT )" | wc -l)
+        samples+=("[$t,$kb,$conns,$up]")
         [ $t -eq "$first" ] && rss1=$kb
-        echo "  t=${t}s RSS $(( kb / 1024 )).$(( kb % 1024 * 10 / 1024 )) MiB"
+        echo "  t=${t}s RSS $(( kb / 1024 )).$(( kb % 1024 * 10 / 1024 )) MiB, connections: $conns from clients, $up to the upstream"
     done
     rss2=$kb
     wait "$LG"
     hwm=$(sum_status_kb "$SW_PID" VmHWM)
     growth=$(awk -v a="$rss1" -v b="$rss2" 'BEGIN{printf "%.1f", (b-a)*100/a}')
-    printf '{"kind":"long_rss","label":"switchyard","rate":%s,"duration_s":%s,"rss_first_at_s":%s,"rss_first_kb":%s,"rss_end_kb":%s,"growth_pct":%s,"vmhwm_kb":%s,"rss_kb_at_s":[%s]}\n' \
+    printf '{"kind":"long_rss","label":"switchyard","rate":%s,"duration_s":%s,"rss_first_at_s":%s,"rss_first_kb":%s,"rss_end_kb":%s,"growth_pct":%s,"vmhwm_kb":%s,"rss_kb_conns_upstream_at_s":[%s]}\n' \
         "$LONG_RATE" "$LONG" "$first" "$rss1" "$rss2" "$growth" "$hwm" "$(IFS=,; echo "${samples[*]}")" >> "$LONG_OUT"
     meta end >> "$LONG_OUT"
     echo "Switchyard RSS: $((rss1/1024)) MiB at ${first}s, $((rss2/1024)) MiB at the end (${growth}%; target within 10%), peak $((hwm/1024)) MiB"

@@ -136,6 +136,29 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         "switchyard_uptime_seconds {}",
         gw.started_at.elapsed().as_secs_f64()
     );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_requests_in_flight Requests being served now (limit: max_in_flight)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_requests_in_flight gauge");
+    let _ = writeln!(
+        out,
+        "switchyard_requests_in_flight {}",
+        gw.admission.in_flight()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_requests_refused_overload_total Requests refused with 503 because max_in_flight were being served."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE switchyard_requests_refused_overload_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_requests_refused_overload_total {}",
+        gw.admission.refused()
+    );
     (
         [(
             http::header::CONTENT_TYPE,
@@ -257,10 +280,16 @@ struct Ctx {
     class_header: Option<String>,
     /// The workload class, once decided.
     class: Option<String>,
+    /// Admission, handed to the request's [`Finish`].
+    in_flight: Option<crate::state::InFlight>,
 }
 
 impl Ctx {
-    fn new(gw: &Gateway, headers: &HeaderMap) -> Result<Ctx, (ApiError, String)> {
+    fn new(
+        gw: &Gateway,
+        headers: &HeaderMap,
+        in_flight: crate::state::InFlight,
+    ) -> Result<Ctx, (ApiError, String)> {
         let id = crate::ids::request_id();
         let key = authenticate(gw, headers).map_err(|e| (e, id.clone()))?;
         let header = |name: &str| {
@@ -283,6 +312,7 @@ impl Ctx {
             task: header("x-switchyard-task"),
             class_header,
             class,
+            in_flight: Some(in_flight),
         })
     }
 
@@ -327,8 +357,11 @@ impl Ctx {
         Ok(route)
     }
 
+    /// The request's finish; it takes the admission place along when the request goes on to a
+    /// provider (a refusal leaves it to be freed with the context).
     fn finish(&self, gw: &Arc<Gateway>, outcome: Outcome) -> Finish {
         Finish {
+            in_flight: None,
             gw: gw.clone(),
             outcome,
             accepted: self.accepted,
@@ -374,7 +407,11 @@ async fn accept<T: serde::de::DeserializeOwned>(
     face: FaceKind,
     operation: &'static str,
 ) -> Result<(Ctx, T), Response> {
-    let ctx = Ctx::new(gw, req.headers()).map_err(|(e, id)| face_error(face, &e, Some(&id)))?;
+    let Some(in_flight) = gw.admission.admit() else {
+        return Err(overloaded(gw, face));
+    };
+    let ctx = Ctx::new(gw, req.headers(), in_flight)
+        .map_err(|(e, id)| face_error(face, &e, Some(&id)))?;
     let parsed = match read_body(gw, req).await {
         Ok(body) => parse_json(&body),
         Err(e) => Err(e),
@@ -383,6 +420,23 @@ async fn accept<T: serde::de::DeserializeOwned>(
         Ok(r) => Ok((ctx, r)),
         Err(e) => Err(refuse_as(face, gw, &ctx, operation, "", &e)),
     }
+}
+
+/// The answer past `max_in_flight`: 503 with `Retry-After`, in the client's error shape (the
+/// SDKs retry 503 after the delay). Not in the ledger: the request was never accepted, and
+/// writing a record per refusal would add load exactly when there is too much; counted in
+/// `switchyard_requests_refused_overload_total`.
+fn overloaded(gw: &Gateway, face: FaceKind) -> Response {
+    let e = ApiError::new(
+        ErrorKind::Unavailable,
+        format!(
+            "Switchyard is serving its limit of {} requests at once (max_in_flight); retry shortly",
+            gw.admission.limit()
+        ),
+    )
+    .with_code("overloaded")
+    .with_retry_after(Some(1));
+    face_error(face, &e, None)
 }
 
 async fn chat_completions(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
@@ -491,6 +545,7 @@ async fn serve_chat(
     let include_usage = request.wants_stream_usage();
     let request = Arc::new(request);
     let mut finish = ctx.finish(&gw, ctx.outcome("chat", &route.name, stream));
+    finish.in_flight = ctx.in_flight.take();
     finish.outcome.request = Some(request.clone());
     // Dropped if the client goes away while we wait: the guard still records the request.
     let mut guard = PendingGuard(Some(finish));
@@ -656,7 +711,7 @@ impl Drop for PendingGuard {
 }
 
 async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let (ctx, request) =
+    let (mut ctx, request) =
         match accept::<EmbeddingsRequest>(&gw, req, FaceKind::OpenAi, "embeddings").await {
             Ok(accepted) => accepted,
             Err(refused) => return refused,
@@ -669,7 +724,8 @@ async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => return refuse(&gw, &ctx, "embeddings", &request.model, &e),
     };
     let request = Arc::new(request);
-    let finish = ctx.finish(&gw, ctx.outcome("embeddings", &route.name, false));
+    let mut finish = ctx.finish(&gw, ctx.outcome("embeddings", &route.name, false));
+    finish.in_flight = ctx.in_flight.take();
     let mut guard = PendingGuard(Some(finish));
     let self_hosted_only = ctx
         .class

@@ -29,6 +29,12 @@ pub struct Config {
     /// How long SIGTERM waits for in-flight requests before closing them.
     #[serde(default = "default_drain_ms")]
     pub shutdown_grace_ms: u64,
+    /// Requests (POST /v1/...) served at once, streams included until they end; more are
+    /// refused at once with 503 and `Retry-After` instead of queueing. Each one in flight holds
+    /// ~70 KB of connection buffers (client and upstream side), so this bounds memory under
+    /// overload: 4,096 ≈ 300 MB.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// Worker threads serving requests, each a single-threaded runtime (thread per core).
     /// Default: the number of CPUs this process may use.
     #[serde(default)]
@@ -70,6 +76,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_max_body() -> usize {
     8 * 1024 * 1024
+}
+fn default_max_in_flight() -> usize {
+    4096
 }
 fn default_drain_ms() -> u64 {
     30_000
@@ -320,6 +329,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes < 1024 {
             return Err(err("max_body_bytes", "must be at least 1024"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(err("max_in_flight", "must be at least 1"));
         }
         if self.workers == Some(0) {
             return Err(err("workers", "must be at least 1"));

@@ -22,6 +22,8 @@ pub struct Finish {
     pub serving_attempt_started: Option<Instant>,
     /// The balancer and replica that served, told when the request ends.
     pub balance_ticket: Option<(Arc<switchyard_balance::Balance>, usize)>,
+    /// The request's admission place, held until the request ends (streams: their last byte).
+    pub in_flight: Option<crate::state::InFlight>,
 }
 
 pub fn unix_ms() -> i64 {
@@ -107,11 +109,15 @@ impl Finish {
             use switchyard_balance::Balancer as _;
             b.on_end(i, tpot, tokio::time::Instant::now());
         }
-        let meter = self.gw.meter.clone();
         let outcome = std::mem::take(&mut self.outcome);
-        self.gw
-            .tasks
-            .spawn(async move { meter.record(outcome).await });
+        // Straight into the queue when it has room (the usual case): a task per request would
+        // cost an allocation and a scheduling round. Only a full queue needs a waiting task.
+        if let Err(outcome) = self.gw.meter.try_record(outcome) {
+            let meter = self.gw.meter.clone();
+            self.gw
+                .tasks
+                .spawn(async move { meter.record(outcome).await });
+        }
     }
 }
 

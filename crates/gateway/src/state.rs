@@ -34,11 +34,68 @@ pub struct Gateway {
     /// Classes that may only use self-hosted targets.
     pub self_hosted_only: Vec<String>,
     pub max_body_bytes: usize,
+    /// Admission: requests in flight, and how many were refused for it.
+    pub admission: Arc<Admission>,
     /// Tracks the tasks that finish requests (ledger hand-off), so shutdown waits for them.
     pub tasks: TaskTracker,
     /// Set when shutdown begins: `/readyz` answers 503.
     pub draining: std::sync::atomic::AtomicBool,
     pub started_at: std::time::Instant,
+}
+
+/// Bounds the requests served at once (`max_in_flight`): past it a request is refused before
+/// its body is read, so an overload costs a short answer rather than memory and queueing.
+#[derive(Debug)]
+pub struct Admission {
+    limit: usize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+/// One admitted request's place; dropping it (when the answer or stream ends, or the client
+/// goes away) frees it.
+#[derive(Debug)]
+pub struct InFlight(Arc<Admission>);
+
+impl Admission {
+    pub fn new(limit: usize) -> Admission {
+        Admission {
+            limit,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A place, or `None` (counted) when `limit` requests are already in flight.
+    pub fn admit(self: &Arc<Self>) -> Option<InFlight> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.in_flight.fetch_add(1, Relaxed) >= self.limit {
+            self.in_flight.fetch_sub(1, Relaxed);
+            self.refused.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(InFlight(self.clone()))
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A provider that could not be built (usually a missing environment variable).
@@ -161,6 +218,7 @@ impl Gateway {
             classifier,
             self_hosted_only: cfg.policies.self_hosted_only.clone(),
             max_body_bytes: cfg.max_body_bytes,
+            admission: Arc::new(Admission::new(cfg.max_in_flight)),
             tasks: TaskTracker::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             started_at: std::time::Instant::now(),

@@ -665,3 +665,88 @@ async fn a_stream_that_stalls_after_starting_ends_with_an_error_event() {
     assert_eq!(rows[0]["error_type"], "timeout");
     assert!(rows[1]["error_type"].is_null());
 }
+
+#[tokio::test]
+async fn past_max_in_flight_requests_are_refused_with_503_and_retry_after() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer {
+        tokens: 10,
+        inter_token_delay: Duration::from_millis(30),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let h = Harness::start_with_top(
+        "max_in_flight = 1",
+        &format!(
+            "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
+            provider("a", &up.base_url())
+        ),
+    )
+    .await;
+    // A stream holds the one place until its last chunk, not just until its headers.
+    let stream = h.post("/v1/chat/completions", chat("chat", true)).await;
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    assert!(!body.next().await.unwrap().unwrap().is_empty());
+
+    let refused = h.post("/v1/chat/completions", chat("chat", false)).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let e: Value = refused.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "overloaded", "{e}");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_in_flight"));
+    // The Anthropic face refuses in its own shape.
+    let refused = h
+        .post(
+            "/v1/messages",
+            json!({"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(refused.status(), 503);
+    let e: Value = refused.json().await.unwrap();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "overloaded_error", "{e}");
+
+    let metrics = reqwest::get(format!("{}/metrics", h.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_requests_in_flight 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_requests_refused_overload_total 2\n"),
+        "{metrics}"
+    );
+
+    // Once the stream has ended its place is free again.
+    while let Some(chunk) = body.next().await {
+        chunk.unwrap();
+    }
+    drop(body);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = h
+            .post("/v1/chat/completions", chat("chat", false))
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 200);
+    let rows = h.finish().await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "refusals are counted, not written to the ledger"
+    );
+}
