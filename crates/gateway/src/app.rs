@@ -159,6 +159,15 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         "switchyard_requests_refused_overload_total {}",
         gw.admission.refused()
     );
+    if let Some((in_use, free)) = crate::memory::heap_bytes() {
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_heap_bytes Heap bytes by state: in_use (live allocations) or free (held by the allocator, counted in RSS until trimmed)."
+        );
+        let _ = writeln!(out, "# TYPE switchyard_heap_bytes gauge");
+        let _ = writeln!(out, "switchyard_heap_bytes{{state=\"in_use\"}} {in_use}");
+        let _ = writeln!(out, "switchyard_heap_bytes{{state=\"free\"}} {free}");
+    }
     (
         [(
             http::header::CONTENT_TYPE,

@@ -48,6 +48,20 @@ fn trim_if_worth_it() -> Option<usize> {
     Some(free.saturating_sub(after))
 }
 
+/// The allocator's own view: bytes in live allocations and bytes free but still held (which
+/// RSS counts until they are trimmed). `None` where the allocator is not glibc's.
+pub fn heap_bytes() -> Option<(usize, usize)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd, info.fordblks))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
     use super::*;

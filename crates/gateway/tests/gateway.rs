@@ -621,6 +621,14 @@ async fn models_metrics_and_health() {
         text.contains("gen_ai_operation_name=\"embeddings\""),
         "{text}"
     );
+    // The allocator's live bytes: this test process holds at least the gateway's own state.
+    let heap_in_use: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_heap_bytes{state=\"in_use\"} "))
+        .expect("switchyard_heap_bytes in_use")
+        .parse()
+        .unwrap();
+    assert!(heap_in_use > 100_000.0, "{heap_in_use}");
     let dropped = text
         .lines()
         .find(|l| l.starts_with("switchyard_ledger_records_dropped_total"))
