@@ -5,14 +5,19 @@
 //! check of the metric code. Prints APGR, CPT(50%), CPT(80%) and cost/quality points; writes JSON.
 //!
 //! `routing-bench latency`: the classifier's added latency per request (p50/p90/p99) on this CPU,
-//! for a prompt mix of rule hits, short chat, MMLU-sized questions and long documents.
+//! for a prompt mix of rule hits, short chat, MMLU-sized questions and long documents, per token
+//! budget and weight format of MiniLM's layers.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
 use switchyard_api::openai::{ChatRequest, Message};
-use switchyard_classify::{ClassesConfig, ClassifiedBy, Classifier};
+use switchyard_classify::{
+    default_model_dir, ClassesConfig, ClassifiedBy, Classifier, Embedder, Weights,
+};
 use switchyard_learn::features::prompt_features;
 use switchyard_learn::{
     cross_validate, cross_validate_with, embed_prompts, evaluate_scores, knn_scores, load_outcomes,
@@ -60,7 +65,7 @@ fn run() -> Result<(), String> {
     match mode.as_str() {
         "mmlu" => mmlu(&args),
         "latency" => latency(&args),
-        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn|length|subject-rate-bound] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--out FILE]".into()),
+        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn|length|subject-rate-bound] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--weights f32|q8_0|q8_0-vnni,...] [--busy-threads N] [--out FILE]".into()),
     }
 }
 
@@ -431,6 +436,13 @@ fn latency(args: &Args) -> Result<(), String> {
                 .map_err(|_| format!("--max-tokens: \"{s}\""))
         })
         .collect::<Result<_, _>>()?;
+    let formats: Vec<Weights> = match args.get("--weights") {
+        Some(list) => list
+            .split(',')
+            .map(|w| w.trim().parse())
+            .collect::<Result<_, _>>()?,
+        None => vec![Weights::for_this_cpu()],
+    };
     let out = args
         .get("--out")
         .map(PathBuf::from)
@@ -479,17 +491,48 @@ fn latency(args: &Args) -> Result<(), String> {
         })
         .unwrap_or_default();
 
+    // Threads that only spin, standing in for a gateway that keeps the cores busy: with them,
+    // MiniLM's kernel threads must share cores with other work.
+    let busy_threads: usize = args.parse("--busy-threads", 0)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..busy_threads)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(
+                        x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1),
+                    );
+                }
+            })
+        })
+        .collect();
+    if busy_threads > 0 {
+        println!("{busy_threads} busy thread(s) spinning during the runs");
+    }
+
     let mut results = Vec::new();
-    // Classes given at the first budget, to measure how often a shorter cut changes the answer.
+    // Classes given at the first budget and weight format, to measure how often a shorter cut
+    // or coarser weights change the answer.
     let mut reference: Option<Vec<Option<String>>> = None;
-    for &budget in &budgets {
+    let runs = formats
+        .iter()
+        .flat_map(|&w| budgets.iter().map(move |&b| (w, b)));
+    for (weights, budget) in runs {
         let mut cfg = base.clone();
         if let Some(s) = cfg.semantic.as_mut() {
             s.max_tokens = budget;
             s.cache_entries = 0;
         }
+        let model_dir = cfg
+            .semantic
+            .as_ref()
+            .and_then(|s| s.model_dir.clone())
+            .unwrap_or_else(default_model_dir);
         let t = Instant::now();
-        let cold = Classifier::build(&cfg)?;
+        let loaded = Arc::new(Embedder::load_with(&model_dir, budget, weights)?);
+        let cold = Classifier::build_with(&cfg, Some(loaded))?;
         let build_ms = t.elapsed().as_secs_f64() * 1e3;
         let embedder = cold.embedder().cloned();
         // Warm up the allocator and the kernels' thread pool.
@@ -545,12 +588,13 @@ fn latency(args: &Args) -> Result<(), String> {
             "cache_warm": warm_t.json(),
             "heldout_right": right,
             "heldout_total": heldout_cases.len(),
-            "agreement_with_first_budget": agreement,
+            "agreement_with_first_run": agreement,
         });
         println!(
-            "max_tokens={budget:<4} build {build_ms:.0} ms | held-out accuracy {right}/{} | agreement with max_tokens={}: {}",
+            "max_tokens={budget:<4} weights {weights} build {build_ms:.0} ms | held-out accuracy {right}/{} | agreement with max_tokens={} {}: {}",
             heldout_cases.len(),
             budgets[0],
+            formats[0],
             agreement.map_or("-".into(), |a| format!("{:.1}%", a * 100.0)),
         );
         println!("  cache off            {}", cold_t.line());
@@ -563,6 +607,10 @@ fn latency(args: &Args) -> Result<(), String> {
         println!("  cache on, warm       {}", warm_t.line());
         results.push(row);
     }
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        s.join().map_err(|_| "a busy thread panicked".to_string())?;
+    }
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
@@ -570,6 +618,7 @@ fn latency(args: &Args) -> Result<(), String> {
         "config": config_path.display().to_string(),
         "cpu_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "rayon_num_threads": std::env::var("RAYON_NUM_THREADS").ok(),
+        "busy_threads": busy_threads,
         "runs": results,
     });
     std::fs::write(

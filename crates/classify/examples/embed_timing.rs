@@ -1,23 +1,40 @@
-//! Times one MiniLM embedding at a few prompt lengths: `cargo run --example embed_timing`.
+//! Times one MiniLM embedding at a few prompt lengths, per weight format:
+//! `cargo run --release -p switchyard-classify --example embed_timing [-- f32 q8_0 q8_0-vnni]`.
+//! The thread count is candle's (`RAYON_NUM_THREADS`, default one per core).
 use std::time::Instant;
 
+use switchyard_classify::{default_model_dir, Embedder, Weights};
+
 fn main() -> Result<(), String> {
-    let e = switchyard_classify::Embedder::load_default(128)?;
-    for words in [8usize, 32, 64, 200] {
-        let text = "the quick brown fox jumps over a lazy dog ".repeat(words / 9 + 1);
-        let toks = e.token_count(&text)?;
-        e.embed(&text)?;
-        let n = 20;
-        let t = Instant::now();
-        let cpu0 = cpu_ms();
-        for _ in 0..n {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let formats: Vec<Weights> = if args.is_empty() {
+        vec![Weights::F32, Weights::Q8_0, Weights::Q8_0Vnni]
+    } else {
+        args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?
+    };
+    for weights in formats {
+        let e = Embedder::load_with(&default_model_dir(), 128, weights)?;
+        for words in [8usize, 14, 30, 60, 200] {
+            let text = "the quick brown fox jumps over a lazy dog ".repeat(words / 9 + 1);
+            let text: String = text.split(' ').take(words).collect::<Vec<_>>().join(" ");
+            let toks = e.token_count(&text)?;
             e.embed(&text)?;
+            let n = 200;
+            let mut times = Vec::with_capacity(n);
+            let cpu0 = cpu_ms();
+            for _ in 0..n {
+                let t = Instant::now();
+                e.embed(&text)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let cpu = (cpu_ms() - cpu0) / n as f64;
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{weights:<10} {toks:>4} tokens: p50 {:.2} ms, p99 {:.2} ms wall, {cpu:.2} ms CPU per embedding",
+                times[n / 2],
+                times[n * 99 / 100],
+            );
         }
-        println!(
-            "{toks:>4} tokens: {:.2} ms wall, {:.2} ms CPU per embedding",
-            t.elapsed().as_secs_f64() * 1e3 / n as f64,
-            (cpu_ms() - cpu0) / n as f64
-        );
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::embed::DEFAULT_MAX_TOKENS;
+use crate::embed::DEFAULT_SEMANTIC_MAX_TOKENS;
 
 /// ```toml
 /// [classes]
@@ -57,7 +57,10 @@ pub struct RuleConfig {
     /// `response_format.type` is one of these (`json_object`, `json_schema`, `text`).
     #[serde(default)]
     pub response_format: Option<Vec<String>>,
-    /// A regular expression (Rust `regex` syntax) found anywhere in the message text.
+    /// A regular expression (Rust `regex` syntax) found anywhere in the message text. Prefer
+    /// `(?-u:\b)` to `\b`: a Unicode word boundary makes the `regex` crate leave its fast DFA
+    /// on text with any non-ASCII character (on the latency bench's long documents, ~1.2 ms
+    /// per request instead of ~0.1 ms; docs/routing-classes.md, "Classifier cost").
     #[serde(default)]
     pub regex: Option<String>,
     /// Any of these, case-insensitive, as a substring of the message text.
@@ -117,7 +120,7 @@ pub struct SemanticConfig {
 }
 
 fn default_max_tokens() -> usize {
-    DEFAULT_MAX_TOKENS
+    DEFAULT_SEMANTIC_MAX_TOKENS
 }
 fn default_k() -> usize {
     5

@@ -13,6 +13,7 @@
 //! a blocking thread, or [`Classifier::classify_async`], which runs only step 4 on tokio's
 //! blocking pool.
 
+mod bert;
 pub mod config;
 pub mod embed;
 mod lru;
@@ -25,7 +26,8 @@ use switchyard_api::openai::ChatRequest;
 
 pub use config::{ClassesConfig, RuleConfig, SemanticConfig, Vote};
 pub use embed::{
-    default_model_dir, dot, Embedder, DEFAULT_MAX_TOKENS, MINILM_DIMS, MINILM_DIR_NAME,
+    default_model_dir, dot, Embedder, Weights, DEFAULT_MAX_TOKENS, DEFAULT_SEMANTIC_MAX_TOKENS,
+    MINILM_DIMS, MINILM_DIR_NAME,
 };
 pub use lru::CacheStats;
 

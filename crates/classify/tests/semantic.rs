@@ -75,7 +75,7 @@ fn embeddings_are_unit_length_and_meaningful() {
         dot(&a, &b),
         dot(&a, &c)
     );
-    // Batched and single embeddings agree (padding is masked out of the mean).
+    // A text's embedding does not depend on the others in its batch.
     let batch = e
         .embed_batch(&["How do I sort a list in Python?", "short"])
         .unwrap();

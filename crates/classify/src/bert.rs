@@ -1,0 +1,649 @@
+//! A BERT encoder forward for one text at a time, written for all-MiniLM-L6-v2's shape (6
+//! layers, width 384, 12 heads, absolute positions, erf GELU).
+//!
+//! Candle supplies the matrix products with the layer weights (F32 through its `gemm`, or its
+//! quantized kernels); everything between them (embedding lookup, layer norm, attention,
+//! GELU, pooling) is plain Rust over `Vec<f32>`, so that:
+//! * one text needs no padding and no attention mask (the hot case: one prompt per request);
+//! * Q, K and V are one matrix product (one thread-pool dispatch instead of three);
+//! * GELU's erf and softmax's exp are polynomials the compiler vectorises, not a libm call per
+//!   element.
+
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Tensor};
+use serde::Deserialize;
+
+type Result<T> = std::result::Result<T, String>;
+
+fn err(context: &str, e: impl std::fmt::Display) -> String {
+    format!("{context}: {e}")
+}
+
+/// How the encoder layers' weight matrices are stored and multiplied. Embeddings and layer
+/// norms stay F32 in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// As in `model.safetensors`: F32, candle's F32 matrix product.
+    F32,
+    /// Q8_0 (8-bit, one scale per 32 weights) on candle's AVX2 kernel, which quantizes the
+    /// activations per 32 values too. Rows whose width is a multiple of 256 get one zero block
+    /// appended, because candle sends those widths to its VNNI kernel instead.
+    Q8_0,
+    /// Q8_0 rows padded with zeros to a multiple of 256 so that candle's AVX-512 VNNI kernel
+    /// takes every layer; it quantizes the activations per 256 values (coarser: more drift).
+    Q8_0Vnni,
+}
+
+impl Weights {
+    /// `Q8_0Vnni` where candle has its VNNI kernel (AVX-512 VNNI or AVX-VNNI), else `F32`:
+    /// without VNNI, candle's Q8_0 product is slower than its F32 one.
+    pub fn for_this_cpu() -> Weights {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let vnni = (is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512bw"))
+                || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"));
+            if vnni {
+                return Weights::Q8_0Vnni;
+            }
+        }
+        Weights::F32
+    }
+}
+
+impl std::str::FromStr for Weights {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Weights> {
+        match s {
+            "f32" => Ok(Weights::F32),
+            "q8_0" => Ok(Weights::Q8_0),
+            "q8_0-vnni" => Ok(Weights::Q8_0Vnni),
+            other => Err(format!(
+                "weights \"{other}\": expected f32, q8_0 or q8_0-vnni"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Weights::F32 => "f32",
+            Weights::Q8_0 => "q8_0",
+            Weights::Q8_0Vnni => "q8_0-vnni",
+        })
+    }
+}
+
+/// The fields of `config.json` this forward depends on.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BertConfig {
+    hidden_size: usize,
+    num_attention_heads: usize,
+    num_hidden_layers: usize,
+    intermediate_size: usize,
+    max_position_embeddings: usize,
+    layer_norm_eps: f64,
+    hidden_act: String,
+    #[serde(default = "absolute")]
+    position_embedding_type: String,
+}
+
+fn absolute() -> String {
+    "absolute".into()
+}
+
+/// Candle's quantized kernels work in blocks of 256 values (the VNNI kernel's activation block).
+const VNNI_BLOCK: usize = 256;
+/// Q8_0's block: 32 weights sharing one scale.
+const Q8_0_BLOCK: usize = 32;
+
+enum Matrix {
+    /// `k × n`: the transpose of the file's `n × k`, as a strided view.
+    F32(Tensor),
+    /// `n × k_stored`, the columns past `k` zero.
+    Quantized { w: QTensor, k_stored: usize },
+}
+
+/// `y = x · Wᵀ + b` for `m` rows of `k` values.
+struct Linear {
+    matrix: Matrix,
+    bias: Vec<f32>,
+    k: usize,
+}
+
+impl Linear {
+    /// `w` is `n × k` as the file stores it.
+    fn new(w: &Tensor, bias: Vec<f32>, weights: Weights) -> Result<Linear> {
+        let (n, k) = w.dims2().map_err(|e| err("weight shape", e))?;
+        if bias.len() != n {
+            return Err(format!("bias of {} for a {n}-row weight", bias.len()));
+        }
+        let k_stored = match weights {
+            Weights::F32 => {
+                let t = w.t().map_err(|e| err("transposing", e))?;
+                return Ok(Linear {
+                    matrix: Matrix::F32(t),
+                    bias,
+                    k,
+                });
+            }
+            Weights::Q8_0 if k.is_multiple_of(VNNI_BLOCK) => k + Q8_0_BLOCK,
+            Weights::Q8_0 => k.next_multiple_of(Q8_0_BLOCK),
+            Weights::Q8_0Vnni => k.next_multiple_of(VNNI_BLOCK),
+        };
+        let padded = if k_stored > k {
+            w.pad_with_zeros(1, 0, k_stored - k)
+                .map_err(|e| err("padding", e))?
+        } else {
+            w.clone()
+        };
+        let q = QTensor::quantize(&padded, GgmlDType::Q8_0).map_err(|e| err("quantizing", e))?;
+        Ok(Linear {
+            matrix: Matrix::Quantized { w: q, k_stored },
+            bias,
+            k,
+        })
+    }
+
+    /// `x · Wᵀ`, without the bias: the callers add it in their pass over the rows. An owned
+    /// `x` of the stored width is handed to candle as it is, without a copy.
+    fn forward(&self, x: Cow<'_, [f32]>, m: usize) -> Result<Vec<f32>> {
+        match &self.matrix {
+            Matrix::F32(wt) => Tensor::from_slice(&x, (m, self.k), &Device::Cpu)
+                .and_then(|x| x.matmul(wt))
+                .and_then(|y| y.flatten_all())
+                .and_then(|y| y.to_vec1::<f32>())
+                .map_err(|e| err("matmul", e)),
+            Matrix::Quantized { w, k_stored } => {
+                let input = if *k_stored == self.k {
+                    x.into_owned()
+                } else {
+                    let mut padded = vec![0f32; m * k_stored];
+                    for (dst, src) in padded
+                        .chunks_exact_mut(*k_stored)
+                        .zip(x.chunks_exact(self.k))
+                    {
+                        dst[..self.k].copy_from_slice(src);
+                    }
+                    padded
+                };
+                let layout = Layout::contiguous((m, *k_stored));
+                match w.cpu_fwd(&CpuStorage::F32(input), &layout) {
+                    Ok((CpuStorage::F32(v), _)) => Ok(v),
+                    Ok(_) => Err("quantized matmul returned a non-F32 result".into()),
+                    Err(e) => Err(err("quantized matmul", e)),
+                }
+            }
+        }
+    }
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl Norm {
+    /// Layer norm of one row in place (biased variance, as PyTorch).
+    fn apply(&self, row: &mut [f32], eps: f32) {
+        let width = row.len() as f32;
+        let mean = sum_of(row) / width;
+        row.iter_mut().for_each(|v| *v -= mean);
+        let inv = 1.0 / (sum_of_squares(row) / width + eps).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
+            *v = *v * inv * g + b;
+        }
+    }
+}
+
+struct Layer {
+    /// Rows: query, then key, then value.
+    qkv: Linear,
+    attn_out: Linear,
+    attn_norm: Norm,
+    up: Linear,
+    down: Linear,
+    out_norm: Norm,
+}
+
+/// The loaded encoder. `Send + Sync`.
+pub(crate) struct BertEncoder {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: usize,
+    max_positions: usize,
+    eps: f32,
+}
+
+/// The named tensors of `model.safetensors`, taken out as they are used.
+struct TensorFile(std::collections::HashMap<String, Tensor>);
+
+impl TensorFile {
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        // sentence-transformers saves the bare `BertModel`; a `BertForX` checkpoint prefixes `bert.`.
+        self.0
+            .remove(name)
+            .or_else(|| self.0.remove(&format!("bert.{name}")))
+            .ok_or_else(|| format!("model.safetensors lacks {name}"))
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let v = self
+            .take(name)?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| err(name, e))?;
+        if v.len() != len {
+            return Err(format!("{name}: {} values, expected {len}", v.len()));
+        }
+        Ok(v)
+    }
+
+    fn norm(&mut self, prefix: &str, width: usize) -> Result<Norm> {
+        Ok(Norm {
+            gamma: self.vector(&format!("{prefix}.weight"), width)?,
+            beta: self.vector(&format!("{prefix}.bias"), width)?,
+        })
+    }
+
+    fn linear(&mut self, prefix: &str, weights: Weights) -> Result<Linear> {
+        let w = self.take(&format!("{prefix}.weight"))?;
+        let n = w.dims2().map_err(|e| err(prefix, e))?.0;
+        let b = self.vector(&format!("{prefix}.bias"), n)?;
+        Linear::new(&w, b, weights).map_err(|e| err(prefix, e))
+    }
+}
+
+impl BertEncoder {
+    pub(crate) fn load(
+        config: &BertConfig,
+        safetensors: &std::path::Path,
+        weights: Weights,
+    ) -> Result<BertEncoder> {
+        if config.hidden_act != "gelu" {
+            return Err(format!(
+                "config.json: hidden_act \"{}\" (only \"gelu\", the erf form, is implemented)",
+                config.hidden_act
+            ));
+        }
+        if config.position_embedding_type != "absolute" {
+            return Err(format!(
+                "config.json: position_embedding_type \"{}\" (only \"absolute\" is implemented)",
+                config.position_embedding_type
+            ));
+        }
+        let hidden = config.hidden_size;
+        let heads = config.num_attention_heads;
+        if heads == 0 || !hidden.is_multiple_of(heads) {
+            return Err(format!(
+                "config.json: hidden_size {hidden} is not a multiple of {heads} heads"
+            ));
+        }
+        let tensors = candle_core::safetensors::load(safetensors, &Device::Cpu)
+            .map_err(|e| err("loading model.safetensors", e))?;
+        let mut file = TensorFile(tensors);
+        let word = file
+            .take("embeddings.word_embeddings.weight")?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| err("word embeddings", e))?;
+        if word.is_empty() || !word.len().is_multiple_of(hidden) {
+            return Err("word embeddings: not rows of hidden_size".into());
+        }
+        let position = file.vector(
+            "embeddings.position_embeddings.weight",
+            config.max_position_embeddings * hidden,
+        )?;
+        let token_type = file
+            .take("embeddings.token_type_embeddings.weight")?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| err("token type embeddings", e))?;
+        if token_type.is_empty() || !token_type.len().is_multiple_of(hidden) {
+            return Err("token type embeddings: not rows of hidden_size".into());
+        }
+        let embed_norm = file.norm("embeddings.LayerNorm", hidden)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let parts = ["query", "key", "value"]
+                .into_iter()
+                .map(|name| {
+                    let w = file.take(&format!("{p}.attention.self.{name}.weight"))?;
+                    let b = file.vector(&format!("{p}.attention.self.{name}.bias"), hidden)?;
+                    Ok((w, b))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let w = Tensor::cat(&parts.iter().map(|(w, _)| w).collect::<Vec<_>>(), 0)
+                .map_err(|e| err("stacking Q, K, V", e))?;
+            let b: Vec<f32> = parts.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+            let qkv = Linear::new(&w, b, weights).map_err(|e| err(&p, e))?;
+            let up = file.linear(&format!("{p}.intermediate.dense"), weights)?;
+            if up.bias.len() != config.intermediate_size {
+                return Err(format!("{p}: intermediate width {}", up.bias.len()));
+            }
+            layers.push(Layer {
+                qkv,
+                attn_out: file.linear(&format!("{p}.attention.output.dense"), weights)?,
+                attn_norm: file.norm(&format!("{p}.attention.output.LayerNorm"), hidden)?,
+                up,
+                down: file.linear(&format!("{p}.output.dense"), weights)?,
+                out_norm: file.norm(&format!("{p}.output.LayerNorm"), hidden)?,
+            });
+        }
+        Ok(BertEncoder {
+            word,
+            position,
+            token_type,
+            embed_norm,
+            layers,
+            hidden,
+            heads,
+            max_positions: config.max_position_embeddings,
+            eps: config.layer_norm_eps as f32,
+        })
+    }
+
+    /// The mean over the tokens of the last layer's output (sentence-transformers' mean
+    /// pooling; with one unpadded text every token counts), L2-normalised.
+    pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+        let len = ids.len();
+        let h = self.hidden;
+        if len == 0 || len > self.max_positions || type_ids.len() != len {
+            return Err(format!(
+                "{len} tokens (1 to {} allowed)",
+                self.max_positions
+            ));
+        }
+        let mut x = vec![0f32; len * h];
+        for (pos, (row, (&id, &ty))) in x
+            .chunks_exact_mut(h)
+            .zip(ids.iter().zip(type_ids))
+            .enumerate()
+        {
+            let word = table_row(&self.word, id, h).ok_or_else(|| format!("token id {id}"))?;
+            let ty =
+                table_row(&self.token_type, ty, h).ok_or_else(|| format!("token type {ty}"))?;
+            let p = &self.position[pos * h..(pos + 1) * h];
+            for (((v, w), t), p) in row.iter_mut().zip(word).zip(ty).zip(p) {
+                *v = w + t + p;
+            }
+        }
+        x.chunks_exact_mut(h)
+            .for_each(|row| self.embed_norm.apply(row, self.eps));
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, len)?;
+        }
+        let mut mean = vec![0f32; h];
+        for row in x.chunks_exact(h) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += v;
+            }
+        }
+        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        // The 1/len of the mean cancels in the normalisation.
+        mean.iter_mut().for_each(|v| *v /= norm);
+        Ok(mean)
+    }
+
+    fn layer_forward(&self, layer: &Layer, x: &[f32], len: usize) -> Result<Vec<f32>> {
+        let h = self.hidden;
+        let mut qkv = layer.qkv.forward(Cow::Borrowed(x), len)?;
+        for_each_row(&mut qkv, 3 * h, |_, row| add(row, &layer.qkv.bias));
+        let ctx = attention(&qkv, len, h, self.heads)?;
+        let mut a = layer.attn_out.forward(Cow::Owned(ctx), len)?;
+        for_each_row(&mut a, h, |i, row| {
+            add(row, &layer.attn_out.bias);
+            add(row, &x[i * h..(i + 1) * h]);
+            layer.attn_norm.apply(row, self.eps);
+        });
+        let mut up = layer.up.forward(Cow::Borrowed(&a), len)?;
+        let width = layer.up.bias.len();
+        for_each_row(&mut up, width, |_, row| {
+            add(row, &layer.up.bias);
+            row.iter_mut().for_each(|v| *v = gelu(*v));
+        });
+        let mut out = layer.down.forward(Cow::Owned(up), len)?;
+        for_each_row(&mut out, h, |i, row| {
+            add(row, &layer.down.bias);
+            add(row, &a[i * h..(i + 1) * h]);
+            layer.out_norm.apply(row, self.eps);
+        });
+        Ok(out)
+    }
+}
+
+/// Row `i` of a table of rows of `width`, if there is one.
+fn table_row(table: &[f32], i: u32, width: usize) -> Option<&[f32]> {
+    let start = i as usize * width;
+    table.get(start..start + width)
+}
+
+fn add(row: &mut [f32], other: &[f32]) {
+    row.iter_mut().zip(other).for_each(|(v, o)| *v += o);
+}
+
+/// Runs `f(row index, row)` over the rows of `width` in `buf`, on this thread. Spreading these
+/// steps over candle's pool too was tried: no faster on an idle machine, and with a core busy
+/// elsewhere the p99 rose, since every extra pool barrier can wait on a descheduled thread.
+fn for_each_row(buf: &mut [f32], width: usize, mut f: impl FnMut(usize, &mut [f32])) {
+    for (i, row) in buf.chunks_exact_mut(width).enumerate() {
+        f(i, row);
+    }
+}
+
+/// Key positions per block of scores: four AVX registers of f32.
+const KEY_BLOCK: usize = 32;
+
+/// Softmax(Q·Kᵀ/√d)·V per head over `len` rows of `[Q | K | V]`; no mask (one unpadded text).
+/// Not inlined, so that profiles show it apart from the rest of the forward.
+#[inline(never)]
+fn attention(qkv: &[f32], len: usize, hidden: usize, heads: usize) -> Result<Vec<f32>> {
+    // The head width is a constant inside the loops so their accumulators stay in registers.
+    match hidden / heads {
+        32 => Ok(attention_heads::<32>(qkv, len, hidden, heads)),
+        64 => Ok(attention_heads::<64>(qkv, len, hidden, heads)),
+        d => Err(format!("attention heads of width {d} (32 or 64 supported)")),
+    }
+}
+
+fn attention_heads<const D: usize>(
+    qkv: &[f32],
+    len: usize,
+    hidden: usize,
+    heads: usize,
+) -> Vec<f32> {
+    let scale = 1.0 / (D as f32).sqrt();
+    let stride = 3 * hidden;
+    let padded = len.next_multiple_of(KEY_BLOCK);
+    // Per head: the keys transposed (D rows of `padded` positions, the padding zero), so a block
+    // of scores accumulates in registers; the values as rows of D.
+    let mut keys_t = vec![0f32; heads * D * padded];
+    let mut values = vec![[0f32; D]; heads * len];
+    for (j, row) in qkv.chunks_exact(stride).enumerate() {
+        for head in 0..heads {
+            let head_keys = &mut keys_t[head * D * padded..(head + 1) * D * padded];
+            for (c, &k) in row[hidden + head * D..][..D].iter().enumerate() {
+                head_keys[c * padded + j] = k;
+            }
+            values[head * len + j].copy_from_slice(&row[2 * hidden + head * D..][..D]);
+        }
+    }
+    let mut ctx = vec![0f32; len * hidden];
+    let mut scores = vec![0f32; padded];
+    for_each_row(&mut ctx, hidden, |i, out| {
+        let row = &qkv[i * stride..(i + 1) * stride];
+        for head in 0..heads {
+            let head_keys = &keys_t[head * D * padded..(head + 1) * D * padded];
+            let mut q = [0f32; D];
+            for (dst, src) in q.iter_mut().zip(&row[head * D..]) {
+                *dst = src * scale;
+            }
+            for (jb, block) in scores.chunks_exact_mut(KEY_BLOCK).enumerate() {
+                // Several registers of independent sums, so the additions do not wait on each other.
+                let mut acc = [0f32; KEY_BLOCK];
+                for (&qc, keys) in q.iter().zip(head_keys.chunks_exact(padded)) {
+                    let keys = &keys[jb * KEY_BLOCK..(jb + 1) * KEY_BLOCK];
+                    for (a, k) in acc.iter_mut().zip(keys) {
+                        *a += qc * k;
+                    }
+                }
+                block.copy_from_slice(&acc);
+            }
+            let live = &mut scores[..len];
+            let max = max_of(live);
+            live.iter_mut().for_each(|s| *s = exp(*s - max));
+            let inv_sum = 1.0 / sum_of(live);
+            let mut acc = [0f32; D];
+            for (&p, v) in live.iter().zip(&values[head * len..(head + 1) * len]) {
+                for (a, v) in acc.iter_mut().zip(v) {
+                    *a += p * v;
+                }
+            }
+            for (o, a) in out[head * D..(head + 1) * D].iter_mut().zip(&acc) {
+                *o = a * inv_sum;
+            }
+        }
+    });
+    ctx
+}
+
+/// Sum in 8 independent lanes (a single running sum would not vectorise: float addition is
+/// not associative, so the compiler keeps the order).
+fn sum_of(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ x², in 8 lanes as [`sum_of`].
+fn sum_of_squares(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x * x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Maximum in 8 independent lanes (see [`sum_of`]); inputs are never NaN here.
+fn max_of(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    acc.iter().fold(tail, |m, &x| if x > m { x } else { m })
+}
+
+/// GELU, erf form (BERT's `gelu`): x/2 · (1 + erf(x/√2)).
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// erf as a rational function of x (odd degree 13 over even degree 8), clamped to ±4 where erf
+/// is ±1 in f32: Eigen's `generic_fast_erf_float` (max error ≈ 1e-7 on [-4, 4]).
+fn erf(x: f32) -> f32 {
+    // Numerator (in x², then times x) and denominator coefficients, highest power first.
+    const P: [f64; 7] = [
+        -2.726_142_258_013_06e-10,
+        2.770_681_424_959_02e-8,
+        -2.101_024_020_825_08e-6,
+        -5.692_506_394_623_46e-5,
+        -7.349_906_303_268_55e-4,
+        -2.954_599_808_540_25e-3,
+        -1.609_603_332_624_15e-2,
+    ];
+    const Q: [f64; 5] = [
+        -1.456_607_184_649_96e-5,
+        -2.133_740_552_789_05e-4,
+        -1.682_826_974_382_03e-3,
+        -7.373_329_167_204_68e-3,
+        -1.426_473_905_141_89e-2,
+    ];
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = P.iter().fold(0f32, |acc, &c| acc * x2 + c as f32);
+    let q = Q.iter().fold(0f32, |acc, &c| acc * x2 + c as f32);
+    x * p / q
+}
+
+/// eˣ for x ≤ 0 (softmax after subtracting the maximum): 2ⁿ · e^r with |r| ≤ ln2/2 and a
+/// degree-6 Taylor polynomial for e^r (relative error < 2e-7). Inputs below -87 give ≈ 1.6e-38.
+fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding 1.5·2²³ rounds to an integer held in the low mantissa bits: n without a
+    // float-to-int conversion (Rust's saturating `as` keeps the loop from vectorising).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 0.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // n is in [-126, 0], so n + 127 is a valid biased exponent.
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    p * f32::from_bits(biased << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_reference_values() {
+        // erf at a few points (Abramowitz & Stegun table 7.1, to 7+ digits).
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.1, 0.112_462_92),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (1.5, 0.966_105_1),
+            (2.0, 0.995_322_3),
+            (3.0, 0.999_977_9),
+            (5.0, 1.0),
+        ] {
+            assert!((erf(x) - want).abs() < 1e-6, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + want).abs() < 1e-6, "erf({}) = {}", -x, erf(-x));
+        }
+    }
+
+    #[test]
+    fn exp_matches_std_for_non_positive_inputs() {
+        let mut x = -90.0f32;
+        while x <= 0.0 {
+            let (got, want) = (exp(x), x.exp());
+            assert!(
+                (got - want).abs() <= want * 4e-7 + 2e-38,
+                "exp({x}) = {got}, std {want}"
+            );
+            x += 0.013;
+        }
+    }
+}
