@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# CPU time per request of Switchyard or nginx at a fixed open-loop rate: utime + stime of the
-# target's processes (/proc/PID/stat) over one `loadgen rate` run, divided by its requests.
+# CPU time per request of Switchyard, nginx or a bare tokio + hyper proxy at a fixed open-loop rate:
+# utime + stime of the target's processes (/proc/PID/stat) over one `loadgen rate` run, divided
+# by its requests. `bare-hyper` is bench/upstream/src/bin/bare-hyper-proxy.rs: tokio + hyper forwarding
+# bytes and nothing else, the least a gateway on Switchyard's stack can cost.
 #
-#   bench/cpu-per-request.sh switchyard|nginx [RATE=2000] [SECONDS=20]
+#   bench/cpu-per-request.sh switchyard|nginx|bare-hyper [RATE=2000] [SECONDS=20]
 #
 # Uses the release binaries bench/run.sh builds (run it once first) and its nginx config.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-target=${1:?usage: bench/cpu-per-request.sh switchyard|nginx [RATE] [SECONDS]}
+target=${1:?usage: bench/cpu-per-request.sh switchyard|nginx|bare-hyper [RATE] [SECONDS]}
 rate=${2:-2000}
 secs=${3:-20}
 # shellcheck source=bench/standalone.sh
@@ -22,7 +24,10 @@ case $target in
         rm -f "$WORK"/ledger.sqlite*
         "$BIN/switchyard" serve --config bench/switchyard.toml >/dev/null 2>&1 &
         url=http://127.0.0.1:4000/v1/chat/completions ;;
-    *) echo "target must be switchyard or nginx" >&2; exit 2 ;;
+    bare-hyper)
+        "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 &
+        url=http://127.0.0.1:4100/v1/chat/completions ;;
+    *) echo "target must be switchyard, nginx or bare-hyper" >&2; exit 2 ;;
 esac
 main=$!
 pids+=("$main")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Switchyard side-by-side benchmark: the same open-loop load, in one run on this machine, sent
 #   directly to the mock upstream (the floor), through nginx proxy_pass (the do-nothing proxy),
-#   through Switchyard (SQLite ledger and metrics on), through Portkey's gateway and LiteLLM's proxy.
+#   through a bare tokio + hyper proxy (bench/upstream/src/bin/bare-hyper-proxy.rs: Switchyard's
+#   stack doing nothing else), through Switchyard (SQLite ledger and metrics on), through
+#   Portkey's gateway and LiteLLM's proxy.
 # Each target runs alone (others stopped) so its peak RSS (VmHWM) is its own.
 # Results: bench/out/{results.jsonl,results.json,results.csv,table.md}. Method: docs/benchmarks.md.
 #
@@ -27,7 +29,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$BIN/switchyard}
 
-TARGETS="direct,nginx,switchyard,portkey,litellm"
+TARGETS="direct,nginx,bare-hyper,switchyard,portkey,litellm"
 QUICK=0
 LONG=0
 LONG_RATE=2000
@@ -48,6 +50,7 @@ done
 # Fixed loopback ports (checked free below).
 UPSTREAM_PORT=9000
 NGINX_PORT=8080
+BARE_PORT=4100
 SWITCHYARD_PORT=4000
 LITELLM_PORT=4001
 PORTKEY_PORT=8787
@@ -158,7 +161,7 @@ if [[ ,$TARGETS, == *,portkey,* ]] && [ ! -f "$WORK/portkey/node_modules/@portke
     (cd "$WORK/portkey" && npm install --no-audit --no-fund --loglevel=error)
 fi
 
-for p in $UPSTREAM_PORT $NGINX_PORT $SWITCHYARD_PORT $LITELLM_PORT $PORTKEY_PORT; do
+for p in $UPSTREAM_PORT $NGINX_PORT $BARE_PORT $SWITCHYARD_PORT $LITELLM_PORT $PORTKEY_PORT; do
     port_free "$p" || { echo "port $p on 127.0.0.1 is in use: stop what holds it" >&2; exit 1; }
 done
 
@@ -297,6 +300,13 @@ for t in ${TARGETS//,/ }; do
         start nginx nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;'
         wait_ready nginx "$PID" "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
         measure nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$PID"
+        stop_pid "$PID"
+        ;;
+    bare-hyper)
+        # tokio + hyper forwarding bytes, nothing else: what Switchyard's stack costs by itself.
+        start bare-hyper "$BIN/bare-hyper-proxy" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$UPSTREAM_PORT"
+        wait_ready bare-hyper "$PID" "http://127.0.0.1:$BARE_PORT/v1/chat/completions"
+        measure bare-hyper "http://127.0.0.1:$BARE_PORT/v1/chat/completions" "$PID"
         stop_pid "$PID"
         ;;
     switchyard)

@@ -9,7 +9,14 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 /// Order of the rows; labels not listed here follow in name order.
-const ORDER: [&str; 5] = ["direct", "nginx", "switchyard", "portkey", "litellm"];
+const ORDER: [&str; 6] = [
+    "direct",
+    "nginx",
+    "bare-hyper",
+    "switchyard",
+    "portkey",
+    "litellm",
+];
 
 fn f(v: &Value, path: &[&str]) -> Option<f64> {
     let mut cur = v;

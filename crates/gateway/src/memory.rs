@@ -31,21 +31,45 @@ pub fn spawn_heap_trimmer(period: Duration) {
     let _ = period;
 }
 
-/// Trims when the arenas hold more than [`TRIM_WHEN_FREE_BYTES`] free; returns the bytes the
-/// arenas shrank by (a lower bound of what the OS got back).
+/// Trims when resident anonymous memory exceeds the bytes in live allocations by more than
+/// [`TRIM_WHEN_FREE_BYTES`]; returns how much resident memory the trim gave back.
+///
+/// Why not glibc's own free count (`fordblks`): it still counts chunks after `malloc_trim` has
+/// handed their pages back, so after one overload it stays high and every tick would trim again,
+/// each time walking the arenas under their locks while the workers wait to allocate (bursts of
+/// 10–20 ms latency in the minutes after a burst, bench/run.sh's fixed-rate phase).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)] // glibc's mallinfo2/malloc_trim have no safe wrapper; both only read and reshape the allocator's own state.
 fn trim_if_worth_it() -> Option<usize> {
+    let resident = anon_resident_bytes()?;
     // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
-    let free = unsafe { libc::mallinfo2() }.fordblks;
-    if free < TRIM_WHEN_FREE_BYTES {
+    let info = unsafe { libc::mallinfo2() };
+    let live = info.uordblks + info.hblkhd;
+    if resident.saturating_sub(live) < TRIM_WHEN_FREE_BYTES {
         return None;
     }
     // SAFETY: malloc_trim(0) is thread-safe (it takes each arena's lock) and frees nothing in use.
     unsafe { libc::malloc_trim(0) };
-    // SAFETY: as above.
-    let after = unsafe { libc::mallinfo2() }.fordblks;
-    Some(free.saturating_sub(after))
+    let after = anon_resident_bytes()?;
+    Some(resident.saturating_sub(after))
+}
+
+/// Resident memory not backed by a file (heap, stacks): `resident - shared` of /proc/self/statm.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn anon_resident_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let mut fields = statm.split_whitespace().skip(1);
+    let resident: usize = fields.next()?.parse().ok()?;
+    let shared: usize = fields.next()?.parse().ok()?;
+    Some(resident.saturating_sub(shared) * page_size())
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
 }
 
 /// The allocator's own view: bytes in live allocations and bytes free but still held (which
@@ -94,6 +118,13 @@ mod tests {
         assert!(
             after_trim + 100_000 < after_free,
             "RSS {after_free} kB after free, {after_trim} kB after trim"
+        );
+        // What was handed back is not handed back again: the next tick must not walk the
+        // arenas under their locks for nothing.
+        assert_eq!(
+            trim_if_worth_it(),
+            None,
+            "a second trim right after the first: the trigger counts memory already returned"
         );
     }
 }

@@ -1,0 +1,144 @@
+//! `bare-hyper-proxy`: the least a Rust gateway built on the same parts as Switchyard (tokio, hyper)
+//! can do per request — no JSON, no routing, no metering. It passes each request body to one
+//! upstream over a per-thread pool of keep-alive connections and passes the answer back as it
+//! arrives (streams stay streams); one current-thread runtime per core on a shared listener, as
+//! Switchyard runs.
+//!
+//! It is a measuring stick, not a product: `bench/cpu-per-request.sh bare-hyper` sets its CPU per
+//! request beside nginx's and Switchyard's, which splits Switchyard's gap to nginx into what the
+//! runtime and HTTP stack cost and what Switchyard's own work costs (docs/benchmarks.md).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Parser;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+#[derive(Parser, Debug)]
+#[command(about = "Bare tokio + hyper forwarding proxy: the floor a Rust gateway can approach")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4100")]
+    listen: SocketAddr,
+    /// The upstream's address (plain HTTP/1.1).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    upstream: SocketAddr,
+    /// Worker threads, one current-thread runtime each.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+/// Idle upstream connections of one worker thread; a request takes one and puts it back once
+/// the answer has been read through.
+type Pool = Rc<RefCell<Vec<SendRequest<Incoming>>>>;
+type Body = BoxBody<Bytes, hyper::Error>;
+
+async fn upstream_conn(addr: SocketAddr) -> anyhow::Result<SendRequest<Incoming>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+fn bad_gateway(e: impl std::fmt::Display) -> Response<Body> {
+    let body = Full::new(Bytes::from(format!("upstream: {e}\n")));
+    let mut resp = Response::new(body.map_err(|never| match never {}).boxed());
+    *resp.status_mut() = StatusCode::BAD_GATEWAY;
+    resp
+}
+
+async fn forward(
+    pool: Pool,
+    upstream: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    let idle = pool.borrow_mut().pop();
+    let mut send = match idle {
+        Some(s) if s.is_ready() => s,
+        _ => match upstream_conn(upstream).await {
+            Ok(s) => s,
+            Err(e) => return Ok(bad_gateway(e)),
+        },
+    };
+    let mut out = Request::builder()
+        .method(parts.method)
+        .uri(parts.uri)
+        .header(header::HOST, upstream.to_string());
+    for name in [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT] {
+        if let Some(v) = parts.headers.get(&name) {
+            out = out.header(name, v);
+        }
+    }
+    if let Some(v) = parts.headers.get(header::CONTENT_LENGTH) {
+        out = out.header(header::CONTENT_LENGTH, v);
+    }
+    let out = match out.body(body) {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_gateway(e)),
+    };
+    let resp = match send.send_request(out).await {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_gateway(e)),
+    };
+    // The connection is free again once the answer's body has been read through.
+    tokio::task::spawn_local(async move {
+        if send.ready().await.is_ok() {
+            pool.borrow_mut().push(send);
+        }
+    });
+    Ok(resp.map(BodyExt::boxed))
+}
+
+fn worker(listener: std::net::TcpListener, upstream: SocketAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let pool: Pool = Rc::default();
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            let pool = pool.clone();
+            tokio::task::spawn_local(async move {
+                let service =
+                    hyper::service::service_fn(move |req| forward(pool.clone(), upstream, req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let mut threads = Vec::new();
+    for _ in 0..args.threads.max(1) {
+        let listener = listener.try_clone()?;
+        let upstream = args.upstream;
+        threads.push(std::thread::spawn(move || worker(listener, upstream)));
+    }
+    for t in threads {
+        match t.join() {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("a worker thread panicked"),
+        }
+    }
+    Ok(())
+}
