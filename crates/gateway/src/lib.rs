@@ -163,7 +163,7 @@ async fn serve_until_drained(
 /// Serves until SIGTERM or Ctrl-C, then drains; blocks the calling thread.
 ///
 /// Thread per core, as nginx's worker processes: `workers` OS threads each run a
-/// single-threaded runtime accepting from the same socket, and a request lives on one thread
+/// single-threaded runtime accepting from its own socket (see [`bind_workers`]), and a request lives on one thread
 /// from accept to answer (its upstream connections too, see `HttpClients`). A work-stealing
 /// runtime wakes idle workers to share each burst of events: on a busy gateway that is several
 /// cross-thread wake-ups per request, which cost more CPU than the request itself. Blocking
@@ -177,9 +177,8 @@ pub fn serve_blocking(cfg: Config) -> anyhow::Result<()> {
     let main_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let socket = std::net::TcpListener::bind(cfg.listen)
+    let sockets = bind_workers(cfg.listen, workers)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    socket.set_nonblocking(true)?;
     let (meter, meter_task) = start_meter(&cfg)?;
     memory::spawn_heap_trimmer(Duration::from_secs(5));
     let gw = {
@@ -190,8 +189,7 @@ pub fn serve_blocking(cfg: Config) -> anyhow::Result<()> {
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let (exited_tx, mut exited_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let mut threads = Vec::with_capacity(workers);
-    for i in 0..workers {
-        let socket = socket.try_clone()?;
+    for (i, socket) in sockets.into_iter().enumerate() {
         let gw = gw.clone();
         let drain = drain_rx.clone();
         let exited = exited_tx.clone();
@@ -233,7 +231,40 @@ pub fn serve_blocking(cfg: Config) -> anyhow::Result<()> {
     failure.map_or(Ok(()), Err)
 }
 
-/// One worker thread: its own runtime, serving from the shared socket.
+/// One listening socket per worker on the same address (SO_REUSEPORT). The kernel spreads new
+/// connections over them by a hash of the connection's addresses. With one shared socket, the
+/// worker that happened to be idle took each connection, so a client's few keep-alive
+/// connections — and all their load — could sit on one worker while the other idled: the
+/// gateway then topped out at one core (bench/run.sh, docs/benchmarks.md).
+fn bind_workers(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    // A port already held — even by a process that set SO_REUSEPORT too, whose traffic we
+    // would otherwise silently share — fails this plain bind.
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let mut bound = addr;
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 0..workers.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bound.into())?;
+        socket.listen(1024)?;
+        let listener = std::net::TcpListener::from(socket);
+        // Port 0: the others join the port the first one got.
+        bound = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
+}
+
+/// One worker thread: its own runtime, serving from its own socket.
 fn worker(
     gw: Arc<Gateway>,
     socket: std::net::TcpListener,
@@ -279,5 +310,44 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_share_one_port_and_a_held_port_is_refused() {
+        let sockets = bind_workers("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let port = sockets[0].local_addr().unwrap().port();
+        assert!(sockets
+            .iter()
+            .all(|s| s.local_addr().unwrap().port() == port));
+        // The port is now held by a SO_REUSEPORT group: a second gateway must not join it.
+        let again = bind_workers(sockets[0].local_addr().unwrap(), 2);
+        assert!(again.is_err(), "a second set of workers joined a held port");
+        // Every worker's socket takes connections.
+        for s in &sockets {
+            s.set_nonblocking(false).unwrap();
+        }
+        let mut seen = vec![false; sockets.len()];
+        for _ in 0..200 {
+            let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            for (i, s) in sockets.iter().enumerate() {
+                s.set_nonblocking(true).unwrap();
+                if s.accept().is_ok() {
+                    seen[i] = true;
+                }
+            }
+            if seen.iter().all(|&x| x) {
+                break;
+            }
+        }
+        assert!(
+            seen.iter().all(|&x| x),
+            "some worker never got a connection: {seen:?}"
+        );
     }
 }

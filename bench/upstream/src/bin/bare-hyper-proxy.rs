@@ -1,8 +1,8 @@
 //! `bare-hyper-proxy`: the least a Rust gateway built on the same parts as Switchyard (tokio, hyper)
 //! can do per request — no JSON, no routing, no metering. It passes each request body to one
 //! upstream over a per-thread pool of keep-alive connections and passes the answer back as it
-//! arrives (streams stay streams); one current-thread runtime per core on a shared listener, as
-//! Switchyard runs.
+//! arrives (streams stay streams); one current-thread runtime per core, each on its own
+//! SO_REUSEPORT socket, as Switchyard runs.
 //!
 //! It is a measuring stick, not a product: `bench/cpu-per-request.sh bare-hyper` sets its CPU per
 //! request beside nginx's and Switchyard's, which splits Switchyard's gap to nginx into what the
@@ -123,14 +123,23 @@ fn worker(listener: std::net::TcpListener, upstream: SocketAddr) -> anyhow::Resu
     })
 }
 
+fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    listener.set_nonblocking(true)?;
     let mut threads = Vec::new();
     for _ in 0..args.threads.max(1) {
-        let listener = listener.try_clone()?;
+        let listener = reuseport_listener(args.listen)
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
         let upstream = args.upstream;
         threads.push(std::thread::spawn(move || worker(listener, upstream)));
     }
