@@ -296,9 +296,14 @@ pub struct StepResult {
 
 /// Tries `rates` in ascending order until one fails, then bisects (geometrically)
 /// `refine` times between the last pass and the first failure.
+///
+/// The connection pool carries over from step to step while they pass, as a client's would.
+/// A failed step leaves up to `max_inflight` connections open; the next step gets a new pool,
+/// warmed for a second at the last passing rate (not measured). Without that reset, the
+/// bisection steps spread their lower rates over thousands of leftover connections and
+/// measured the overload's aftermath (every target then failed rates it had just passed).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_step(
-    client: &HttpClient,
     target: Arc<Target>,
     label: &str,
     rates: &[f64],
@@ -308,61 +313,73 @@ pub async fn run_step(
     max_inflight: usize,
     criteria: Criteria,
 ) -> anyhow::Result<StepResult> {
-    let mut steps = Vec::new();
+    let mut steps: Vec<RateResult> = Vec::new();
     let mut best: Option<(f64, f64)> = None;
     let mut failed: Option<f64> = None;
-    let try_rate = |rate: f64, steps: &mut Vec<RateResult>| {
-        let client = client.clone();
-        let target = target.clone();
-        let label = label.to_string();
-        let len = steps.len();
-        async move {
-            let mut r = run_rate(&client, target, &label, rate, step, max_inflight).await?;
-            let ok = criteria.met(&r);
-            r.sustained = Some(ok);
-            eprintln!(
-                "  [{label}] step {len}: {rate:.0} req/s -> achieved {:.0}, p50 {:.2} ms, p99 {:.2} ms, errors {:.3}% {}",
-                r.achieved_rps,
-                r.latency.p50_ms,
-                r.latency.p99_ms,
-                r.error_rate * 100.0,
-                if ok { "ok" } else { "FAIL" }
-            );
-            tokio::time::sleep(pause).await;
-            anyhow::Ok((ok, r))
-        }
-    };
-    for &rate in rates {
-        let (ok, r) = try_rate(rate, &mut steps).await?;
-        let achieved = r.achieved_rps;
-        steps.push(r);
-        if ok {
-            best = Some((rate, achieved));
+    let mut pool = client();
+    let mut pool_overloaded = false;
+    let mut next = rates.iter().copied();
+    let mut bisect = (0.0f64, 0.0f64, 0u32);
+    loop {
+        let rate = if failed.is_none() {
+            match next.next() {
+                Some(r) => r,
+                None => break,
+            }
         } else {
-            failed = Some(rate);
-            break;
-        }
-    }
-    if let (Some(f), lo) = (failed, best.map(|b| b.0)) {
-        let mut lo = lo.unwrap_or(f / 4.0);
-        let mut hi = f;
-        for _ in 0..refine {
+            let (lo, hi, done) = bisect;
             let mid = (lo * hi).sqrt().round();
-            if mid <= lo || mid >= hi {
+            if done >= refine || mid <= lo || mid >= hi {
                 break;
             }
-            let (ok, r) = try_rate(mid, &mut steps).await?;
-            let achieved = r.achieved_rps;
-            steps.push(r);
-            if ok {
-                lo = mid;
-                if best.is_none_or(|b| mid > b.0) {
-                    best = Some((mid, achieved));
-                }
-            } else {
-                hi = mid;
-                failed = Some(hi);
+            mid
+        };
+        if pool_overloaded {
+            pool = client();
+            pool_overloaded = false;
+            let warm = best.map(|b| b.0).unwrap_or(rate / 4.0);
+            run_rate(
+                &pool,
+                target.clone(),
+                label,
+                warm,
+                Duration::from_secs(1),
+                max_inflight,
+            )
+            .await?;
+        }
+        let mut r = run_rate(&pool, target.clone(), label, rate, step, max_inflight).await?;
+        let ok = criteria.met(&r);
+        r.sustained = Some(ok);
+        eprintln!(
+            "  [{label}] step {}: {rate:.0} req/s -> achieved {:.0}, p50 {:.2} ms, p99 {:.2} ms, errors {:.3}% {}",
+            steps.len(),
+            r.achieved_rps,
+            r.latency.p50_ms,
+            r.latency.p99_ms,
+            r.error_rate * 100.0,
+            if ok { "ok" } else { "FAIL" }
+        );
+        let achieved = r.achieved_rps;
+        steps.push(r);
+        tokio::time::sleep(pause).await;
+        if ok {
+            if best.is_none_or(|b| rate > b.0) {
+                best = Some((rate, achieved));
             }
+            if failed.is_some() {
+                bisect.0 = rate;
+                bisect.2 += 1;
+            }
+        } else {
+            pool_overloaded = true;
+            if failed.is_none() {
+                bisect = (best.map(|b| b.0).unwrap_or(rate / 4.0), rate, 0);
+            } else {
+                bisect.1 = rate;
+                bisect.2 += 1;
+            }
+            failed = Some(rate);
         }
     }
     Ok(StepResult {

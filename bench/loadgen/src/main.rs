@@ -241,9 +241,7 @@ fn main() -> anyhow::Result<()> {
                 min_achieved: 0.95,
             };
             let r = runtime(common.threads)?.block_on(async {
-                let client = load::client();
                 load::run_step(
-                    &client,
                     t,
                     &common.label,
                     &rates,
