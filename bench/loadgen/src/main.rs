@@ -70,11 +70,13 @@ enum Cmd {
     Step {
         #[command(flatten)]
         common: Common,
-        /// Comma-separated ascending rates.
+        /// Comma-separated ascending rates. Above 2,000 each is 1.2× the last: a bigger jump opens
+        /// a burst of new connections that can tip a target near its edge into a queue it would
+        /// not have built at that rate approached gradually.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "50,100,200,400,700,1000,1500,2000,3000,5000,7000,10000,14000,20000,28000,40000,56000"
+            default_value = "50,100,200,400,700,1000,1500,2000,2500,3000,3600,4300,5200,6200,7500,9000,10800,13000,15600,18700,22400,27000,32000,38500,46000,56000"
         )]
         rates: Vec<f64>,
         /// Seconds per step.
