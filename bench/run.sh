@@ -8,7 +8,7 @@
 # Results: bench/out/{results.jsonl,results.json,results.csv,table.md}. Method: docs/benchmarks.md.
 #
 # Usage:
-#   bench/run.sh                       full comparison (about 10-13 minutes)
+#   bench/run.sh                       full comparison (about 15-20 minutes)
 #   bench/run.sh --quick               short steps and rates: a smoke run (about 4 minutes)
 #   bench/run.sh --targets direct,nginx,switchyard
 #   bench/run.sh --long 600 [--long-rate 2000]
@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
         --long) LONG=$2; shift ;;
         --long-rate) LONG_RATE=$2; shift ;;
         --profile) PROFILE=$2; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
