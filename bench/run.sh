@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
         --long) LONG=$2; shift ;;
         --long-rate) LONG_RATE=$2; shift ;;
         --profile) PROFILE=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
