@@ -313,31 +313,34 @@ pub async fn run_step(
     max_inflight: usize,
     criteria: Criteria,
 ) -> anyhow::Result<StepResult> {
-    let mut steps: Vec<RateResult> = Vec::new();
+    let mut steps = Vec::new();
+    // Highest passing rate (the bisection's low end) and lowest failing rate (its high end).
     let mut best: Option<(f64, f64)> = None;
     let mut failed: Option<f64> = None;
+    let mut refined = 0u32;
     let mut pool = client();
     let mut pool_overloaded = false;
-    let mut next = rates.iter().copied();
-    let mut bisect = (0.0f64, 0.0f64, 0u32);
+    let mut ladder = rates.iter().copied();
     loop {
-        let rate = if failed.is_none() {
-            match next.next() {
+        let rate = match failed {
+            None => match ladder.next() {
                 Some(r) => r,
                 None => break,
+            },
+            Some(hi) => {
+                let lo = best.map_or(hi / 4.0, |b| b.0);
+                let mid = (lo * hi).sqrt().round();
+                if refined >= refine || mid <= lo || mid >= hi {
+                    break;
+                }
+                refined += 1;
+                mid
             }
-        } else {
-            let (lo, hi, done) = bisect;
-            let mid = (lo * hi).sqrt().round();
-            if done >= refine || mid <= lo || mid >= hi {
-                break;
-            }
-            mid
         };
         if pool_overloaded {
             pool = client();
             pool_overloaded = false;
-            let warm = best.map(|b| b.0).unwrap_or(rate / 4.0);
+            let warm = best.map_or(rate / 4.0, |b| b.0);
             run_rate(
                 &pool,
                 target.clone(),
@@ -364,21 +367,11 @@ pub async fn run_step(
         steps.push(r);
         tokio::time::sleep(pause).await;
         if ok {
-            if best.is_none_or(|b| rate > b.0) {
-                best = Some((rate, achieved));
-            }
-            if failed.is_some() {
-                bisect.0 = rate;
-                bisect.2 += 1;
-            }
+            // Ascending steps and bisection midpoints only pass above the last pass.
+            best = Some((rate, achieved));
         } else {
             pool_overloaded = true;
-            if failed.is_none() {
-                bisect = (best.map(|b| b.0).unwrap_or(rate / 4.0), rate, 0);
-            } else {
-                bisect.1 = rate;
-                bisect.2 += 1;
-            }
+            // Below the last failure: the first on the ladder, then bisection midpoints.
             failed = Some(rate);
         }
     }

@@ -163,11 +163,12 @@ async fn serve_until_drained(
 /// Serves until SIGTERM or Ctrl-C, then drains; blocks the calling thread.
 ///
 /// Thread per core, as nginx's worker processes: `workers` OS threads each run a
-/// single-threaded runtime accepting from its own socket (see [`bind_workers`]), and a request lives on one thread
-/// from accept to answer (its upstream connections too, see `HttpClients`). A work-stealing
-/// runtime wakes idle workers to share each burst of events: on a busy gateway that is several
-/// cross-thread wake-ups per request, which cost more CPU than the request itself. Blocking
-/// work (embeddings, the local engine) and the ledger writer keep their own threads.
+/// single-threaded runtime accepting from its own socket (see [`bind_workers`]), and a request
+/// lives on one thread from accept to answer (its upstream connections too, see `HttpClients`).
+/// A work-stealing runtime wakes idle workers to share each burst of events: on a busy gateway
+/// that is several cross-thread wake-ups per request, which cost more CPU than the request
+/// itself. Blocking work (embeddings, the local engine) and the ledger writer keep their own
+/// threads.
 pub fn serve_blocking(cfg: Config) -> anyhow::Result<()> {
     let workers = cfg.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
