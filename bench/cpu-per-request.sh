@@ -10,7 +10,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-target=${1:?usage: bench/cpu-per-request.sh switchyard|nginx|bare-hyper [RATE] [SECONDS]}
+target=${1:?usage: bench/cpu-per-request.sh switchyard|nginx|bare-hyper|bare-reqwest [RATE] [SECONDS]}
 rate=${2:-2000}
 secs=${3:-20}
 # shellcheck source=bench/standalone.sh
@@ -27,7 +27,10 @@ case $target in
     bare-hyper)
         "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 &
         url=http://127.0.0.1:4100/v1/chat/completions ;;
-    *) echo "target must be switchyard, nginx or bare-hyper" >&2; exit 2 ;;
+    bare-reqwest)
+        "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 --client reqwest &
+        url=http://127.0.0.1:4100/v1/chat/completions ;;
+    *) echo "target must be switchyard, nginx, bare-hyper or bare-reqwest" >&2; exit 2 ;;
 esac
 main=$!
 pids+=("$main")

@@ -167,6 +167,16 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         let _ = writeln!(out, "# TYPE switchyard_heap_bytes gauge");
         let _ = writeln!(out, "switchyard_heap_bytes{{state=\"in_use\"}} {in_use}");
         let _ = writeln!(out, "switchyard_heap_bytes{{state=\"free\"}} {free}");
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_heap_trims_total Times the heap trimmer returned free heap to the OS."
+        );
+        let _ = writeln!(out, "# TYPE switchyard_heap_trims_total counter");
+        let _ = writeln!(
+            out,
+            "switchyard_heap_trims_total {}",
+            crate::memory::trims()
+        );
     }
     (
         [(

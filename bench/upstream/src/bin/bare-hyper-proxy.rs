@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
 use http::{header, Request, Response, StatusCode};
+use futures_util::TryStreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -33,12 +34,18 @@ struct Args {
     /// Worker threads, one current-thread runtime each.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Upstream client: `hyper` (a hand-made per-thread pool of hyper connections) or `reqwest`
+    /// (a per-thread reqwest client, as Switchyard calls upstreams): the difference is the
+    /// cost of reqwest's layers alone.
+    #[arg(long, default_value = "hyper")]
+    client: String,
 }
 
 /// Idle upstream connections of one worker thread; a request takes one and puts it back once
 /// the answer has been read through.
 type Pool = Rc<RefCell<Vec<SendRequest<Incoming>>>>;
-type Body = BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
 
 async fn upstream_conn(addr: SocketAddr) -> anyhow::Result<SendRequest<Incoming>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
@@ -97,14 +104,63 @@ async fn forward(
             pool.borrow_mut().push(send);
         }
     });
-    Ok(resp.map(BodyExt::boxed))
+    Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
 }
 
-fn worker(listener: std::net::TcpListener, upstream: SocketAddr) -> anyhow::Result<()> {
+/// The same forwarding through a reqwest client: the body is read whole (as Switchyard reads
+/// a request before routing it) and the answer streamed back.
+async fn forward_reqwest(
+    client: reqwest::Client,
+    url: Rc<reqwest::Url>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let mut out = client.post((*url).clone()).body(body);
+    for name in [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT] {
+        if let Some(v) = parts.headers.get(&name) {
+            out = out.header(name, v);
+        }
+    }
+    let resp = match out.send().await {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_gateway(e)),
+    };
+    let mut builder = Response::builder().status(resp.status());
+    if let Some(v) = resp.headers().get(header::CONTENT_TYPE) {
+        builder = builder.header(header::CONTENT_TYPE, v);
+    }
+    let stream = resp
+        .bytes_stream()
+        .map_ok(hyper::body::Frame::data)
+        .map_err(BoxError::from);
+    match builder.body(BodyExt::boxed(http_body_util::StreamBody::new(stream))) {
+        Ok(r) => Ok(r),
+        Err(e) => Ok(bad_gateway(e)),
+    }
+}
+
+fn worker(
+    listener: std::net::TcpListener,
+    upstream: SocketAddr,
+    client: &str,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
+    let use_reqwest = match client {
+        "hyper" => false,
+        "reqwest" => true,
+        other => anyhow::bail!("--client must be hyper or reqwest, not {other}"),
+    };
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .build()?;
+    let url = Rc::new(reqwest::Url::parse(&format!(
+        "http://{upstream}/v1/chat/completions"
+    ))?);
     local.block_on(&rt, async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let pool: Pool = Rc::default();
@@ -112,9 +168,18 @@ fn worker(listener: std::net::TcpListener, upstream: SocketAddr) -> anyhow::Resu
             let (stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
             let pool = pool.clone();
+            let (http, url) = (http.clone(), url.clone());
             tokio::task::spawn_local(async move {
-                let service =
-                    hyper::service::service_fn(move |req| forward(pool.clone(), upstream, req));
+                let service = hyper::service::service_fn(move |req| {
+                    let (pool, http, url) = (pool.clone(), http.clone(), url.clone());
+                    async move {
+                        if use_reqwest {
+                            forward_reqwest(http, url, req).await
+                        } else {
+                            forward(pool, upstream, req).await
+                        }
+                    }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -140,8 +205,8 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.threads.max(1) {
         let listener = reuseport_listener(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let upstream = args.upstream;
-        threads.push(std::thread::spawn(move || worker(listener, upstream)));
+        let (upstream, client) = (args.upstream, args.client.clone());
+        threads.push(std::thread::spawn(move || worker(listener, upstream, &client)));
     }
     for t in threads {
         match t.join() {
