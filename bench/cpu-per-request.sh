@@ -6,7 +6,8 @@
 #
 #   bench/cpu-per-request.sh switchyard|nginx|bare-hyper [RATE=2000] [SECONDS=20]
 #
-# Uses the release binaries bench/run.sh builds (run it once first) and its nginx config.
+# Uses the release binaries bench/run.sh builds (run it once first) and its nginx config;
+# SWITCHYARD_BIN=path runs another gateway build (to compare two builds on the same machine).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -22,7 +23,7 @@ case $target in
         url=http://127.0.0.1:8080/v1/chat/completions ;;
     switchyard)
         rm -f "$WORK"/ledger.sqlite*
-        "$BIN/switchyard" serve --config bench/switchyard.toml >/dev/null 2>&1 &
+        "${SWITCHYARD_BIN:-$BIN/switchyard}" serve --config bench/switchyard.toml >/dev/null 2>&1 &
         url=http://127.0.0.1:4000/v1/chat/completions ;;
     bare-hyper)
         "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 &

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::openai::CowStr;
 
 /// `POST /v1/messages` request body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct MessagesRequest {
     pub model: String,
     pub messages: Vec<MessageParam>,
@@ -50,6 +50,21 @@ pub struct MessagesRequest {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+crate::de::deserialize_with_extra!(MessagesRequest {
+    required: [model, messages, max_tokens],
+    optional: [
+        system,
+        stop_sequences,
+        temperature,
+        top_p,
+        top_k,
+        stream,
+        tools,
+        tool_choice,
+        metadata,
+    ],
+});
 
 /// `system`: a string or an array of text blocks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -6,6 +6,7 @@
 //! * [`usage`]: provider-neutral token usage, the unit metering works in.
 
 pub mod anthropic;
+mod de;
 pub mod error;
 pub mod openai;
 pub mod sse;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::usage::TokenUsage;
 
 /// `POST /v1/chat/completions` request body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -46,6 +46,26 @@ pub struct ChatRequest {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+crate::de::deserialize_with_extra!(ChatRequest {
+    required: [model, messages],
+    optional: [
+        stream,
+        stream_options,
+        max_tokens,
+        max_completion_tokens,
+        temperature,
+        top_p,
+        n,
+        seed,
+        stop,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        response_format,
+        user,
+    ],
+});
 
 impl ChatRequest {
     pub fn is_stream(&self) -> bool {
@@ -115,13 +135,18 @@ impl ChatRequest {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StreamOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+crate::de::deserialize_with_extra!(StreamOptions {
+    required: [],
+    optional: [include_usage],
+});
 
 /// `stop`: one string or up to four.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -141,7 +166,7 @@ impl Stop {
 }
 
 /// One chat message. `role` is kept as a string: OpenAI adds roles (`developer`) over time.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Message {
     pub role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +181,11 @@ pub struct Message {
     pub extra: Map<String, Value>,
 }
 
+crate::de::deserialize_with_extra!(Message {
+    required: [role],
+    optional: [content, name, tool_calls, tool_call_id],
+});
+
 impl Message {
     pub fn text(role: &str, text: impl Into<String>) -> Self {
         Message {
@@ -167,11 +197,42 @@ impl Message {
 }
 
 /// Message content: a string, or an array of typed parts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
+}
+
+/// By hand rather than `#[serde(untagged)]`, which buffers the value before trying each variant:
+/// the JSON type alone says which variant it is.
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+            type Value = Content;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Content, E> {
+                Ok(Content::Text(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Content, E> {
+                Ok(Content::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Content, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(p) = seq.next_element()? {
+                    parts.push(p);
+                }
+                Ok(Content::Parts(parts))
+            }
+        }
+        d.deserialize_any(ContentVisitor)
+    }
 }
 
 impl Content {
@@ -465,13 +526,18 @@ pub struct CompletionView {
 }
 
 /// `POST /v1/embeddings` request. Only `model` and `input` are read; the rest passes through.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct EmbeddingsRequest {
     pub model: String,
     pub input: Value,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+crate::de::deserialize_with_extra!(EmbeddingsRequest {
+    required: [model, input],
+    optional: [],
+});
 
 impl EmbeddingsRequest {
     pub fn validate(&self) -> Result<(), crate::ApiError> {

@@ -204,7 +204,10 @@ mod tests {
     fn a_small_surge_after_a_trim_is_trimmed_once() {
         let mut trimmer = HeapTrimmer::default();
         trimmer.tick();
-        assert!(trimmer.tick().is_none(), "nothing changed since the last trim");
+        assert!(
+            trimmer.tick().is_none(),
+            "nothing changed since the last trim"
+        );
         // A surge of a few MB (a burst of connections' buffers), freed around small live
         // blocks that outlive it, as the connections that stay open do: far below any fixed
         // "worth it" threshold, and free() alone can give none of it back.
@@ -230,6 +233,9 @@ mod tests {
             "released {} bytes; RSS {after_free} kB after free, {after_trim} kB after trim",
             trimmed.released
         );
-        assert!(trimmer.tick().is_none(), "trimmed again with nothing new freed");
+        assert!(
+            trimmer.tick().is_none(),
+            "trimmed again with nothing new freed"
+        );
     }
 }

@@ -15,8 +15,8 @@ use std::rc::Rc;
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
-use http::{header, Request, Response, StatusCode};
 use futures_util::TryStreamExt;
+use http::{header, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -206,7 +206,9 @@ fn main() -> anyhow::Result<()> {
         let listener = reuseport_listener(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let (upstream, client) = (args.upstream, args.client.clone());
-        threads.push(std::thread::spawn(move || worker(listener, upstream, &client)));
+        threads.push(std::thread::spawn(move || {
+            worker(listener, upstream, &client)
+        }));
     }
     for t in threads {
         match t.join() {
