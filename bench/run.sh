@@ -8,7 +8,7 @@
 # Results: bench/out/{results.jsonl,results.json,results.csv,table.md}. Method: docs/benchmarks.md.
 #
 # Usage:
-#   bench/run.sh                       full comparison (about 30 minutes)
+#   bench/run.sh                       full comparison (about 35-40 minutes)
 #   bench/run.sh --quick               short steps and rates: a smoke run (about 4 minutes)
 #   bench/run.sh --targets direct,nginx,switchyard
 #   bench/run.sh --long 600 [--long-rate 2000]
