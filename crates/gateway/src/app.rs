@@ -126,40 +126,37 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
     gw.meter.render_metrics(&mut out);
     use std::fmt::Write as _;
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_uptime_seconds Seconds since the gateway started."
+    // One unlabelled series: its HELP and TYPE lines, then its value.
+    let mut series = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    series(
+        "switchyard_uptime_seconds",
+        "gauge",
+        "Seconds since the gateway started.",
+        gw.started_at.elapsed().as_secs_f64(),
     );
-    let _ = writeln!(out, "# TYPE switchyard_uptime_seconds gauge");
-    let _ = writeln!(
-        out,
-        "switchyard_uptime_seconds {}",
-        gw.started_at.elapsed().as_secs_f64()
+    series(
+        "switchyard_requests_in_flight",
+        "gauge",
+        "Requests being served now (limit: max_in_flight).",
+        gw.admission.in_flight() as f64,
     );
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_requests_in_flight Requests being served now (limit: max_in_flight)."
-    );
-    let _ = writeln!(out, "# TYPE switchyard_requests_in_flight gauge");
-    let _ = writeln!(
-        out,
-        "switchyard_requests_in_flight {}",
-        gw.admission.in_flight()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_requests_refused_overload_total Requests refused with 503 because max_in_flight were being served."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE switchyard_requests_refused_overload_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "switchyard_requests_refused_overload_total {}",
-        gw.admission.refused()
+    series(
+        "switchyard_requests_refused_overload_total",
+        "counter",
+        "Requests refused with 503 because max_in_flight were being served.",
+        gw.admission.refused() as f64,
     );
     if let Some((in_use, free)) = crate::memory::heap_bytes() {
+        series(
+            "switchyard_heap_trims_total",
+            "counter",
+            "Times the heap trimmer returned free heap to the OS.",
+            crate::memory::trims() as f64,
+        );
         let _ = writeln!(
             out,
             "# HELP switchyard_heap_bytes Heap bytes by state: in_use (live allocations) or free (held by the allocator, counted in RSS until trimmed)."
@@ -167,16 +164,6 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         let _ = writeln!(out, "# TYPE switchyard_heap_bytes gauge");
         let _ = writeln!(out, "switchyard_heap_bytes{{state=\"in_use\"}} {in_use}");
         let _ = writeln!(out, "switchyard_heap_bytes{{state=\"free\"}} {free}");
-        let _ = writeln!(
-            out,
-            "# HELP switchyard_heap_trims_total Times the heap trimmer returned free heap to the OS."
-        );
-        let _ = writeln!(out, "# TYPE switchyard_heap_trims_total counter");
-        let _ = writeln!(
-            out,
-            "switchyard_heap_trims_total {}",
-            crate::memory::trims()
-        );
     }
     (
         [(

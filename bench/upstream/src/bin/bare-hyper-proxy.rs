@@ -37,8 +37,14 @@ struct Args {
     /// Upstream client: `hyper` (a hand-made per-thread pool of hyper connections) or `reqwest`
     /// (a per-thread reqwest client, as Switchyard calls upstreams): the difference is the
     /// cost of reqwest's layers alone.
-    #[arg(long, default_value = "hyper")]
-    client: String,
+    #[arg(long, value_enum, default_value_t = UpstreamClient::Hyper)]
+    client: UpstreamClient,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum UpstreamClient {
+    Hyper,
+    Reqwest,
 }
 
 /// Idle upstream connections of one worker thread; a request takes one and puts it back once
@@ -143,24 +149,25 @@ async fn forward_reqwest(
 fn worker(
     listener: std::net::TcpListener,
     upstream: SocketAddr,
-    client: &str,
+    client: UpstreamClient,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let use_reqwest = match client {
-        "hyper" => false,
-        "reqwest" => true,
-        other => anyhow::bail!("--client must be hyper or reqwest, not {other}"),
+    // Built only in reqwest mode, so the hyper path carries nothing it does not use.
+    let via_reqwest = match client {
+        UpstreamClient::Hyper => None,
+        UpstreamClient::Reqwest => Some((
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .build()?,
+            Rc::new(reqwest::Url::parse(&format!(
+                "http://{upstream}/v1/chat/completions"
+            ))?),
+        )),
     };
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .build()?;
-    let url = Rc::new(reqwest::Url::parse(&format!(
-        "http://{upstream}/v1/chat/completions"
-    ))?);
     local.block_on(&rt, async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let pool: Pool = Rc::default();
@@ -168,15 +175,15 @@ fn worker(
             let (stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
             let pool = pool.clone();
-            let (http, url) = (http.clone(), url.clone());
+            let via_reqwest = via_reqwest.clone();
             tokio::task::spawn_local(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let (pool, http, url) = (pool.clone(), http.clone(), url.clone());
+                    let pool = pool.clone();
+                    let via_reqwest = via_reqwest.clone();
                     async move {
-                        if use_reqwest {
-                            forward_reqwest(http, url, req).await
-                        } else {
-                            forward(pool, upstream, req).await
+                        match via_reqwest {
+                            Some((http, url)) => forward_reqwest(http, url, req).await,
+                            None => forward(pool, upstream, req).await,
                         }
                     }
                 });
@@ -205,9 +212,9 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.threads.max(1) {
         let listener = reuseport_listener(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let (upstream, client) = (args.upstream, args.client.clone());
+        let (upstream, client) = (args.upstream, args.client);
         threads.push(std::thread::spawn(move || {
-            worker(listener, upstream, &client)
+            worker(listener, upstream, client)
         }));
     }
     for t in threads {
