@@ -2,7 +2,7 @@
 //!
 //! glibc keeps freed chunks in its per-thread arenas. After an overload that held ~4,000
 //! connections open at once (~70 KB each, client and upstream side), Switchyard's RSS stayed at
-//! ~290 MB with a fraction of that live; with this trimmer it is ~65 MB five seconds later
+//! ~290 MB with a fraction of that live; with this trimmer it is 65–70 MB five seconds later
 //! (`bench/rss-after-overload.sh`, docs/benchmarks.md). Smaller surges matter too: a burst of a
 //! few dozen connections left ~2 MB behind for good, which over a long run reads as growth. A
 //! background thread compares resident memory with live allocations every few seconds and trims
