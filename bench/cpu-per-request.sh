@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CPU time per request of Switchyard, nginx or a bare tokio + hyper proxy at a fixed open-loop rate:
 # utime + stime of the target's processes (/proc/PID/stat) over one `loadgen rate` run, divided
-# by its requests. `bare-hyper` is bench/upstream/src/bin/bare-hyper-proxy.rs: tokio + hyper forwarding
-# bytes and nothing else, the least a gateway on Switchyard's stack can cost.
+# by its requests, and how busy the whole machine was meanwhile. `bare-hyper` is
+# bench/upstream/src/bin/bare-hyper-proxy.rs: tokio + hyper forwarding bytes and nothing else,
+# the least a gateway on Switchyard's stack can cost.
 #
 #   bench/cpu-per-request.sh switchyard|nginx|bare-hyper [RATE=2000] [SECONDS=20]
 #
@@ -45,9 +46,15 @@ ticks() { # clock ticks of the target and its children (nginx workers)
     echo "$t"
 }
 "$BIN/loadgen" rate --url "$url" --label warmup --rate 500 --duration 2 >/dev/null
+machine() { # busy and total jiffies of the whole machine (load generator and upstream included)
+    awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
+}
+read -r busy0 total0 < <(machine)
 before=$(ticks)
 "$BIN/loadgen" rate --url "$url" --label "$target" --rate "$rate" --duration "$secs" 2>&1 | grep -o 'achieved.*' | head -1
 after=$(ticks)
+read -r busy1 total1 < <(machine)
 hz=$(getconf CLK_TCK)
 awk -v d=$((after - before)) -v hz="$hz" -v r="$rate" -v s="$secs" -v t="$target" \
     'BEGIN{printf "%s: %.0f us CPU per request at %d req/s (%.1f%% of one core)\n", t, d/hz/(r*s)*1e6, r, d/hz/s*100}'
+echo "whole machine busy over the run: $(( (busy1 - busy0) * 100 / (total1 - total0) ))% of its $(nproc) cores (load generator and upstream included)"
