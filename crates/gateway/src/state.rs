@@ -126,19 +126,9 @@ pub fn build_provider(
     })
 }
 
-/// The HTTP client for upstream calls: pooled keep-alive connections, no overall timeout
-/// (the gateway enforces first-token and total limits itself, per target). Redirects are not
-/// followed: a provider API does not redirect a POST, and following one would send the
-/// prompt (and, same-host, the key) somewhere the config did not name.
-pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(512)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+/// The HTTP client for upstream calls (see [`switchyard_providers::HttpClient`]).
+pub fn http_client(connect_timeout: Duration) -> Result<switchyard_providers::HttpClient, String> {
+    switchyard_providers::HttpClient::new(connect_timeout)
 }
 
 impl Gateway {

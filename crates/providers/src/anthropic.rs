@@ -41,8 +41,9 @@ use switchyard_api::{
 };
 
 use crate::{
-    error::{from_reqwest, retry_after},
-    openai::{error_message, read_limited},
+    client::{body_stream, parse_uri, read_body, read_limited},
+    error::retry_after,
+    openai::error_message,
     BoxFuture, ChatCall, ChatOutput, Completion, HttpClients, Provider, ProviderError,
     ProviderErrorKind, StreamItem, StreamSummary,
 };
@@ -137,8 +138,8 @@ impl AnthropicConfig {
 /// An Anthropic Messages API endpoint.
 pub struct Anthropic {
     name: String,
-    /// Parsed once: reqwest would otherwise parse a URL string per request.
-    messages_url: reqwest::Url,
+    /// Parsed once, at build time.
+    messages_url: http::Uri,
     /// Holds the key (marked sensitive); never formatted.
     headers: HeaderMap,
     default_max_tokens: u64,
@@ -180,8 +181,8 @@ impl Anthropic {
         let base = base.strip_suffix("/v1").unwrap_or(base);
         Ok(Anthropic {
             name: name.to_string(),
-            messages_url: reqwest::Url::parse(&format!("{base}/v1/messages"))
-                .map_err(|e| format!("base_url '{base}': {e}"))?,
+            messages_url: parse_uri(&format!("{base}/v1/messages"))
+                .map_err(|e| format!("base_url: {e}"))?,
             headers,
             default_max_tokens: cfg.default_max_tokens,
             client: client.into(),
@@ -205,24 +206,19 @@ impl Provider for Anthropic {
             let body = serde_json::to_vec(&req).map_err(|e| {
                 ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string())
             })?;
-            let mut rb = self
+            let resp = self
                 .client
                 .get()
-                .post(self.messages_url.clone())
-                .headers(self.headers.clone())
-                .body(body);
-            if stream {
-                rb = rb.header(http::header::ACCEPT, "text/event-stream");
-            }
-            let resp = rb.send().await.map_err(from_reqwest)?;
+                .post(&self.messages_url, &self.headers, body, stream)
+                .await?;
             if !resp.status().is_success() {
                 return Err(error_from_response(&self.name, resp).await);
             }
             if !stream {
-                let body = resp.bytes().await.map_err(from_reqwest)?;
+                let body = read_body(resp).await?;
                 return Ok(ChatOutput::Complete(completion_from_response(&body)?));
             }
-            let bytes = resp.bytes_stream().map(|r| r.map_err(from_reqwest));
+            let bytes = body_stream(resp);
             Ok(ChatOutput::Stream(Box::pin(anthropic_sse_stream(bytes))))
         })
     }
@@ -230,7 +226,10 @@ impl Provider for Anthropic {
 
 /// Reads an Anthropic error answer: status, `retry-after`, `error.type: error.message`, and
 /// the body kept as received.
-pub async fn error_from_response(provider: &str, resp: reqwest::Response) -> ProviderError {
+pub async fn error_from_response(
+    provider: &str,
+    resp: http::Response<hyper::body::Incoming>,
+) -> ProviderError {
     let status = resp.status().as_u16();
     let retry = retry_after(resp.headers());
     let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
@@ -1065,8 +1064,17 @@ mod tests {
                 base_url: base.into(),
                 ..Default::default()
             };
-            let a = Anthropic::build("a", &cfg, reqwest::Client::new()).unwrap();
-            assert_eq!(a.messages_url.as_str(), "http://h:1/v1/messages", "{base}");
+            let a = Anthropic::build(
+                "a",
+                &cfg,
+                crate::HttpClient::new(std::time::Duration::from_secs(5)).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                a.messages_url.to_string(),
+                "http://h:1/v1/messages",
+                "{base}"
+            );
         }
     }
 

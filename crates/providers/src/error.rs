@@ -136,21 +136,6 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Maps a reqwest failure to an attempt error, without the URL's query (which may hold a key).
-pub fn from_reqwest(e: reqwest::Error) -> ProviderError {
-    let kind = if e.is_timeout() {
-        ProviderErrorKind::Timeout
-    } else if e.is_connect() {
-        ProviderErrorKind::Connect
-    } else if e.is_decode() {
-        ProviderErrorKind::Protocol
-    } else {
-        ProviderErrorKind::Io
-    };
-    let e = e.without_url();
-    ProviderError::new(kind, format!("upstream request failed: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! an adapter makes one attempt.
 
 pub mod anthropic;
+pub mod client;
 mod error;
 pub mod openai;
 mod stream;
@@ -21,6 +22,7 @@ use switchyard_api::{
     TokenUsage,
 };
 
+pub use client::HttpClient;
 pub use error::{ProviderError, ProviderErrorKind};
 pub use stream::{ChunkStream, StreamItem, StreamSummary};
 
@@ -119,20 +121,20 @@ pub struct HttpClients {
     inner: Arc<ClientsInner>,
 }
 
-type MakeClient = dyn Fn() -> Result<reqwest::Client, String> + Send + Sync;
+type MakeClient = dyn Fn() -> Result<HttpClient, String> + Send + Sync;
 
 struct ClientsInner {
     /// Tells this set's clients apart in the thread-local table.
     id: u64,
     /// Built up front so configuration errors show at start-up; also the fallback.
-    first: reqwest::Client,
+    first: HttpClient,
     make: Option<Box<MakeClient>>,
 }
 
 impl HttpClients {
     /// A client per calling thread, each built by `make` on the thread's first call.
     pub fn per_thread(
-        make: impl Fn() -> Result<reqwest::Client, String> + Send + Sync + 'static,
+        make: impl Fn() -> Result<HttpClient, String> + Send + Sync + 'static,
     ) -> Result<Self, String> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let first = make()?;
@@ -146,14 +148,14 @@ impl HttpClients {
     }
 
     /// The client for the calling thread (a cheap handle clone).
-    pub fn get(&self) -> reqwest::Client {
+    pub fn get(&self) -> HttpClient {
         let Some(make) = &self.inner.make else {
             return self.inner.first.clone();
         };
         thread_local! {
             // A handful of providers per process: a linear scan beats hashing here. Entries
             // live as long as the thread (providers are built once per process).
-            static CLIENTS: std::cell::RefCell<Vec<(u64, reqwest::Client)>> =
+            static CLIENTS: std::cell::RefCell<Vec<(u64, HttpClient)>> =
                 const { std::cell::RefCell::new(Vec::new()) };
         }
         CLIENTS.with(|clients| {
@@ -169,9 +171,9 @@ impl HttpClients {
     }
 }
 
-impl From<reqwest::Client> for HttpClients {
+impl From<HttpClient> for HttpClients {
     /// One client shared by every thread.
-    fn from(client: reqwest::Client) -> Self {
+    fn from(client: HttpClient) -> Self {
         HttpClients {
             inner: Arc::new(ClientsInner {
                 id: u64::MAX,

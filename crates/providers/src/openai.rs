@@ -21,7 +21,8 @@ use switchyard_api::{
 };
 
 use crate::{
-    error::{from_reqwest, retry_after},
+    client::{body_stream, parse_uri, read_body, read_limited},
+    error::retry_after,
     BoxFuture, ChatCall, ChatOutput, Completion, EmbeddingsCall, HttpClients, Provider,
     ProviderError, ProviderErrorKind, StreamItem, StreamSummary,
 };
@@ -62,9 +63,9 @@ impl OpenAiConfig {
 /// An OpenAI-compatible endpoint.
 pub struct OpenAi {
     name: String,
-    /// Parsed once: reqwest would otherwise parse (and IDNA-normalise) a URL string per request.
-    chat_url: reqwest::Url,
-    embeddings_url: reqwest::Url,
+    /// Parsed once, at build time.
+    chat_url: http::Uri,
+    embeddings_url: http::Uri,
     headers: HeaderMap,
     client: HttpClients,
 }
@@ -88,10 +89,8 @@ impl OpenAi {
         };
         let headers = crate::static_headers(credential, &cfg.headers);
         let base = cfg.base_url.trim_end_matches('/');
-        let url = |path: &str| {
-            reqwest::Url::parse(&format!("{base}/{path}"))
-                .map_err(|e| format!("base_url '{base}': {e}"))
-        };
+        let url =
+            |path: &str| parse_uri(&format!("{base}/{path}")).map_err(|e| format!("base_url: {e}"));
         Ok(OpenAi {
             name: name.to_string(),
             chat_url: url("chat/completions")?,
@@ -103,20 +102,15 @@ impl OpenAi {
 
     async fn post(
         &self,
-        url: &reqwest::Url,
+        url: &http::Uri,
         body: Vec<u8>,
         stream: bool,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let mut req = self
+    ) -> Result<http::Response<hyper::body::Incoming>, ProviderError> {
+        let resp = self
             .client
             .get()
-            .post(url.clone())
-            .headers(self.headers.clone())
-            .body(body);
-        if stream {
-            req = req.header(http::header::ACCEPT, "text/event-stream");
-        }
-        let resp = req.send().await.map_err(from_reqwest)?;
+            .post(url, &self.headers, body, stream)
+            .await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -140,7 +134,10 @@ pub fn upstream_body(req: &ChatRequest, model: &str) -> Result<Vec<u8>, Provider
 }
 
 /// Reads an error answer: OpenAI's `{"error": {"message": ...}}`, or whatever text came.
-pub async fn error_from_response(provider: &str, resp: reqwest::Response) -> ProviderError {
+pub async fn error_from_response(
+    provider: &str,
+    resp: http::Response<hyper::body::Incoming>,
+) -> ProviderError {
     let status = resp.status().as_u16();
     let retry = retry_after(resp.headers());
     let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
@@ -170,21 +167,6 @@ pub fn error_message(body: &[u8]) -> String {
             s.chars().take(300).collect()
         }
     }
-}
-
-/// Reads a body up to `limit` bytes.
-pub async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes, ProviderError> {
-    let mut out = Vec::new();
-    let mut s = resp.bytes_stream();
-    while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(from_reqwest)?;
-        let room = limit.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= limit {
-            break;
-        }
-    }
-    Ok(Bytes::from(out))
 }
 
 /// Reads a whole completion and what the meter needs from it.
@@ -241,10 +223,10 @@ impl Provider for OpenAi {
             let body = upstream_body(&call.request, &call.model)?;
             let resp = self.post(&self.chat_url, body, stream).await?;
             if !stream {
-                let body = resp.bytes().await.map_err(from_reqwest)?;
+                let body = read_body(resp).await?;
                 return Ok(ChatOutput::Complete(completion_from_body(body)?));
             }
-            let bytes = resp.bytes_stream().map(|r| r.map_err(from_reqwest));
+            let bytes = body_stream(resp);
             Ok(ChatOutput::Stream(Box::pin(openai_sse_stream(bytes))))
         })
     }
@@ -257,7 +239,7 @@ impl Provider for OpenAi {
                 ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string())
             })?;
             let resp = self.post(&self.embeddings_url, body, false).await?;
-            let body = resp.bytes().await.map_err(from_reqwest)?;
+            let body = read_body(resp).await?;
             #[derive(Deserialize)]
             struct View {
                 usage: Option<EmbUsage>,

@@ -20,6 +20,11 @@ use switchyard_testkit::anthropic::{Answer, MockAnthropic, Reply};
 const KEY_VAR: &str = "SWITCHYARD_TEST_ANTHROPIC_KEY";
 const KEY: &str = "sk-ant-test-secret-4242";
 
+/// The adapter's own HTTP client, as `switchyard serve` builds it.
+fn test_client() -> switchyard_providers::HttpClient {
+    switchyard_providers::HttpClient::new(std::time::Duration::from_secs(5)).unwrap()
+}
+
 fn provider(srv: &switchyard_testkit::Running) -> Anthropic {
     std::env::set_var(KEY_VAR, KEY);
     provider_with(format!("http://{}", srv.addr), Some(KEY_VAR))
@@ -32,7 +37,7 @@ fn provider_with(base_url: String, key_env: Option<&str>) -> Anthropic {
         default_max_tokens: 1000,
         ..Default::default()
     };
-    Anthropic::build("claude", &cfg, reqwest::Client::new()).unwrap()
+    Anthropic::build("claude", &cfg, test_client()).unwrap()
 }
 
 fn call(stream: bool, extra: Value) -> ChatCall {
@@ -570,7 +575,7 @@ async fn the_api_key_is_sent_and_never_in_errors() {
         api_key_env: Some("SWITCHYARD_TEST_NO_SUCH_ANTHROPIC_VAR".into()),
         ..Default::default()
     };
-    let err = Anthropic::build("claude", &missing, reqwest::Client::new()).unwrap_err();
+    let err = Anthropic::build("claude", &missing, test_client()).unwrap_err();
     assert!(
         err.contains("SWITCHYARD_TEST_NO_SUCH_ANTHROPIC_VAR"),
         "{err}"

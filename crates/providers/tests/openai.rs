@@ -13,13 +13,18 @@ use switchyard_providers::{
 };
 use switchyard_testkit::openai::{Answer, MockOpenAi, Reply};
 
+/// The adapter's own HTTP client, as `switchyard serve` builds it.
+fn test_client() -> switchyard_providers::HttpClient {
+    switchyard_providers::HttpClient::new(std::time::Duration::from_secs(5)).unwrap()
+}
+
 fn provider(base_url: String, key_env: Option<&str>) -> OpenAi {
     let cfg = OpenAiConfig {
         base_url,
         api_key_env: key_env.map(str::to_string),
         headers: Default::default(),
     };
-    OpenAi::build("up", &cfg, reqwest::Client::new()).unwrap()
+    OpenAi::build("up", &cfg, test_client()).unwrap()
 }
 
 fn call(stream: bool, extra: serde_json::Value) -> ChatCall {
@@ -308,9 +313,7 @@ async fn api_key_is_sent_and_never_in_errors() {
         api_key_env: Some("SWITCHYARD_TEST_NO_SUCH_VAR".into()),
         headers: Default::default(),
     };
-    let err = OpenAi::build("up", &missing, reqwest::Client::new())
-        .err()
-        .unwrap();
+    let err = OpenAi::build("up", &missing, test_client()).err().unwrap();
     assert!(err.contains("SWITCHYARD_TEST_NO_SUCH_VAR"));
 }
 

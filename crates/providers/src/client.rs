@@ -1,0 +1,224 @@
+//! The upstream HTTP client: hyper's pooled client over TCP, or TLS (rustls with the ring
+//! provider and webpki's roots), and nothing else on the path.
+//!
+//! Why not reqwest: each call went through a redirect-following service that re-parses the
+//! URL even with redirects off, and a retry layer the gateway never uses. Measured as a bare
+//! proxy, that cost 5–39 µs of CPU per request on this VM (docs/benchmarks.md,
+//! `bench/cpu-per-request.sh bare-reqwest` against `bare-hyper`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::{ProviderError, ProviderErrorKind};
+
+/// How long an idle pooled connection is kept, and how many per host.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+const POOL_MAX_IDLE_PER_HOST: usize = 512;
+
+/// A pooled keep-alive client for `http://` and `https://` (HTTP/1.1, or HTTP/2 when the
+/// server offers it over TLS). No overall timeout: the gateway enforces first-token and total
+/// limits itself, per target. Redirects are not followed: a provider API does not redirect a
+/// POST, and following one would send the prompt somewhere the config did not name.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl HttpClient {
+    /// A client whose TCP connects give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| format!("cannot set up TLS for the HTTP client: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .build(connector);
+        Ok(HttpClient { inner })
+    }
+
+    /// POSTs `body` with `headers` (and `Accept: text/event-stream` when `sse`); returns the
+    /// answer whatever its status, with its body unread.
+    pub async fn post(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+        sse: bool,
+    ) -> Result<Response<Incoming>, ProviderError> {
+        let mut req = Request::post(uri.clone())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string()))?;
+        *req.headers_mut() = headers.clone();
+        if sse {
+            req.headers_mut().insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
+        }
+        self.inner.request(req).await.map_err(request_error)
+    }
+}
+
+/// A parsed upstream URL (checked once at build time, not per request).
+pub fn parse_uri(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("'{url}': {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+        _ => Err(format!("'{url}': not an http:// or https:// URL")),
+    }
+}
+
+/// The whole body of an answer.
+pub async fn read_body(resp: Response<Incoming>) -> Result<Bytes, ProviderError> {
+    resp.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(body_error)
+}
+
+/// The body of an answer as it arrives, piece by piece.
+pub fn body_stream(
+    resp: Response<Incoming>,
+) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin {
+    BodyDataStream::new(resp.into_body()).map(|r| r.map_err(body_error))
+}
+
+/// Reads a body up to `limit` bytes (error answers: enough to show, never unbounded).
+pub async fn read_limited(resp: Response<Incoming>, limit: usize) -> Result<Bytes, ProviderError> {
+    let mut out = Vec::new();
+    let mut s = body_stream(resp);
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk?;
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A failed call: timeouts and refused connections told apart from broken ones. The message
+/// carries the causes (hyper's own text is only "client error (Connect)") but never the URL.
+fn request_error(e: hyper_util::client::legacy::Error) -> ProviderError {
+    let timed_out = causes(&e).any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    });
+    let kind = if timed_out {
+        ProviderErrorKind::Timeout
+    } else if e.is_connect() {
+        ProviderErrorKind::Connect
+    } else {
+        ProviderErrorKind::Io
+    };
+    ProviderError::new(kind, format!("upstream request failed: {}", chain(&e)))
+}
+
+fn body_error(e: hyper::Error) -> ProviderError {
+    let kind = if e.is_parse() || e.is_incomplete_message() {
+        ProviderErrorKind::Protocol
+    } else if e.is_timeout() {
+        ProviderErrorKind::Timeout
+    } else {
+        ProviderErrorKind::Io
+    };
+    ProviderError::new(
+        kind,
+        format!("reading the upstream answer failed: {}", chain(&e)),
+    )
+}
+
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+/// "outer: cause: root cause".
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    causes(e)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn only_http_and_https_urls_with_a_host_are_upstreams() {
+        assert!(parse_uri("http://127.0.0.1:9000/v1/chat/completions").is_ok());
+        assert!(parse_uri("https://api.openai.com/v1/chat/completions").is_ok());
+        for bad in ["ftp://h/x", "/v1/chat", "http:///x", "not a url"] {
+            assert!(parse_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// An https:// upstream gets a TLS handshake (a ClientHello record), not plain HTTP.
+    #[tokio::test]
+    async fn https_urls_speak_tls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let first_bytes = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 3];
+            sock.read_exact(&mut buf).await.unwrap();
+            buf
+        });
+        let client = HttpClient::new(Duration::from_secs(2)).unwrap();
+        let uri = parse_uri(&format!("https://{addr}/v1/messages")).unwrap();
+        let call = tokio::spawn(async move {
+            client
+                .post(&uri, &HeaderMap::new(), b"{}".to_vec(), false)
+                .await
+        });
+        let buf = first_bytes.await.unwrap();
+        // TLS record: content type 22 (handshake), protocol version 3.x.
+        assert_eq!(buf[0], 0x16, "{buf:?}");
+        assert_eq!(buf[1], 0x03, "{buf:?}");
+        // The server hung up mid-handshake: a failed call, not a hang or a panic.
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.message.contains("upstream request failed"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let client = HttpClient::new(Duration::from_secs(2)).unwrap();
+        let uri = parse_uri(&format!("http://{addr}/v1/chat/completions")).unwrap();
+        let err = client
+            .post(&uri, &HeaderMap::new(), Vec::new(), false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Connect, "{err:?}");
+        assert!(
+            err.message.contains("refused"),
+            "the cause is in the message: {err:?}"
+        );
+    }
+}
