@@ -9,7 +9,7 @@ use std::{
 use axum::{
     body::Body,
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
@@ -76,7 +76,7 @@ pub fn face_error(face: FaceKind, e: &ApiError, request_id: Option<&str>) -> Res
         h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        h.insert("x-request-id", id);
+        h.insert(X_REQUEST_ID, id);
     }
     resp
 }
@@ -650,7 +650,7 @@ async fn serve_chat(
             served_headers(h, &ctx.id, &target.id, walk.attempts);
             if let Some(cost) = cost {
                 if let Ok(v) = HeaderValue::from_str(&format!("{cost:.8}")) {
-                    h.insert("x-switchyard-cost-usd", v);
+                    h.insert(X_SWITCHYARD_COST_USD, v);
                 }
             }
             resp
@@ -695,14 +695,20 @@ async fn serve_chat(
     }
 }
 
+// Names built once: a `&str` name is parsed and checked again on every insert.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_SWITCHYARD_TARGET: HeaderName = HeaderName::from_static("x-switchyard-target");
+const X_SWITCHYARD_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+const X_SWITCHYARD_COST_USD: HeaderName = HeaderName::from_static("x-switchyard-cost-usd");
+
 fn served_headers(h: &mut HeaderMap, id: &str, target: &str, attempts: u32) {
     if let Ok(v) = HeaderValue::from_str(id) {
-        h.insert("x-request-id", v);
+        h.insert(X_REQUEST_ID, v);
     }
     if let Ok(v) = HeaderValue::from_str(target) {
-        h.insert("x-switchyard-target", v);
+        h.insert(X_SWITCHYARD_TARGET, v);
     }
-    h.insert("x-switchyard-attempts", HeaderValue::from(attempts));
+    h.insert(X_SWITCHYARD_ATTEMPTS, HeaderValue::from(attempts));
 }
 
 /// Records the request if the handler is dropped (the client went away) before it finished.
@@ -809,7 +815,7 @@ async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             served_headers(h, &ctx.id, &target.id, walk.attempts);
             if let Some(cost) = cost {
                 if let Ok(v) = HeaderValue::from_str(&format!("{cost:.8}")) {
-                    h.insert("x-switchyard-cost-usd", v);
+                    h.insert(X_SWITCHYARD_COST_USD, v);
                 }
             }
             resp
