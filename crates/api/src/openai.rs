@@ -135,6 +135,98 @@ impl ChatRequest {
     }
 }
 
+/// A [`ChatRequest`] as forwarded to an OpenAI-compatible target, serialized from borrows so
+/// a fallback attempt does not copy the conversation. Same fields, same order.
+#[derive(Serialize)]
+struct ForwardedChat<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<std::borrow::Cow<'a, StreamOptions>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a Vec<Tool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// The JSON body for a target: `model` replaced and, on streams,
+    /// `stream_options.include_usage` turned on so the meter gets real token counts; every
+    /// other field as the client sent it.
+    pub fn forwarded_json(&self, model: &str) -> serde_json::Result<Vec<u8>> {
+        // No `..`: a field added to ChatRequest fails to compile here until it is forwarded.
+        let ChatRequest {
+            model: _,
+            messages,
+            stream,
+            stream_options,
+            max_tokens,
+            max_completion_tokens,
+            temperature,
+            top_p,
+            n,
+            seed,
+            stop,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
+            user,
+            extra,
+        } = self;
+        let stream_options = if self.is_stream() {
+            let mut o = stream_options.clone().unwrap_or_default();
+            o.include_usage = Some(true);
+            Some(std::borrow::Cow::Owned(o))
+        } else {
+            stream_options.as_ref().map(std::borrow::Cow::Borrowed)
+        };
+        serde_json::to_vec(&ForwardedChat {
+            model,
+            messages,
+            stream: *stream,
+            stream_options,
+            max_tokens: *max_tokens,
+            max_completion_tokens: *max_completion_tokens,
+            temperature: *temperature,
+            top_p: *top_p,
+            n: *n,
+            seed: *seed,
+            stop: stop.as_ref(),
+            tools: tools.as_ref(),
+            tool_choice: tool_choice.as_ref(),
+            parallel_tool_calls: *parallel_tool_calls,
+            response_format: response_format.as_ref(),
+            user: user.as_deref(),
+            extra,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StreamOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -596,6 +688,47 @@ pub struct ModelList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The forwarded body is the client's request with only `model` (and, on streams,
+    /// `stream_options.include_usage`) changed: every field, set or not, and unknown ones.
+    #[test]
+    fn the_forwarded_body_changes_only_model_and_stream_usage() {
+        let full = serde_json::json!({
+            "model": "alias", "messages": [{"role": "user", "content": "hi", "x_msg": 1}],
+            "stream_options": {"include_usage": false, "x_opt": 2},
+            "max_tokens": 5, "max_completion_tokens": 6, "temperature": 0.5, "top_p": 0.9,
+            "n": 1, "seed": 7, "stop": ["\n"], "parallel_tool_calls": false,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            "tool_choice": "auto", "response_format": {"type": "json_object"}, "user": "u",
+            "logit_bias": {"50256": -100}, "reasoning_effort": "low"
+        });
+        for stream in [None, Some(false), Some(true)] {
+            let mut body = full.clone();
+            if let Some(s) = stream {
+                body["stream"] = serde_json::json!(s);
+            }
+            let req: ChatRequest = serde_json::from_value(body.clone()).unwrap();
+            let sent: Value =
+                serde_json::from_slice(&req.forwarded_json("upstream-model").unwrap()).unwrap();
+            let mut expected = body;
+            expected["model"] = "upstream-model".into();
+            if stream == Some(true) {
+                expected["stream_options"]["include_usage"] = true.into();
+            }
+            assert_eq!(sent, expected, "stream {stream:?}");
+        }
+        // A stream with no stream_options gets them.
+        let req: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true
+        }))
+        .unwrap();
+        let sent: Value = serde_json::from_slice(&req.forwarded_json("t").unwrap()).unwrap();
+        assert_eq!(
+            sent["stream_options"],
+            serde_json::json!({"include_usage": true})
+        );
+        assert_eq!(sent.as_object().unwrap().len(), 4, "{sent}");
+    }
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::LedgerRecord;
 
@@ -44,9 +44,13 @@ struct Histogram {
 
 #[derive(Debug)]
 enum Series {
-    Counter(BTreeMap<Vec<String>, f64>),
-    Histogram(&'static [f64], BTreeMap<Vec<String>, Histogram>),
+    Counter(BTreeMap<Vec<Label>, f64>),
+    Histogram(&'static [f64], BTreeMap<Vec<Label>, Histogram>),
 }
+
+/// A label value, shared by every series that carries it: a record looks its series up with
+/// a borrowed key and allocates only for a series it has not seen before.
+type Label = Arc<str>;
 
 #[derive(Debug)]
 struct Family {
@@ -80,22 +84,33 @@ impl Family {
         }
     }
 
-    fn add(&mut self, values: Vec<String>, v: f64) {
+    fn add(&mut self, values: &[Label], v: f64) {
         if let Series::Counter(m) = &mut self.series {
-            *m.entry(values).or_insert(0.0) += v;
+            match m.get_mut(values) {
+                Some(total) => *total += v,
+                None => {
+                    m.insert(values.to_vec(), v);
+                }
+            }
         }
     }
 
-    fn observe(&mut self, values: Vec<String>, v: f64) {
+    fn observe(&mut self, values: &[Label], v: f64) {
         if !v.is_finite() {
             return;
         }
         if let Series::Histogram(bounds, m) = &mut self.series {
-            let h = m.entry(values).or_insert_with(|| Histogram {
-                counts: vec![0; bounds.len()],
-                sum: 0.0,
-                count: 0,
-            });
+            if !m.contains_key(values) {
+                let empty = Histogram {
+                    counts: vec![0; bounds.len()],
+                    sum: 0.0,
+                    count: 0,
+                };
+                m.insert(values.to_vec(), empty);
+            }
+            let Some(h) = m.get_mut(values) else {
+                return;
+            };
             for (i, b) in bounds.iter().enumerate() {
                 if v <= *b {
                     h.counts[i] += 1;
@@ -164,7 +179,7 @@ fn sample(
     name: &str,
     suffix: &str,
     labels: &[&str],
-    values: &[String],
+    values: &[Label],
     le: Option<&str>,
     v: f64,
 ) {
@@ -175,7 +190,7 @@ fn sample(
         .iter()
         .zip(values)
         .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (*k, v.as_str()))
+        .map(|(k, v)| (*k, &**v))
         .chain(le.map(|l| ("le", l)));
     for (k, v) in pairs {
         out.push(if first { '{' } else { ',' });
@@ -312,24 +327,58 @@ fn families() -> Vec<Family> {
 #[derive(Debug)]
 struct State {
     families: Vec<Family>,
-    seen: HashMap<&'static str, HashSet<String>>,
+    seen: HashMap<&'static str, HashSet<Label>>,
+    /// Values the gateway itself names (operations, energy methods, token types, statuses):
+    /// a fixed handful, so never folded.
+    fixed: HashSet<Label>,
+    statuses: HashMap<u16, Label>,
+    empty: Label,
+    other: Label,
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            families: families(),
+            seen: HashMap::new(),
+            fixed: HashSet::new(),
+            statuses: HashMap::new(),
+            empty: Label::from(""),
+            other: Label::from(OTHER),
+        }
+    }
+
     /// The value to use for a label, folding new values into [`OTHER`] once a label has many.
-    fn bound(&mut self, label: &'static str, v: Option<&str>) -> String {
+    fn bound(&mut self, label: &'static str, v: Option<&str>) -> Label {
         let Some(v) = v.filter(|v| !v.is_empty()) else {
-            return String::new();
+            return self.empty.clone();
         };
         let seen = self.seen.entry(label).or_default();
-        if seen.contains(v) {
-            v.to_string()
+        if let Some(known) = seen.get(v) {
+            known.clone()
         } else if seen.len() < MAX_VALUES_PER_LABEL {
-            seen.insert(v.to_string());
-            v.to_string()
+            let value = Label::from(v);
+            seen.insert(value.clone());
+            value
         } else {
-            OTHER.to_string()
+            self.other.clone()
         }
+    }
+
+    fn fixed(&mut self, v: &str) -> Label {
+        if let Some(known) = self.fixed.get(v) {
+            return known.clone();
+        }
+        let value = Label::from(v);
+        self.fixed.insert(value.clone());
+        value
+    }
+
+    fn status(&mut self, status: u16) -> Label {
+        self.statuses
+            .entry(status)
+            .or_insert_with(|| Label::from(status.to_string()))
+            .clone()
     }
 }
 
@@ -344,10 +393,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            state: Mutex::new(State {
-                families: families(),
-                seen: HashMap::new(),
-            }),
+            state: Mutex::new(State::new()),
             records_written: AtomicU64::new(0),
             records_dropped: AtomicU64::new(0),
         }
@@ -358,60 +404,59 @@ impl Metrics {
     /// Adds one finished request.
     pub fn observe(&self, r: &LedgerRecord) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let op = r.operation.clone();
+        let op = s.fixed(&r.operation);
         let route = s.bound("route", Some(&r.route));
         let target = s.bound("target", r.target.as_deref());
         let class = s.bound("class", r.class.as_deref());
         let kind = s.bound("provider_kind", r.provider_kind.as_deref());
         let model = s.bound("model", r.model.as_deref());
         let error = s.bound("error_type", r.error_type.as_deref());
-        let f = &mut s.families;
+        let status = s.status(r.status);
 
         // Token usage is a provider figure: none for requests that never reached one or got
         // nothing back.
         if r.target.is_some() && (r.input_tokens > 0 || r.output_tokens > 0) {
             for (t, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
-                let labels = vec![op.clone(), kind.clone(), model.clone(), t.to_string()];
-                f[TOKEN_USAGE].observe(labels, n as f64);
+                let t = s.fixed(t);
+                let labels = [op.clone(), kind.clone(), model.clone(), t];
+                s.families[TOKEN_USAGE].observe(&labels, n as f64);
             }
         }
+        let method = r.energy_wh.is_some().then(|| s.fixed(&r.energy_method));
+        let f = &mut s.families;
         if let Some(ms) = r.upstream_latency_ms {
-            let labels = vec![op.clone(), kind.clone(), model.clone(), error.clone()];
-            f[CLIENT_DURATION].observe(labels, ms / 1000.0);
+            let labels = [op.clone(), kind.clone(), model.clone(), error.clone()];
+            f[CLIENT_DURATION].observe(&labels, ms / 1000.0);
         }
         f[SERVER_DURATION].observe(
-            vec![op.clone(), route.clone(), error.clone()],
+            &[op.clone(), route.clone(), error.clone()],
             r.latency_ms / 1000.0,
         );
         if let Some(ttft) = r.ttft_ms {
-            f[TTFT].observe(vec![op.clone(), route.clone()], ttft / 1000.0);
+            f[TTFT].observe(&[op.clone(), route.clone()], ttft / 1000.0);
             if let Some(tpot) = time_per_output_token_s(r.latency_ms, ttft, r.output_tokens) {
-                f[TPOT].observe(vec![op.clone(), route.clone()], tpot);
+                f[TPOT].observe(&[op.clone(), route.clone()], tpot);
             }
         }
-        let status = r.status.to_string();
-        f[REQUESTS].add(
-            vec![route.clone(), target.clone(), class.clone(), status],
-            1.0,
-        );
+        f[REQUESTS].add(&[route.clone(), target.clone(), class.clone(), status], 1.0);
         match r.cost_usd {
-            Some(c) => f[COST].add(vec![route.clone(), target.clone(), class], c),
-            None => f[COST_UNKNOWN].add(vec![route.clone(), target.clone()], 1.0),
+            Some(c) => f[COST].add(&[route.clone(), target.clone(), class], c),
+            None => f[COST_UNKNOWN].add(&[route.clone(), target.clone()], 1.0),
         }
-        if let Some(wh) = r.energy_wh {
-            f[ENERGY].add(vec![target.clone(), r.energy_method.clone()], wh);
+        if let (Some(wh), Some(method)) = (r.energy_wh, method) {
+            f[ENERGY].add(&[target.clone(), method], wh);
         }
         if let Some(g) = r.carbon_g {
-            f[CARBON].add(vec![target.clone()], g);
+            f[CARBON].add(std::slice::from_ref(&target), g);
         }
         if let Some(us) = r.overhead_us {
-            f[OVERHEAD].observe(vec![route.clone()], us / 1e6);
+            f[OVERHEAD].observe(std::slice::from_ref(&route), us / 1e6);
         }
         if r.fallbacks > 0 {
-            f[FALLBACKS].add(vec![route.clone()], f64::from(r.fallbacks));
+            f[FALLBACKS].add(std::slice::from_ref(&route), f64::from(r.fallbacks));
         }
         if r.tokens_estimated {
-            f[TOKENS_ESTIMATED].add(vec![route, target], 1.0);
+            f[TOKENS_ESTIMATED].add(&[route, target], 1.0);
         }
     }
 

@@ -16,7 +16,7 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use switchyard_api::{
-    openai::{ChatRequest, ChunkView, CompletionView, StreamOptions},
+    openai::{ChatRequest, ChunkView, CompletionView},
     sse::SseDecoder,
 };
 
@@ -119,17 +119,9 @@ impl OpenAi {
 }
 
 /// The request body for the target: the client's request with the target's model, and usage
-/// asked for on streams.
+/// asked for on streams (see [`ChatRequest::forwarded_json`]).
 pub fn upstream_body(req: &ChatRequest, model: &str) -> Result<Vec<u8>, ProviderError> {
-    let mut body = req.clone();
-    body.model = model.to_string();
-    if body.is_stream() {
-        let opts = body
-            .stream_options
-            .get_or_insert_with(StreamOptions::default);
-        opts.include_usage = Some(true);
-    }
-    serde_json::to_vec(&body)
+    req.forwarded_json(model)
         .map_err(|e| ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string()))
 }
 
