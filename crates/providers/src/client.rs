@@ -3,8 +3,8 @@
 //!
 //! Why not reqwest: each call went through a redirect-following service that re-parses the
 //! URL even with redirects off, and a retry layer the gateway never uses. Measured as a bare
-//! proxy, that cost 5–39 µs of CPU per request on this VM (docs/benchmarks.md,
-//! `bench/cpu-per-request.sh bare-reqwest` against `bare-hyper`).
+//! proxy, that cost 5–9 µs of CPU per request on one VM and 25–39 µs on another
+//! (docs/benchmarks.md, `bench/cpu-per-request.sh bare-reqwest` against `bare-hyper`).
 
 use std::time::Duration;
 
