@@ -42,6 +42,18 @@ struct Histogram {
     count: u64,
 }
 
+impl Histogram {
+    fn record(&mut self, bounds: &[f64], v: f64) {
+        for (count, b) in self.counts.iter_mut().zip(bounds) {
+            if v <= *b {
+                *count += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
 #[derive(Debug)]
 enum Series {
     Counter(BTreeMap<Vec<Label>, f64>),
@@ -100,24 +112,19 @@ impl Family {
             return;
         }
         if let Series::Histogram(bounds, m) = &mut self.series {
-            if !m.contains_key(values) {
-                let empty = Histogram {
-                    counts: vec![0; bounds.len()],
-                    sum: 0.0,
-                    count: 0,
-                };
-                m.insert(values.to_vec(), empty);
-            }
-            let Some(h) = m.get_mut(values) else {
-                return;
-            };
-            for (i, b) in bounds.iter().enumerate() {
-                if v <= *b {
-                    h.counts[i] += 1;
+            // One lookup for a known series; a new one is built, filled, then inserted.
+            match m.get_mut(values) {
+                Some(h) => h.record(bounds, v),
+                None => {
+                    let mut h = Histogram {
+                        counts: vec![0; bounds.len()],
+                        sum: 0.0,
+                        count: 0,
+                    };
+                    h.record(bounds, v);
+                    m.insert(values.to_vec(), h);
                 }
             }
-            h.sum += v;
-            h.count += 1;
         }
     }
 
