@@ -829,7 +829,7 @@ fn cost_of(
     target: &switchyard_router::Target,
     usage: &switchyard_api::TokenUsage,
 ) -> Option<f64> {
-    gw.meter
-        .price_for(&target.id, target.provider.kind(), &target.model)
-        .map(|(price, _)| switchyard_meter::cost(&price, usage))
+    gw.prices
+        .get(&target.id)
+        .map(|price| switchyard_meter::cost(price, usage))
 }

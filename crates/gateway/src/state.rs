@@ -28,6 +28,9 @@ pub struct Gateway {
     /// Secret → key. Empty = no authentication required.
     pub keys: HashMap<String, KeyInfo>,
     pub meter: Meter,
+    /// Each priced target's price (config override or catalog), resolved once at build time
+    /// for the cost header; the ledger works its cost out from the same prices.
+    pub prices: HashMap<String, switchyard_meter::Price>,
     /// Assigns workload classes; `None` when no `[classes]` are configured (the header and key
     /// default then pass through as free-form labels).
     pub classifier: Option<Arc<Classifier>>,
@@ -139,6 +142,7 @@ impl Gateway {
             meter: &meter,
             instances: HashMap::new(),
             targets: HashMap::new(),
+            prices: HashMap::new(),
             embedder: None,
         };
         let mut routes = HashMap::new();
@@ -203,11 +207,13 @@ impl Gateway {
                 },
             );
         }
+        let prices = builder.prices;
         Ok(Gateway {
             routes,
             route_names,
             keys,
             meter,
+            prices,
             classifier,
             self_hosted_only: cfg.policies.self_hosted_only.clone(),
             max_body_bytes: cfg.max_body_bytes,
@@ -227,6 +233,7 @@ struct TargetBuilder<'a> {
     /// One provider instance per (provider, connect timeout): connect limits are per client.
     instances: HashMap<(String, u64), DynProvider>,
     targets: HashMap<String, Arc<Target>>,
+    prices: HashMap<String, switchyard_meter::Price>,
     /// MiniLM for learned routers, loaded once.
     embedder: Option<Arc<switchyard_classify::Embedder>>,
 }
@@ -281,7 +288,11 @@ impl TargetBuilder<'_> {
         let price = self
             .meter
             .price_for(&id, provider.kind(), &t.model)
-            .map(|(p, _)| (p.input_per_mtok, p.output_per_mtok));
+            .map(|(p, _)| {
+                let per_mtok = (p.input_per_mtok, p.output_per_mtok);
+                self.prices.insert(id.clone(), p);
+                per_mtok
+            });
         let target = Arc::new(Target::new(
             id.clone(),
             provider,

@@ -335,3 +335,27 @@ fn target_config_overrides_price_and_sets_energy_and_carbon() {
         (None, "unknown", None)
     );
 }
+
+#[tokio::test]
+async fn a_batch_that_fails_to_write_is_counted_as_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let (meter, task) = Meter::start(config(&path, 64, 512, Duration::from_millis(20))).unwrap();
+    // Make one row fail to insert, as a full disk would.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON requests WHEN NEW.id = 'bad' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    meter.record(outcome("good".into())).await;
+    meter.record(outcome("bad".into())).await;
+    let written = task.shutdown().await.unwrap();
+    let dropped = metric(&meter, "switchyard_ledger_records_dropped_total");
+    // "good" may have been committed before "bad" arrived, or been in its batch and lost with it.
+    assert!(dropped >= 1.0, "the failed batch was not counted");
+    assert_eq!(written as f64 + dropped, 2.0);
+    assert!(rows(&path).iter().all(|r| r.id != "bad"));
+    assert_eq!(rows(&path).len() as u64, written);
+}
