@@ -66,10 +66,10 @@ async fn main() {
     let m = 2_000;
     let t = Instant::now();
     for i in 0..m {
-        std::hint::black_box(to_record(&outcome(i, Some(req.clone())), &cat, &targets));
+        std::hint::black_box(to_record(outcome(i, Some(req.clone())), &cat, &targets));
     }
     let est = t.elapsed() / m as u32;
-    let r = to_record(&outcome(0, Some(req.clone())), &cat, &targets);
+    let r = to_record(outcome(0, Some(req.clone())), &cat, &targets);
     println!(
         "to_record with estimate ({} prompt + {} output tokens): {:.1} µs",
         r.input_tokens,
@@ -78,7 +78,7 @@ async fn main() {
     );
     let t = Instant::now();
     for i in 0..m {
-        std::hint::black_box(to_record(&outcome(i, None), &cat, &targets));
+        std::hint::black_box(to_record(outcome(i, None), &cat, &targets));
     }
     println!(
         "to_record with reported usage: {:.2} µs",
@@ -109,7 +109,7 @@ async fn main() {
             + std::fs::metadata(path.with_extension("sqlite-wal")).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
     );
     let records: Vec<_> = (0..n)
-        .map(|i| to_record(&outcome(i, None), &cat, &targets))
+        .map(|i| to_record(outcome(i, None), &cat, &targets))
         .collect();
     // Batch size against cost per row: the writer flushes every 10 ms by default, so at 2k
     // req/s its batches hold about 20 rows, not 512.

@@ -239,7 +239,7 @@ fn missing_usage_is_estimated_and_marked() {
     o.usage = None;
     o.request = Some(chat_request("hello world"));
     o.output_text = Some("tiktoken is great!".into());
-    let r = to_record(&o, &PriceCatalog::builtin().unwrap(), &HashMap::new());
+    let r = to_record(o, &PriceCatalog::builtin().unwrap(), &HashMap::new());
     assert!(r.tokens_estimated);
     // 3 framing + "user" 1 + "hello world" 2 + 3 priming the reply; the answer is 6 tokens.
     assert_eq!((r.input_tokens, r.output_tokens), (9, 6));
@@ -250,13 +250,13 @@ fn missing_usage_is_estimated_and_marked() {
     e.usage = None;
     e.operation = "embeddings";
     e.input_text = Some("hello world".into());
-    let r = to_record(&e, &PriceCatalog::builtin().unwrap(), &HashMap::new());
+    let r = to_record(e, &PriceCatalog::builtin().unwrap(), &HashMap::new());
     assert!(r.tokens_estimated);
     assert_eq!((r.input_tokens, r.output_tokens), (2, 0));
 
     // Reported usage is taken as is.
     let r = to_record(
-        &outcome("u".into()),
+        outcome("u".into()),
         &PriceCatalog::builtin().unwrap(),
         &HashMap::new(),
     );
@@ -270,7 +270,7 @@ fn unpriced_model_has_unknown_cost_and_failed_request_is_not_billed() {
     let mut o = outcome("x".into());
     o.model = Some("my-local-llama".into());
     o.target = Some("local/my-local-llama".into());
-    let r = to_record(&o, &cat, &HashMap::new());
+    let r = to_record(o, &cat, &HashMap::new());
     assert_eq!((r.cost_usd, r.price_source), (None, None));
 
     let mut failed = outcome("f".into());
@@ -278,7 +278,7 @@ fn unpriced_model_has_unknown_cost_and_failed_request_is_not_billed() {
     failed.error_type = Some("upstream_error".into());
     failed.usage = None;
     failed.request = Some(chat_request("hello world"));
-    let r = to_record(&failed, &cat, &HashMap::new());
+    let r = to_record(failed, &cat, &HashMap::new());
     assert_eq!(
         (r.input_tokens, r.output_tokens, r.tokens_estimated),
         (0, 0, false)
@@ -303,7 +303,7 @@ fn target_config_overrides_price_and_sets_energy_and_carbon() {
         },
     )]);
     let r = to_record(
-        &outcome("c".into()),
+        outcome("c".into()),
         &PriceCatalog::builtin().unwrap(),
         &targets,
     );
@@ -318,7 +318,7 @@ fn target_config_overrides_price_and_sets_energy_and_carbon() {
     let mut measured = outcome("m".into());
     measured.provider_energy_wh = Some(0.3);
     measured.provider_energy_method = Some("measured-rapl");
-    let r = to_record(&measured, &PriceCatalog::builtin().unwrap(), &targets);
+    let r = to_record(measured, &PriceCatalog::builtin().unwrap(), &targets);
     assert_eq!(
         (r.energy_wh, r.energy_method.as_str()),
         (Some(0.3), "measured-rapl")
@@ -326,7 +326,7 @@ fn target_config_overrides_price_and_sets_energy_and_carbon() {
 
     // No profile and no measurement: unknown, not zero.
     let r = to_record(
-        &outcome("n".into()),
+        outcome("n".into()),
         &PriceCatalog::builtin().unwrap(),
         &HashMap::new(),
     );
