@@ -285,14 +285,13 @@ impl TargetBuilder<'_> {
                 p
             }
         };
-        let price = self
-            .meter
-            .price_for(&id, provider.kind(), &t.model)
-            .map(|(p, _)| {
-                let per_mtok = (p.input_per_mtok, p.output_per_mtok);
-                self.prices.insert(id.clone(), p);
-                per_mtok
-            });
+        let price = self.meter.price_for(&id, provider.kind(), &t.model);
+        let per_mtok = price
+            .as_ref()
+            .map(|(p, _)| (p.input_per_mtok, p.output_per_mtok));
+        if let Some((p, _)) = price {
+            self.prices.insert(id.clone(), p);
+        }
         let target = Arc::new(Target::new(
             id.clone(),
             provider,
@@ -301,7 +300,7 @@ impl TargetBuilder<'_> {
             t.retry.or(cfg.defaults.retry).unwrap_or_default(),
             CircuitBreaker::new(t.breaker.or(cfg.defaults.breaker).unwrap_or_default()),
             t.self_hosted.unwrap_or_else(|| pcfg.is_self_hosted()),
-            price,
+            per_mtok,
         ));
         self.targets.insert(id, target.clone());
         Ok(target)

@@ -16,7 +16,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// [`Ledger::stage`] adds rows to the open batch as they arrive, [`Ledger::commit`] makes the
 /// whole batch land at once. Why: inserting a 200 ms batch in one go is a few milliseconds of
 /// CPU in one burst, which on a small machine delays the request threads sharing the cores;
-/// committing every few milliseconds instead costs about 3× the CPU per row (the WAL pages are
+/// committing every few milliseconds instead costs about 3× the SQLite CPU per row (the WAL pages are
 /// written per commit; `cargo run --release -p switchyard-meter --example meter_bench`).
 pub trait Ledger: Send {
     /// Adds records to the open batch, opening one if none is. They are neither visible nor
@@ -84,8 +84,6 @@ const COLUMNS: &str = r#""id", "started_at_ms", "finished_at_ms", "operation", "
 /// (a power cut may lose the last transactions, never corrupt the file).
 pub struct SqliteLedger {
     conn: Connection,
-    /// A write transaction is open (rows staged, not yet committed).
-    in_batch: bool,
 }
 
 impl SqliteLedger {
@@ -112,10 +110,7 @@ impl SqliteLedger {
                 });
             }
         }
-        Ok(SqliteLedger {
-            conn,
-            in_batch: false,
-        })
+        Ok(SqliteLedger { conn })
     }
 
     /// Opens an existing ledger for reading (the usage report).
@@ -138,10 +133,7 @@ impl SqliteLedger {
                 supported: SCHEMA_VERSION,
             });
         }
-        Ok(SqliteLedger {
-            conn,
-            in_batch: false,
-        })
+        Ok(SqliteLedger { conn })
     }
 }
 
@@ -154,8 +146,8 @@ impl SqliteLedger {
         mut f: impl FnMut(LedgerRecord),
     ) -> Result<(), MeterError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM requests WHERE \"started_at_ms\" >= ?1 ORDER BY \"started_at_ms\", \"id\""
-        ))?;
+        "SELECT {COLUMNS} FROM requests WHERE \"started_at_ms\" >= ?1 ORDER BY \"started_at_ms\", \"id\""
+    ))?;
         for r in stmt.query_map([since_ms], from_row)? {
             f(r?);
         }
@@ -209,58 +201,61 @@ fn int(v: u64) -> i64 {
 
 impl SqliteLedger {
     fn insert_rows(&self, records: &[LedgerRecord]) -> Result<(), MeterError> {
-        {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "INSERT INTO requests ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, \
-                 ?31, ?32, ?33, ?34)"
-            ))?;
-            for r in records {
-                stmt.execute(params![
-                    r.id,
-                    r.started_at_ms,
-                    r.finished_at_ms,
-                    r.operation,
-                    r.route,
-                    r.class,
-                    r.key,
-                    r.team,
-                    r.task,
-                    r.provider,
-                    r.provider_kind,
-                    r.target,
-                    r.model,
-                    r.response_model,
-                    r.stream,
-                    r.status,
-                    r.error_type,
-                    int(r.input_tokens),
-                    int(r.output_tokens),
-                    int(r.cached_input_tokens),
-                    int(r.cache_creation_input_tokens),
-                    int(r.reasoning_tokens),
-                    r.tokens_estimated,
-                    r.cost_usd,
-                    r.price_source,
-                    r.ttft_ms,
-                    r.latency_ms,
-                    r.upstream_latency_ms,
-                    r.overhead_us,
-                    r.attempts,
-                    r.fallbacks,
-                    r.energy_wh,
-                    r.energy_method,
-                    r.carbon_g,
-                ])?;
-            }
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "INSERT INTO requests ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+             ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, \
+             ?31, ?32, ?33, ?34)"
+        ))?;
+        for r in records {
+            stmt.execute(params![
+                r.id,
+                r.started_at_ms,
+                r.finished_at_ms,
+                r.operation,
+                r.route,
+                r.class,
+                r.key,
+                r.team,
+                r.task,
+                r.provider,
+                r.provider_kind,
+                r.target,
+                r.model,
+                r.response_model,
+                r.stream,
+                r.status,
+                r.error_type,
+                int(r.input_tokens),
+                int(r.output_tokens),
+                int(r.cached_input_tokens),
+                int(r.cache_creation_input_tokens),
+                int(r.reasoning_tokens),
+                r.tokens_estimated,
+                r.cost_usd,
+                r.price_source,
+                r.ttft_ms,
+                r.latency_ms,
+                r.upstream_latency_ms,
+                r.overhead_us,
+                r.attempts,
+                r.fallbacks,
+                r.energy_wh,
+                r.energy_method,
+                r.carbon_g,
+            ])?;
         }
         Ok(())
     }
 
-    fn rollback(&mut self) {
-        if self.in_batch {
-            self.in_batch = false;
-            // Fails only when SQLite already rolled back on its own (e.g. disk full).
+    /// A write transaction is open: rows are staged and not yet committed. SQLite's own state,
+    /// so it also knows when SQLite rolled back by itself (e.g. on a full disk).
+    fn in_batch(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    fn rollback(&self) {
+        if self.in_batch() {
+            // Cannot fail with a transaction open; nothing to report if it does.
             let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
@@ -271,27 +266,20 @@ impl Ledger for SqliteLedger {
         if records.is_empty() {
             return Ok(());
         }
-        if !self.in_batch {
+        if !self.in_batch() {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            self.in_batch = true;
         }
         self.insert_rows(records).inspect_err(|_| self.rollback())
     }
 
     fn commit(&mut self) -> Result<(), MeterError> {
-        if !self.in_batch {
+        if !self.in_batch() {
             return Ok(());
         }
-        match self.conn.execute_batch("COMMIT") {
-            Ok(()) => {
-                self.in_batch = false;
-                Ok(())
-            }
-            Err(e) => {
-                self.rollback();
-                Err(e.into())
-            }
-        }
+        self.conn.execute_batch("COMMIT").map_err(|e| {
+            self.rollback();
+            e.into()
+        })
     }
 
     fn records_since(&self, since_ms: i64) -> Result<Vec<LedgerRecord>, MeterError> {

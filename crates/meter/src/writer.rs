@@ -119,19 +119,6 @@ impl Meter {
             .map(|(p, s)| (p.clone(), s))
     }
 
-    /// USD for `usage` on a target, or `None` when it has no price (for the cost header).
-    pub fn cost(
-        &self,
-        target: &str,
-        provider_kind: &str,
-        model: &str,
-        usage: &TokenUsage,
-    ) -> Option<f64> {
-        self.facts
-            .price_for(target, provider_kind, model)
-            .map(|(p, _)| prices::cost(p, usage))
-    }
-
     /// Appends the Prometheus text exposition of every meter metric.
     pub fn render_metrics(&self, out: &mut String) {
         let depth = self.tx.max_capacity() - self.tx.capacity();
