@@ -13,7 +13,7 @@ rate=${1:-18000}
 # shellcheck source=bench/standalone.sh
 source "$ROOT/bench/standalone.sh"
 rm -f "$WORK"/ledger.sqlite*
-"$BIN/switchyard" serve --config bench/switchyard.toml >/dev/null 2>&1 &
+"${SWITCHYARD_BIN:-$BIN/switchyard}" serve --config bench/switchyard.toml >/dev/null 2>&1 &
 sy=$!
 pids+=("$sy")
 url=http://127.0.0.1:4000/v1/chat/completions

@@ -211,19 +211,18 @@ if [ "$LONG" != 0 ]; then
         # holds buffers in the gateway, so a latency hiccup that opens more shows up as RSS.
         conns=$(ss -Htn state established "( sport = :$SWITCHYARD_PORT )" | wc -l)
         up=$(ss -Htn state established "( dport = :$UPSTREAM_PORT )" | wc -l)
-        # The allocator's split (live vs free-but-held), to tell a leak from retention, and
-        # how many times the heap trimmer has run.
-        heap=$(curl -s "http://127.0.0.1:$SWITCHYARD_PORT/metrics" | awk '/^switchyard_heap_bytes\{state="in_use"\}/{u=$2} /^switchyard_heap_bytes\{state="free"\}/{f=$2} /^switchyard_heap_trims_total/{n=$2} END{printf "%d,%d,%d", u/1024, f/1024, n}')
+        # The allocator's split (live vs resident beyond them), to tell a leak from retention.
+        heap=$(curl -s "http://127.0.0.1:$SWITCHYARD_PORT/metrics" | awk '/^switchyard_heap_bytes\{state="in_use"\}/{u=$2} /^switchyard_heap_bytes\{state="free"\}/{f=$2} END{printf "%d,%d", u/1024, f/1024}')
         samples+=("[$t,$kb,$conns,$up,$heap]")
         [ $t -eq "$first" ] && rss1=$kb
-        IFS=, read -r h_use h_free h_trims <<< "$heap"
-        echo "  t=${t}s RSS $(( kb / 1024 )).$(( kb % 1024 * 10 / 1024 )) MiB, heap in use/free $h_use/$h_free kB, trims so far $h_trims, connections: $conns from clients, $up to the upstream"
+        IFS=, read -r h_use h_free <<< "$heap"
+        echo "  t=${t}s RSS $(( kb / 1024 )).$(( kb % 1024 * 10 / 1024 )) MiB, heap in use/free $h_use/$h_free kB, connections: $conns from clients, $up to the upstream"
     done
     rss2=$kb
     wait "$LG"
     hwm=$(sum_status_kb "$SW_PID" VmHWM)
     growth=$(awk -v a="$rss1" -v b="$rss2" 'BEGIN{printf "%.1f", (b-a)*100/a}')
-    printf '{"kind":"long_rss","label":"switchyard","rate":%s,"duration_s":%s,"rss_first_at_s":%s,"rss_first_kb":%s,"rss_end_kb":%s,"growth_pct":%s,"vmhwm_kb":%s,"t_rss_kb_conns_upstream_heap_in_use_kb_heap_free_kb_trims":[%s]}\n' \
+    printf '{"kind":"long_rss","label":"switchyard","rate":%s,"duration_s":%s,"rss_first_at_s":%s,"rss_first_kb":%s,"rss_end_kb":%s,"growth_pct":%s,"vmhwm_kb":%s,"t_rss_kb_conns_upstream_heap_in_use_kb_heap_free_kb":[%s]}\n' \
         "$LONG_RATE" "$LONG" "$first" "$rss1" "$rss2" "$growth" "$hwm" "$(IFS=,; echo "${samples[*]}")" >> "$LONG_OUT"
     meta end >> "$LONG_OUT"
     echo "Switchyard RSS: $((rss1/1024)) MiB at ${first}s, $((rss2/1024)) MiB at the end (${growth}%; target within 10%), peak $((hwm/1024)) MiB"

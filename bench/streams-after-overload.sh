@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Time to first token of 1,000 concurrent streams through a fresh Switchyard, then again right
-# after an overload (a few seconds at 10,000 req/s: requests in flight reach the cap), with the
-# heap trimmer's debug log: how long each trim held the allocator and whether it fell inside
-# the stream phase.
+# after an overload (a few seconds at 10,000 req/s: requests in flight reach the cap), and the
+# gateway's RSS after each phase. Before jemalloc, glibc's malloc_trim after the overload held
+# the arenas for 75-89 ms early in the second stream phase (docs/benchmarks.md).
 #
 #   bench/streams-after-overload.sh [OVERLOAD_SECONDS=5]
 #
@@ -15,9 +15,9 @@ overload=${1:-5}
 source "$ROOT/bench/standalone.sh"
 rm -f "$WORK"/ledger.sqlite*
 log=$WORK/streams-after-overload.log
-SWITCHYARD_LOG=switchyard_gateway::memory=debug,info \
-    "${SWITCHYARD_BIN:-$BIN/switchyard}" serve --config bench/switchyard.toml >"$log" 2>&1 &
-pids+=($!)
+"${SWITCHYARD_BIN:-$BIN/switchyard}" serve --config bench/switchyard.toml >"$log" 2>&1 &
+sy=$!
+pids+=("$sy")
 gateway=http://127.0.0.1:4000/v1/chat/completions
 for _ in $(seq 50); do curl -s -o /dev/null "$gateway" -d '{}' && break; sleep 0.1; done
 
@@ -26,11 +26,9 @@ streams() { # streams LABEL: the stream phase of bench/run.sh; TTFT line and its
     from=$(date -u +%T.%3N)
     "$BIN/loadgen" streams --url "$gateway" --label "$1" --concurrency 1000 --duration 10 --ramp 2 \
         --itl-ms 50 --stall-ms 500 --timeout-ms 30000 2>&1 | grep -o "\[$1\] streams.*" | head -1
-    echo "  ($from to $(date -u +%T.%3N) UTC)"
+    echo "  ($from to $(date -u +%T.%3N) UTC; Switchyard RSS $(awk '/VmRSS/{printf "%.1f MB", $2/1024}' "/proc/$sy/status") at the end)"
 }
 streams fresh
 "$BIN/loadgen" rate --url "$gateway" --label overload --rate 10000 --duration "$overload" 2>&1 \
     | grep -o '\[overload\] 10000 req/s.*' | head -1
 streams after-overload
-echo "heap trims (released bytes, microseconds the trim took):"
-grep 'returned free heap' "$log" | sed 's/^/  /' || echo "  none"

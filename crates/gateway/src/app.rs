@@ -151,15 +151,9 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         gw.admission.refused() as f64,
     );
     if let Some((in_use, free)) = crate::memory::heap_bytes() {
-        series(
-            "switchyard_heap_trims_total",
-            "counter",
-            "Times the heap trimmer returned free heap to the OS.",
-            crate::memory::trims() as f64,
-        );
         let _ = writeln!(
             out,
-            "# HELP switchyard_heap_bytes Heap bytes by state: in_use (live allocations) or free (held by the allocator, counted in RSS until trimmed)."
+            "# HELP switchyard_heap_bytes Heap bytes by state: in_use (live allocations) or free (resident beyond live allocations: pages not yet purged, fragments, allocator metadata)."
         );
         let _ = writeln!(out, "# TYPE switchyard_heap_bytes gauge");
         let _ = writeln!(out, "switchyard_heap_bytes{{state=\"in_use\"}} {in_use}");

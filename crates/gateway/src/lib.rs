@@ -181,7 +181,16 @@ pub fn serve_blocking(cfg: Config) -> anyhow::Result<()> {
     let sockets = bind_workers(cfg.listen, workers)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let (meter, meter_task) = start_meter(&cfg)?;
-    memory::spawn_heap_trimmer(Duration::from_secs(5));
+    match memory::allocator_options() {
+        Some(o) if o.background_thread => tracing::debug!(
+            dirty_decay_ms = o.dirty_decay_ms,
+            "jemalloc purges freed pages in the background"
+        ),
+        Some(_) => tracing::warn!(
+            "jemalloc's background threads are off: freed memory is returned only as requests allocate"
+        ),
+        None => tracing::debug!("jemalloc is not the allocator: heap gauges are off"),
+    }
     let gw = {
         let _in_runtime = main_rt.enter();
         Arc::new(Gateway::build(&cfg, meter).map_err(|e| anyhow::anyhow!("{e}"))?)

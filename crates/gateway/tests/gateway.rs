@@ -11,6 +11,10 @@ use serde_json::{json, Value};
 use switchyard_gateway::{Config, Running};
 use switchyard_testkit::openai::{Answer, MockOpenAi, Reply};
 
+// The binary's allocator, so the heap gauges on /metrics read this process.
+#[global_allocator]
+static ALLOCATOR: switchyard_gateway::memory::Jemalloc = switchyard_gateway::memory::Jemalloc;
+
 struct Harness {
     gw: Running,
     base: String,
