@@ -7,7 +7,7 @@
 //! allocated meanwhile waited; 1,000 streams started then saw first tokens tens of ms late
 //! (`bench/streams-after-overload.sh`, docs/benchmarks.md). jemalloc's background threads purge
 //! dirty pages on a decay curve, a few runs at a time, without stopping allocation; with the
-//! options below RSS is back near its idle size about a second after the surge.
+//! options below, freed pages go back over about a second.
 //!
 //! The binary declares [`Jemalloc`] as its global allocator and exports [`MALLOC_CONF`] under
 //! the name jemalloc looks up at start-up; `_RJEM_MALLOC_CONF` in the environment overrides it.
