@@ -179,10 +179,14 @@ impl Anthropic {
         headers.insert("anthropic-version", version);
         let base = cfg.base_url.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base);
+        let messages_url =
+            parse_uri(&format!("{base}/v1/messages")).map_err(|e| format!("base_url: {e}"))?;
+        if let Some(host) = crate::client::plain_http_host(&messages_url) {
+            headers.entry(http::header::HOST).or_insert(host);
+        }
         Ok(Anthropic {
             name: name.to_string(),
-            messages_url: parse_uri(&format!("{base}/v1/messages"))
-                .map_err(|e| format!("base_url: {e}"))?,
+            messages_url,
             headers,
             default_max_tokens: cfg.default_max_tokens,
             client: client.into(),
@@ -645,10 +649,10 @@ where
                     ));
                 }
                 Ok(Some(ev)) => {
-                    if ev.data.is_empty() {
+                    if ev.data().is_empty() {
                         continue;
                     }
-                    match st.tr.on_event(ev.event.as_deref(), &ev.data, &mut st.out) {
+                    match st.tr.on_event(ev.event(), ev.data(), &mut st.out) {
                         Ok(finished) => st.done = finished,
                         Err(e) => {
                             st.done = true;
@@ -658,7 +662,7 @@ where
                     }
                 }
                 Ok(None) => match st.bytes.next().await {
-                    Some(Ok(b)) => st.dec.push(&b),
+                    Some(Ok(b)) => st.dec.push_bytes(b),
                     Some(Err(e)) => {
                         st.done = true;
                         return Some((Err(e), st));

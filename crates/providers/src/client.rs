@@ -86,6 +86,22 @@ pub fn parse_uri(url: &str) -> Result<Uri, String> {
     }
 }
 
+/// The `Host` header for a plain `http://` URL, built once so hyper's client does not format
+/// one per request (it fills the header in only when it is absent). Over `https://` the
+/// connection may turn out to be HTTP/2, which names the host in `:authority` instead, so
+/// there it is left to the client.
+pub fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
 /// The whole body of an answer.
 pub async fn read_body(resp: Response<Incoming>) -> Result<Bytes, ProviderError> {
     resp.into_body()
@@ -167,6 +183,16 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn host_header_for_plain_http_only() {
+        let host = |u: &str| plain_http_host(&parse_uri(u).unwrap());
+        assert_eq!(host("http://127.0.0.1:9000/v1").unwrap(), "127.0.0.1:9000");
+        assert_eq!(host("http://vllm.internal/v1").unwrap(), "vllm.internal");
+        assert_eq!(host("http://vllm.internal:80/v1").unwrap(), "vllm.internal");
+        assert_eq!(host("http://[::1]:8080/v1").unwrap(), "[::1]:8080");
+        assert!(host("https://api.openai.com/v1").is_none());
+    }
 
     #[test]
     fn only_http_and_https_urls_with_a_host_are_upstreams() {

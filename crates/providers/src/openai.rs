@@ -21,7 +21,7 @@ use switchyard_api::{
 };
 
 use crate::{
-    client::{body_stream, parse_uri, read_body, read_limited},
+    client::{body_stream, parse_uri, plain_http_host, read_body, read_limited},
     error::retry_after,
     BoxFuture, ChatCall, ChatOutput, Completion, EmbeddingsCall, HttpClients, Provider,
     ProviderError, ProviderErrorKind, StreamItem, StreamSummary,
@@ -87,13 +87,17 @@ impl OpenAi {
             }
             None => None,
         };
-        let headers = crate::static_headers(credential, &cfg.headers);
+        let mut headers = crate::static_headers(credential, &cfg.headers);
         let base = cfg.base_url.trim_end_matches('/');
         let url =
             |path: &str| parse_uri(&format!("{base}/{path}")).map_err(|e| format!("base_url: {e}"));
+        let chat_url = url("chat/completions")?;
+        if let Some(host) = plain_http_host(&chat_url) {
+            headers.entry(http::header::HOST).or_insert(host);
+        }
         Ok(OpenAi {
             name: name.to_string(),
-            chat_url: url("chat/completions")?,
+            chat_url,
             embeddings_url: url("embeddings")?,
             headers,
             client: client.into(),
@@ -291,15 +295,15 @@ where
                     ));
                 }
                 Ok(Some(ev)) => {
-                    if ev.data.is_empty() {
+                    if ev.data().is_empty() {
                         continue; // comments and keep-alives
                     }
-                    if ev.data == "[DONE]" {
+                    if ev.data() == "[DONE]" {
                         st.done = true;
                         let summary = std::mem::take(&mut st.summary);
                         return Some((Ok(StreamItem::End(summary)), st));
                     }
-                    match read_chunk(&ev.data, &mut st.summary) {
+                    match read_chunk(ev.data(), &mut st.summary) {
                         Ok((content, usage_only)) => {
                             let item = StreamItem::Data {
                                 bytes: ev.raw,
@@ -315,7 +319,7 @@ where
                     }
                 }
                 Ok(None) => match st.bytes.next().await {
-                    Some(Ok(b)) => st.dec.push(&b),
+                    Some(Ok(b)) => st.dec.push_bytes(b),
                     Some(Err(e)) => {
                         st.done = true;
                         return Some((Err(e), st));

@@ -154,6 +154,10 @@ async fn plain_answer_is_an_openai_completion_and_the_request_is_anthropic_shape
     let h = &mock.received_headers()[0];
     assert_eq!(h["x-api-key"], KEY);
     assert_eq!(h["anthropic-version"], "2023-06-01");
+    // Built once at start-up for a plain-http base URL; HTTP/1.1 needs exactly one.
+    let authority = srv.base_url().parse::<http::Uri>().unwrap();
+    let hosts: Vec<_> = h.get_all(http::header::HOST).iter().collect();
+    assert_eq!(hosts, [authority.authority().unwrap().as_str()]);
 }
 
 #[tokio::test]
@@ -695,8 +699,8 @@ async fn the_test_server_streams_the_documented_event_sequence() {
     dec.push(body.as_bytes());
     let mut names = vec![];
     while let Some(ev) = dec.next_event().unwrap() {
-        let name = ev.event.clone().unwrap();
-        let data: switchyard_api::anthropic::StreamEvent = serde_json::from_str(&ev.data).unwrap();
+        let name = ev.event().unwrap().to_string();
+        let data: switchyard_api::anthropic::StreamEvent = serde_json::from_str(ev.data()).unwrap();
         assert_eq!(data.name(), name, "the event: line repeats the data's type");
         names.push(name);
     }

@@ -307,6 +307,14 @@ async fn api_key_is_sent_and_never_in_errors() {
         mock.received_headers()[0]["authorization"],
         "Bearer sk-secret-123"
     );
+    // Built once at start-up for a plain-http base URL; HTTP/1.1 needs exactly one.
+    let authority = srv.base_url().parse::<http::Uri>().unwrap();
+    let hosts: Vec<_> = mock.received_headers()[0]
+        .get_all(http::header::HOST)
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(hosts, [authority.authority().unwrap().as_str()]);
     assert!(!format!("{e} {e:?}").contains("sk-secret-123"));
     let missing = OpenAiConfig {
         base_url: srv.base_url(),

@@ -94,7 +94,7 @@ async fn streams_valid_openai_chunks_with_usage() {
     dec.push(&body);
     let mut datas = Vec::new();
     while let Some(ev) = dec.next_event().unwrap() {
-        datas.push(ev.data);
+        datas.push(ev.data().to_string());
     }
     assert_eq!(datas.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<ChatChunk> = datas[..datas.len() - 1]
