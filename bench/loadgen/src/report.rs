@@ -289,15 +289,22 @@ pub fn build(lines: &str) -> anyhow::Result<Report> {
             "≥ 100",
             r_ll.map(|r| r >= 100.0),
         );
+        let direct99 = rate_metric("direct", 2000, "p99_ms");
         let d99 = rate_metric(sy, 2000, "p99_ms")
-            .zip(rate_metric("direct", 2000, "p99_ms"))
+            .zip(direct99)
             .map(|(a, b)| a - b);
+        // A difference of two runs' p99s says nothing about a 0.5 ms budget when the floor's
+        // own p99 is already above it: the VM's hiccups, not the target, set both.
+        let floor_quiet = direct99.is_some_and(|d| d <= 0.5);
         check(
             "added p99 @2000 req/s (ms)",
             d99,
             "≤ 0.5",
-            d99.map(|d| d <= 0.5),
+            d99.filter(|_| floor_quiet).map(|d| d <= 0.5),
         );
+        let p99_note = direct99
+            .filter(|_| !floor_quiet)
+            .map(|d| format!("no evidence: direct's own p99 was {d:.3} ms"));
         let stalls = stream_metric(sy, &["stalls"]);
         let errs = stream_metric(sy, &["streams_err"]);
         let no_stall = stalls.zip(errs).map(|(s, e)| s + e);
@@ -326,14 +333,23 @@ pub fn build(lines: &str) -> anyhow::Result<Report> {
             "≤ 150",
             rss.map(|m| m <= 150.0),
         );
+        if let Some(note) = p99_note {
+            if let Some(c) = checks
+                .iter_mut()
+                .find(|c| c["check"] == "added p99 @2000 req/s (ms)")
+            {
+                c["note"] = json!(note);
+            }
+        }
         let _ = writeln!(md, "\n### Switchyard targets\n");
         let _ = writeln!(md, "| check | value | goal | met |");
         let _ = writeln!(md, "|---|---:|---|---|");
         for c in &checks {
-            let met = match c["met"].as_bool() {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "not measured",
+            let met = match (c["met"].as_bool(), c["note"].as_str()) {
+                (Some(true), _) => "yes",
+                (Some(false), _) => "**no**",
+                (None, Some(note)) => note,
+                (None, None) => "not measured",
             };
             let _ = writeln!(
                 md,
@@ -526,6 +542,19 @@ mod tests {
         assert_eq!(by_name("throughput ÷ LiteLLM"), false);
         assert_eq!(by_name("added p99 @2000 req/s (ms)"), true);
         assert!(by_name("throughput ÷ Portkey").is_null());
+        // A floor noisier than the budget gives no reading either way.
+        let noisy = lines().replace(r#""p99_ms":0.5}"#, r#""p99_ms":2.7}"#);
+        assert_ne!(noisy, lines());
+        let r2 = build(&noisy).unwrap();
+        let checks2 = r2.json["switchyard_checks"].as_array().unwrap();
+        let p99 = checks2
+            .iter()
+            .find(|c| c["check"] == "added p99 @2000 req/s (ms)")
+            .unwrap();
+        assert!(p99["met"].is_null());
+        assert!(r2
+            .markdown
+            .contains("| ≤ 0.5 | no evidence: direct's own p99 was 2.700 ms |"));
         // Rows come in the fixed order and the CSV has one line per target plus a header.
         assert_eq!(r.csv.lines().count(), 5);
         assert!(r.csv.lines().nth(1).unwrap().starts_with("direct,"));
