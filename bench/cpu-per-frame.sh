@@ -17,35 +17,11 @@ streams=${2:-300}
 secs=${3:-10}
 # shellcheck source=bench/standalone.sh
 source "$ROOT/bench/standalone.sh"
-case $target in
-    nginx)
-        sed "s#@PREFIX@#$WORK/nginx#g" bench/conf/nginx.conf.in > "$WORK/nginx/nginx.conf"
-        nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' &
-        url=http://127.0.0.1:8080/v1/chat/completions ;;
-    switchyard)
-        rm -f "$WORK"/ledger.sqlite*
-        "${SWITCHYARD_BIN:-$BIN/switchyard}" serve --config bench/switchyard.toml >/dev/null 2>&1 &
-        url=http://127.0.0.1:4000/v1/chat/completions ;;
-    bare-hyper)
-        "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 &
-        url=http://127.0.0.1:4100/v1/chat/completions ;;
-    *) echo "target must be switchyard, nginx or bare-hyper" >&2; exit 2 ;;
-esac
-main=$!
-pids+=("$main")
-for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
-
-ticks() { # clock ticks of the target and its children (nginx workers)
-    local t=0 p
-    for p in $main $(pgrep -P "$main" || true); do
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$t"
-}
-before=$(ticks)
+start_target "$target"
+before=$(target_ticks)
 out=$("$BIN/loadgen" streams --url "$url" --label "$target" --concurrency "$streams" --duration "$secs" \
     --ramp 1 --itl-ms 50 --stall-ms 500 --timeout-ms 30000 2>&1)
-after=$(ticks)
+after=$(target_ticks)
 frames=$(grep -o '"content_frames":[0-9]*' <<<"$out" | head -1 | cut -d: -f2)
 ttft=$(grep -o '"ttft":{[^}]*}' <<<"$out" | grep -o '"p99_ms":[0-9.]*' | cut -d: -f2)
 hz=$(getconf CLK_TCK)

@@ -1,5 +1,6 @@
 # Sourced by the small single-target bench scripts: paths, the mock upstream on 127.0.0.1:9000
-# (as bench/run.sh starts it), and cleanup of what they start. Expects ROOT set.
+# (as bench/run.sh starts it), cleanup of what they start, and start_target / target_ticks for
+# one target under test. Expects ROOT set.
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WORK=$ROOT/bench/.work
 mkdir -p "$WORK/nginx"
@@ -9,3 +10,38 @@ trap cleanup EXIT
 "$BIN/bench-upstream" --listen 127.0.0.1:9000 --ttft-ms 100 --itl-ms 50 --stream-tokens 40 \
     --plain-tokens 150 --max-seconds 3600 >/dev/null 2>&1 &
 pids+=($!)
+
+# start_target switchyard|nginx|bare-hyper|bare-reqwest: starts one target (SWITCHYARD_BIN=path
+# runs another gateway build), sets $url to its chat endpoint and $main to its pid, and waits
+# until it answers.
+start_target() {
+    case $1 in
+        nginx)
+            sed "s#@PREFIX@#$WORK/nginx#g" bench/conf/nginx.conf.in > "$WORK/nginx/nginx.conf"
+            nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' &
+            url=http://127.0.0.1:8080/v1/chat/completions ;;
+        switchyard)
+            rm -f "$WORK"/ledger.sqlite*
+            "${SWITCHYARD_BIN:-$BIN/switchyard}" serve --config bench/switchyard.toml >/dev/null 2>&1 &
+            url=http://127.0.0.1:4000/v1/chat/completions ;;
+        bare-hyper)
+            "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 &
+            url=http://127.0.0.1:4100/v1/chat/completions ;;
+        bare-reqwest)
+            "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 --client reqwest &
+            url=http://127.0.0.1:4100/v1/chat/completions ;;
+        *) echo "target must be switchyard, nginx, bare-hyper or bare-reqwest" >&2; exit 2 ;;
+    esac
+    main=$!
+    pids+=("$main")
+    for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
+}
+
+# target_ticks: CPU clock ticks (utime + stime) so far of $main and its children (nginx workers).
+target_ticks() {
+    local t=0 p
+    for p in $main $(pgrep -P "$main" || true); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}

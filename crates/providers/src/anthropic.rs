@@ -649,10 +649,11 @@ where
                     ));
                 }
                 Ok(Some(ev)) => {
-                    if ev.data().is_empty() {
+                    let data = ev.data();
+                    if data.is_empty() {
                         continue;
                     }
-                    match st.tr.on_event(ev.event(), ev.data(), &mut st.out) {
+                    match st.tr.on_event(ev.event(), data, &mut st.out) {
                         Ok(finished) => st.done = finished,
                         Err(e) => {
                             st.done = true;

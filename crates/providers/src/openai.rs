@@ -295,15 +295,16 @@ where
                     ));
                 }
                 Ok(Some(ev)) => {
-                    if ev.data().is_empty() {
+                    let data = ev.data();
+                    if data.is_empty() {
                         continue; // comments and keep-alives
                     }
-                    if ev.data() == "[DONE]" {
+                    if data == "[DONE]" {
                         st.done = true;
                         let summary = std::mem::take(&mut st.summary);
                         return Some((Ok(StreamItem::End(summary)), st));
                     }
-                    match read_chunk(ev.data(), &mut st.summary) {
+                    match read_chunk(data, &mut st.summary) {
                         Ok((content, usage_only)) => {
                             let item = StreamItem::Data {
                                 bytes: ev.raw,
