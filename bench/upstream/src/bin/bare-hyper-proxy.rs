@@ -34,9 +34,10 @@ struct Args {
     /// Worker threads, one current-thread runtime each.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Upstream client: `hyper` (a hand-made per-thread pool of hyper connections) or `reqwest`
-    /// (a per-thread reqwest client, as Switchyard calls upstreams): the difference is the
-    /// cost of reqwest's layers alone.
+    /// Upstream client: `hyper` (a hand-made per-thread pool of hyper connections), `legacy`
+    /// (a per-thread hyper_util legacy pooled client, as Switchyard calls upstreams since run 9)
+    /// or `reqwest` (a per-thread reqwest client, as Switchyard did before): the difference to
+    /// `hyper` is the cost of that client's pool and layers.
     #[arg(long, value_enum, default_value_t = UpstreamClient::Hyper)]
     client: UpstreamClient,
 }
@@ -44,8 +45,15 @@ struct Args {
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum UpstreamClient {
     Hyper,
+    Legacy,
     Reqwest,
 }
+
+/// hyper_util's pooled client over plain TCP, as `switchyard_providers::client` builds it.
+type LegacyClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
 
 /// Idle upstream connections of one worker thread; a request takes one and puts it back once
 /// the answer has been read through.
@@ -113,6 +121,31 @@ async fn forward(
     Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
 }
 
+/// The same forwarding through hyper_util's legacy pooled client: the body is read whole (as
+/// Switchyard reads a request before routing it) and the answer streamed back.
+async fn forward_legacy(
+    client: LegacyClient,
+    uri: http::Uri,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let mut out = Request::post(uri);
+    for name in [header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT] {
+        if let Some(v) = parts.headers.get(&name) {
+            out = out.header(name, v);
+        }
+    }
+    let out = match out.body(Full::new(body)) {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_gateway(e)),
+    };
+    match client.request(out).await {
+        Ok(resp) => Ok(resp.map(|b| b.map_err(BoxError::from).boxed())),
+        Err(e) => Ok(bad_gateway(e)),
+    }
+}
+
 /// The same forwarding through a reqwest client: the body is read whole (as Switchyard reads
 /// a request before routing it) and the answer streamed back.
 async fn forward_reqwest(
@@ -157,7 +190,7 @@ fn worker(
     let local = tokio::task::LocalSet::new();
     // Built only in reqwest mode, so the hyper path carries nothing it does not use.
     let via_reqwest = match client {
-        UpstreamClient::Hyper => None,
+        UpstreamClient::Hyper | UpstreamClient::Legacy => None,
         UpstreamClient::Reqwest => Some((
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -168,6 +201,20 @@ fn worker(
             ))?),
         )),
     };
+    let via_legacy = match client {
+        UpstreamClient::Legacy => {
+            let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+            tcp.set_nodelay(true);
+            let client: LegacyClient =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_timer(hyper_util::rt::TokioTimer::new())
+                    .pool_max_idle_per_host(512)
+                    .build(tcp);
+            let uri: http::Uri = format!("http://{upstream}/v1/chat/completions").parse()?;
+            Some((client, uri))
+        }
+        _ => None,
+    };
     local.block_on(&rt, async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let pool: Pool = Rc::default();
@@ -176,14 +223,17 @@ fn worker(
             stream.set_nodelay(true)?;
             let pool = pool.clone();
             let via_reqwest = via_reqwest.clone();
+            let via_legacy = via_legacy.clone();
             tokio::task::spawn_local(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let pool = pool.clone();
                     let via_reqwest = via_reqwest.clone();
+                    let via_legacy = via_legacy.clone();
                     async move {
-                        match via_reqwest {
-                            Some((http, url)) => forward_reqwest(http, url, req).await,
-                            None => forward(pool, upstream, req).await,
+                        match (via_reqwest, via_legacy) {
+                            (Some((http, url)), _) => forward_reqwest(http, url, req).await,
+                            (None, Some((client, uri))) => forward_legacy(client, uri, req).await,
+                            (None, None) => forward(pool, upstream, req).await,
                         }
                     }
                 });
