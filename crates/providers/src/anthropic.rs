@@ -232,7 +232,7 @@ impl Provider for Anthropic {
 /// the body kept as received.
 pub async fn error_from_response(
     provider: &str,
-    resp: http::Response<hyper::body::Incoming>,
+    resp: crate::client::UpstreamResponse,
 ) -> ProviderError {
     let status = resp.status().as_u16();
     let retry = retry_after(resp.headers());

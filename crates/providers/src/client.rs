@@ -1,22 +1,27 @@
-//! The upstream HTTP client: hyper's pooled client over TCP, or TLS (rustls with the ring
-//! provider and webpki's roots), and nothing else on the path.
+//! The upstream HTTP client: for `https://`, hyper_util's pooled client over TLS (rustls with
+//! the ring provider and webpki's roots); for plain `http://`, our own pool of hyper HTTP/1.1
+//! connections (`pool.rs`, cheaper per request); nothing else on the path.
 //!
 //! Why not reqwest: each call went through a redirect-following service that re-parses the
 //! URL even with redirects off, and a retry layer the gateway never uses. Measured as a bare
 //! proxy, that cost 5–9 µs of CPU per request on one VM and 25–39 µs on another
 //! (docs/benchmarks.md, `bench/cpu-per-request.sh bare-reqwest` against `bare-hyper`).
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyDataStream, BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::pool::{Pool, PooledBody};
 use crate::{ProviderError, ProviderErrorKind};
 
 /// How long an idle pooled connection is kept, and how many per host.
@@ -27,10 +32,57 @@ const POOL_MAX_IDLE_PER_HOST: usize = 512;
 /// server offers it over TLS). No overall timeout: the gateway enforces first-token and total
 /// limits itself, per target. Redirects are not followed: a provider API does not redirect a
 /// POST, and following one would send the prompt somewhere the config did not name.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Plain-`http://` upstreams go through this instead (see `pool.rs`).
+    plain: Arc<Pool>,
 }
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+/// An upstream answer's body, from whichever client carried the call.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Pooled(PooledBody),
+    Legacy(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Legacy(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(b) => b.is_end_stream(),
+            UpstreamBody::Legacy(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Pooled(b) => b.size_hint(),
+            UpstreamBody::Legacy(b) => b.size_hint(),
+        }
+    }
+}
+
+/// An upstream answer with its body unread.
+pub type UpstreamResponse = Response<UpstreamBody>;
 
 impl HttpClient {
     /// A client whose TCP connects give up after `connect_timeout`.
@@ -51,7 +103,10 @@ impl HttpClient {
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .build(connector);
-        Ok(HttpClient { inner })
+        Ok(HttpClient {
+            inner,
+            plain: Pool::new(connect_timeout, POOL_IDLE, POOL_MAX_IDLE_PER_HOST),
+        })
     }
 
     /// POSTs `body` with `headers` (and `Accept: text/event-stream` when `sse`); returns the
@@ -62,8 +117,20 @@ impl HttpClient {
         headers: &HeaderMap,
         body: Vec<u8>,
         sse: bool,
-    ) -> Result<Response<Incoming>, ProviderError> {
-        let mut req = Request::post(uri.clone())
+    ) -> Result<UpstreamResponse, ProviderError> {
+        let plain = match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) => Some(authority),
+            _ => None,
+        };
+        // A connection of our own pool takes the origin form (`/v1/...`); hyper_util's client
+        // rewrites the absolute URI itself.
+        let target = match plain {
+            Some(_) => uri
+                .path_and_query()
+                .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone())),
+            None => uri.clone(),
+        };
+        let mut req = Request::post(target)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string()))?;
         *req.headers_mut() = headers.clone();
@@ -73,7 +140,21 @@ impl HttpClient {
                 HeaderValue::from_static("text/event-stream"),
             );
         }
-        self.inner.request(req).await.map_err(request_error)
+        match plain {
+            Some(authority) => {
+                if !req.headers().contains_key(http::header::HOST) {
+                    if let Some(host) = plain_http_host(uri) {
+                        req.headers_mut().insert(http::header::HOST, host);
+                    }
+                }
+                let resp = self.plain.send(authority, req).await?;
+                Ok(resp.map(UpstreamBody::Pooled))
+            }
+            None => {
+                let resp = self.inner.request(req).await.map_err(request_error)?;
+                Ok(resp.map(UpstreamBody::Legacy))
+            }
+        }
     }
 }
 
@@ -103,7 +184,7 @@ pub fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
 }
 
 /// The whole body of an answer.
-pub async fn read_body(resp: Response<Incoming>) -> Result<Bytes, ProviderError> {
+pub async fn read_body(resp: UpstreamResponse) -> Result<Bytes, ProviderError> {
     resp.into_body()
         .collect()
         .await
@@ -113,13 +194,13 @@ pub async fn read_body(resp: Response<Incoming>) -> Result<Bytes, ProviderError>
 
 /// The body of an answer as it arrives, piece by piece.
 pub fn body_stream(
-    resp: Response<Incoming>,
+    resp: UpstreamResponse,
 ) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin {
     BodyDataStream::new(resp.into_body()).map(|r| r.map_err(body_error))
 }
 
 /// Reads a body up to `limit` bytes (error answers: enough to show, never unbounded).
-pub async fn read_limited(resp: Response<Incoming>, limit: usize) -> Result<Bytes, ProviderError> {
+pub async fn read_limited(resp: UpstreamResponse, limit: usize) -> Result<Bytes, ProviderError> {
     let mut out = Vec::new();
     let mut s = body_stream(resp);
     while let Some(chunk) = s.next().await {

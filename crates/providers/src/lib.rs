@@ -12,6 +12,7 @@ pub mod anthropic;
 pub mod client;
 mod error;
 pub mod openai;
+mod pool;
 mod stream;
 
 use std::{future::Future, pin::Pin, sync::Arc};

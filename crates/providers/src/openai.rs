@@ -109,7 +109,7 @@ impl OpenAi {
         url: &http::Uri,
         body: Vec<u8>,
         stream: bool,
-    ) -> Result<http::Response<hyper::body::Incoming>, ProviderError> {
+    ) -> Result<crate::client::UpstreamResponse, ProviderError> {
         let resp = self
             .client
             .get()
@@ -132,7 +132,7 @@ pub fn upstream_body(req: &ChatRequest, model: &str) -> Result<Vec<u8>, Provider
 /// Reads an error answer: OpenAI's `{"error": {"message": ...}}`, or whatever text came.
 pub async fn error_from_response(
     provider: &str,
-    resp: http::Response<hyper::body::Incoming>,
+    resp: crate::client::UpstreamResponse,
 ) -> ProviderError {
     let status = resp.status().as_u16();
     let retry = retry_after(resp.headers());
