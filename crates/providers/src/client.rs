@@ -252,7 +252,7 @@ fn causes<'a>(
 }
 
 /// "outer: cause: root cause".
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     causes(e)
         .map(ToString::to_string)
         .collect::<Vec<_>>()

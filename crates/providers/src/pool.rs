@@ -27,6 +27,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+use crate::client::chain;
 use crate::{ProviderError, ProviderErrorKind};
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -146,11 +147,15 @@ impl Pool {
     }
 
     async fn connect(&self, authority: &Authority) -> Result<Sender, ProviderError> {
-        let addr = (authority.host(), authority.port_u16().unwrap_or(80));
-        let host = addr.0.trim_start_matches('[').trim_end_matches(']');
+        // `Authority::host` keeps an IPv6 address's brackets; the resolver wants it bare.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
         let tcp = tokio::time::timeout(
             self.connect_timeout,
-            tokio::net::TcpStream::connect((host, addr.1)),
+            tokio::net::TcpStream::connect((host, port)),
         )
         .await
         .map_err(|_| {
@@ -192,7 +197,7 @@ fn send_error(e: hyper::Error) -> ProviderError {
     } else {
         ProviderErrorKind::Io
     };
-    ProviderError::new(kind, format!("upstream request failed: {e}"))
+    ProviderError::new(kind, format!("upstream request failed: {}", chain(&e)))
 }
 
 /// An upstream answer's body; gives its connection back to the pool when dropped.
