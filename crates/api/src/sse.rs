@@ -208,6 +208,10 @@ fn parse_event(raw: Bytes) -> SseEvent {
 
 /// The bytes as they are when they are UTF-8; otherwise with U+FFFD in place of what is not.
 fn valid_utf8(b: Bytes) -> Bytes {
+    // The strict check first: it is the common case and much cheaper than the lossy walk.
+    if std::str::from_utf8(&b).is_ok() {
+        return b;
+    }
     match String::from_utf8_lossy(&b) {
         std::borrow::Cow::Borrowed(_) => b,
         std::borrow::Cow::Owned(s) => Bytes::from(s),

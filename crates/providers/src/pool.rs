@@ -393,6 +393,47 @@ mod tests {
         );
     }
 
+    /// The race a pooled client must survive: a connection that looked free takes the request,
+    /// then closes before writing it. hyper hands such a request back unsent, and it goes out
+    /// on a fresh connection. Driven step by step, so the close lands after the request was
+    /// queued on the idle connection and before that connection wrote anything.
+    #[tokio::test]
+    async fn a_request_handed_back_unsent_goes_out_on_a_fresh_connection() {
+        use futures_util::FutureExt;
+        let (authority, accepted) = server(usize::MAX).await;
+        let pool = Pool::new(Duration::from_secs(2), Duration::from_secs(90), 8);
+        let tcp = tokio::net::TcpStream::connect(authority.as_str())
+            .await
+            .unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        // Polled once, the connection says it wants a request; then nothing drives it.
+        let mut conn = Box::pin(conn);
+        assert!(conn.as_mut().now_or_never().is_none());
+        assert!(sender.is_ready() && !sender.is_closed());
+        pool.put(authority.clone(), sender);
+
+        let mut send = Box::pin(pool.send(&authority, request(&authority)));
+        // First step: the idle connection is ready and takes the request, which waits in its
+        // queue for an answer.
+        assert!(send.as_mut().now_or_never().is_none());
+        assert!(
+            lock(&pool.idle)[0].1.is_empty(),
+            "the idle connection was taken"
+        );
+        // The connection closes with the request still queued.
+        drop(conn);
+        let resp = send.await.expect("the request is retried, not failed");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the retry went out on a new connection"
+        );
+    }
+
     #[tokio::test]
     async fn a_refused_connect_is_a_connect_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
