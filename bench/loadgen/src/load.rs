@@ -423,6 +423,11 @@ pub struct StreamsResult {
     pub error_kinds: BTreeMap<String, u64>,
     /// Request start to the first frame with content.
     pub ttft: Summary,
+    /// TTFT of the streams started during the ramp, while connections are still being opened
+    /// (to the target, and by a gateway to its upstream).
+    pub ttft_ramp: Summary,
+    /// TTFT of the streams started after the ramp: connections open, streams replacing streams.
+    pub ttft_steady: Summary,
     /// Gaps between successive frames that carry content.
     pub gap: Summary,
     /// Gaps longer than `stall_ms`.
@@ -440,6 +445,9 @@ pub struct StreamsResult {
 #[derive(Default)]
 struct StreamAcc {
     ttft: Vec<u64>,
+    /// TTFT (µs) of streams started during the ramp, and after it.
+    ttft_ramp: Vec<u64>,
+    ttft_steady: Vec<u64>,
     gaps: Vec<u64>,
     total: Vec<u64>,
     ok: u64,
@@ -454,6 +462,7 @@ struct StreamAcc {
 
 async fn one_stream(
     client: &HttpClient,
+    ramp_end: Instant,
     target: &Target,
     stall: Duration,
     acc: &mut StreamAcc,
@@ -495,7 +504,15 @@ async fn one_stream(
         tokens += n;
         acc.frames += 1;
         match last {
-            None => acc.ttft.push(now.duration_since(t0).as_micros() as u64),
+            None => {
+                let ttft = now.duration_since(t0).as_micros() as u64;
+                acc.ttft.push(ttft);
+                if t0 < ramp_end {
+                    acc.ttft_ramp.push(ttft);
+                } else {
+                    acc.ttft_steady.push(ttft);
+                }
+            }
             Some(prev) => {
                 let gap = now.duration_since(prev);
                 if gap > stall {
@@ -552,7 +569,7 @@ pub async fn run_streams(
                 }
                 let outcome = tokio::time::timeout(
                     target.timeout,
-                    one_stream(&client, &target, stall, &mut acc),
+                    one_stream(&client, (start + ramp).into_std(), &target, stall, &mut acc),
                 )
                 .await
                 .unwrap_or_else(|_| Err("stream_timeout".into()));
@@ -574,6 +591,8 @@ pub async fn run_streams(
     while let Some(joined) = workers.join_next().await {
         let acc = joined?;
         all.ttft.extend(acc.ttft);
+        all.ttft_ramp.extend(acc.ttft_ramp);
+        all.ttft_steady.extend(acc.ttft_steady);
         all.gaps.extend(acc.gaps);
         all.total.extend(acc.total);
         all.err += acc.err;
@@ -605,6 +624,8 @@ pub async fn run_streams(
         streams_err: all.err,
         error_kinds: all.kinds,
         ttft: summarize(&mut all.ttft),
+        ttft_ramp: summarize(&mut all.ttft_ramp),
+        ttft_steady: summarize(&mut all.ttft_steady),
         gap: summarize(&mut all.gaps),
         stalls: all.stalls,
         content_frames: all.frames,
@@ -628,6 +649,93 @@ mod tests {
         assert_eq!(content_tokens(fin), 0);
         let joined = [&role[..], b"\n\n", tok, b"\n\n", tok, b"\n\n"].concat();
         assert_eq!(content_tokens(&joined), 2);
+    }
+
+    /// A keep-alive HTTP/1.1 server answering every request with a short SSE stream whose
+    /// first content arrives after `delay`.
+    async fn sse_server(delay: Duration) -> http::Uri {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + len);
+                        tokio::time::sleep(delay).await;
+                        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+                                    data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n\
+                                    data: [DONE]\n\n";
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                             content-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn stream_ttft_is_split_between_the_ramp_and_after_it() {
+        let target = Arc::new(Target {
+            url: sse_server(Duration::from_millis(20)).await,
+            headers: Vec::new(),
+            body: Bytes::from_static(b"{}"),
+            timeout: Duration::from_secs(5),
+        });
+        let r = run_streams(
+            &client(),
+            target,
+            "t",
+            4,
+            Duration::from_millis(300),
+            // Shorter than one stream (20 ms to first content): one stream per worker in it.
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.streams_err, 0, "{:?}", r.error_kinds);
+        // Each worker's first stream starts within the ramp, the rest after it.
+        assert_eq!(r.ttft_ramp.n, 4);
+        assert!(r.ttft_steady.n >= 4, "{}", r.ttft_steady.n);
+        assert_eq!(r.ttft.n, r.ttft_ramp.n + r.ttft_steady.n);
+        // Both tokens go out in one write, so one content frame per stream.
+        assert_eq!(r.content_frames, r.streams_ok);
+        assert!(r.ttft_steady.p50_ms >= 20.0, "{}", r.ttft_steady.p50_ms);
     }
 
     #[test]

@@ -285,13 +285,15 @@ fn main() -> anyhow::Result<()> {
                 .await
             })?;
             eprintln!(
-                "  [{}] streams ok {} err {} {:?}; TTFT p50 {:.2} p99 {:.2} ms; gap p50 {:.2} p99 {:.2} max {:.1} ms; multi-token frames {}; stalls {}",
+                "  [{}] streams ok {} err {} {:?}; TTFT p50 {:.2} p99 {:.2} ms (p99 {:.2} in the ramp, {:.2} after); gap p50 {:.2} p99 {:.2} max {:.1} ms; multi-token frames {}; stalls {}",
                 r.label,
                 r.streams_ok,
                 r.streams_err,
                 r.error_kinds,
                 r.ttft.p50_ms,
                 r.ttft.p99_ms,
+                r.ttft_ramp.p99_ms,
+                r.ttft_steady.p99_ms,
                 r.gap.p50_ms,
                 r.gap.p99_ms,
                 r.gap.max_ms,

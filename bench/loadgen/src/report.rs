@@ -232,11 +232,11 @@ pub fn build(lines: &str) -> anyhow::Result<Report> {
     );
     let _ = writeln!(
         md,
-        "| target | streams ok / err | TTFT p50 | TTFT p99 | +TTFT p50 | +TTFT p99 | gap p50 | gap p99 | gap max | multi-token frames | stalls |"
+        "| target | streams ok / err | TTFT p50 | TTFT p99 | +TTFT p50 | +TTFT p99 | +TTFT p99 after the ramp | gap p50 | gap p99 | gap max | multi-token frames | stalls |"
     );
     let _ = writeln!(
         md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for l in &labels {
         if rows.get(l).and_then(|r| r.streams.as_ref()).is_none() {
@@ -246,13 +246,14 @@ pub fn build(lines: &str) -> anyhow::Result<Report> {
         let add = |p: &[&str]| s(p).zip(stream_metric("direct", p)).map(|(a, b)| a - b);
         let _ = writeln!(
             md,
-            "| {l} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {l} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             fmt_opt(s(&["streams_ok"]), 0),
             fmt_opt(s(&["streams_err"]), 0),
             fmt_opt(s(&["ttft", "p50_ms"]), 2),
             fmt_opt(s(&["ttft", "p99_ms"]), 2),
             fmt_opt(add(&["ttft", "p50_ms"]), 2),
             fmt_opt(add(&["ttft", "p99_ms"]), 2),
+            fmt_opt(add(&["ttft_steady", "p99_ms"]), 2),
             fmt_opt(s(&["gap", "p50_ms"]), 2),
             fmt_opt(s(&["gap", "p99_ms"]), 2),
             fmt_opt(s(&["gap", "max_ms"]), 1),
@@ -389,6 +390,7 @@ pub fn build(lines: &str) -> anyhow::Result<Report> {
             "gap_max_ms",
             "multi_token_frames",
             "stalls",
+            "added_ttft_p99_after_ramp_ms",
         ]
         .map(String::from),
     );
@@ -451,11 +453,13 @@ pub fn build(lines: &str) -> anyhow::Result<Report> {
             s(&["gap", "max_ms"]),
             s(&["multi_token_frames"]),
             s(&["stalls"]),
+            add(&["ttft_steady", "p99_ms"]),
         ];
         tj.insert(
             "streams".into(),
             json!({
                 "added_ttft_p50_ms": stream_cells[4], "added_ttft_p99_ms": stream_cells[5],
+                "added_ttft_p99_after_ramp_ms": stream_cells[11],
                 "raw": rows.get(l).and_then(|r| r.streams.clone()),
             }),
         );
@@ -515,6 +519,8 @@ mod tests {
             json!({"kind":"rate","label":"litellm","rate":2000.0,"error_rate":0.5,"latency":{"p50_ms":900.0,"p99_ms":5000.0}}),
             json!({"kind":"rss","label":"switchyard","vmhwm_kb":20480}),
             json!({"kind":"rss_streams","label":"switchyard","vmhwm_kb":10240}),
+            json!({"kind":"streams","label":"direct","concurrency":1000,"ttft":{"p50_ms":101.0,"p99_ms":104.0},"ttft_steady":{"p99_ms":103.0}}),
+            json!({"kind":"streams","label":"switchyard","concurrency":1000,"ttft":{"p50_ms":102.0,"p99_ms":110.0},"ttft_steady":{"p99_ms":105.5}}),
         ]
         .iter()
         .map(|v| v.to_string())
@@ -534,6 +540,14 @@ mod tests {
         assert!((added - 0.4).abs() < 1e-9);
         assert_eq!(sy["peak_rss_mb"], 20.0);
         assert_eq!(sy["streams_peak_rss_mb"], 10.0);
+        // Added TTFT overall and for the streams started after the ramp, each against direct's.
+        assert_eq!(sy["streams"]["added_ttft_p99_ms"], 6.0);
+        assert_eq!(sy["streams"]["added_ttft_p99_after_ramp_ms"], 2.5);
+        assert!(
+            r.markdown.contains("| 1.00 | 6.00 | 2.50 |"),
+            "{}",
+            r.markdown
+        );
         // A rate with errors is not reported as a latency.
         assert!(r.json["targets"]["litellm"]["latency_at_rate"]["2000"]["p99_ms"].is_null());
         let checks = r.json["switchyard_checks"].as_array().unwrap();
