@@ -83,7 +83,8 @@ impl Meter {
 
     /// Queues a finished request for the ledger. Waits for room when the queue is full
     /// (backpressure rather than loss); counts a drop only if the writer has stopped.
-    pub async fn record(&self, outcome: Outcome) {
+    pub async fn record(&self, mut outcome: Outcome) {
+        outcome.shed_estimate_inputs();
         if let Err(e) = self.tx.send(outcome).await {
             self.metrics.records_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(id = %e.0.id, "ledger writer has stopped; request not recorded");
@@ -94,7 +95,8 @@ impl Meter {
     /// is full, for the caller to `record` (and so wait) off its hot path.
     // The outcome comes back by value on purpose: boxing it would allocate per request.
     #[allow(clippy::result_large_err)]
-    pub fn try_record(&self, outcome: Outcome) -> Result<(), Outcome> {
+    pub fn try_record(&self, mut outcome: Outcome) -> Result<(), Outcome> {
+        outcome.shed_estimate_inputs();
         match self.tx.try_send(outcome) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(o)) => Err(o),
