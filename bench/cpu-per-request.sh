@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU time per request of Switchyard, nginx or a bare tokio + hyper proxy at a fixed open-loop rate:
 # utime + stime of the target's processes (/proc/PID/stat) over one `loadgen rate` run, divided
-# by its requests, and how busy the whole machine was meanwhile. `bare-hyper` is
+# by its requests, how busy the whole machine was meanwhile, and the split by thread. `bare-hyper` is
 # bench/upstream/src/bin/bare-hyper-proxy.rs: tokio + hyper forwarding bytes and nothing else,
 # the least a gateway on Switchyard's stack can cost; `bare-legacy` and `bare-reqwest` are the same
 # proxy calling upstream through hyper_util's pooled client (as Switchyard does) or reqwest.
@@ -23,12 +23,23 @@ start_target "$target"
 machine() { # busy and total jiffies of the whole machine (load generator and upstream included)
     awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
 }
+threads() { # per thread of $main: "name ticks" (threads of one name summed), sorted by name
+    for d in /proc/"$main"/task/*; do
+        printf '%s %s\n' "$(tr -d ' ' < "$d/comm")" "$(awk '{print $14 + $15}' "$d/stat")"
+    done | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}' | sort
+}
 read -r busy0 total0 < <(machine)
+threads > "$WORK/threads.before"
 before=$(target_ticks)
 "$BIN/loadgen" rate --url "$url" --label "$target" --rate "$rate" --duration "$secs" 2>&1 | grep -o 'achieved.*' | head -1
 after=$(target_ticks)
+threads > "$WORK/threads.after"
 read -r busy1 total1 < <(machine)
 hz=$(getconf CLK_TCK)
 awk -v d=$((after - before)) -v hz="$hz" -v r="$rate" -v s="$secs" -v t="$target" \
     'BEGIN{printf "%s: %.0f us CPU per request at %d req/s (%.1f%% of one core)\n", t, d/hz/(r*s)*1e6, r, d/hz/s*100}'
 echo "whole machine busy over the run: $(( (busy1 - busy0) * 100 / (total1 - total0) ))% of its $(nproc) cores (load generator and upstream included)"
+# Where the CPU of the target's main process went, thread by thread (Switchyard: request workers,
+# ledger writer; nginx: its master only, the workers are processes).
+join "$WORK/threads.before" "$WORK/threads.after" | awk -v hz="$hz" -v n=$((rate * secs)) \
+    '$3 > $2 {printf "  %s %.1f us", $1, ($3 - $2) / hz / n * 1e6} END {print ""}'
