@@ -651,68 +651,25 @@ mod tests {
         assert_eq!(content_tokens(&joined), 2);
     }
 
-    /// A keep-alive HTTP/1.1 server answering every request with a short SSE stream whose
-    /// first content arrives after `delay`.
-    async fn sse_server(delay: Duration) -> http::Uri {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/v1/chat/completions",
-            listener.local_addr().unwrap()
-        );
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        let head_end = loop {
-                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break i + 4;
-                            }
-                            let mut chunk = [0u8; 4096];
-                            match sock.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length: "))
-                            .map_or(0, |v| v.trim().parse().unwrap());
-                        while buf.len() < head_end + len {
-                            let mut chunk = [0u8; 4096];
-                            match sock.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..head_end + len);
-                        tokio::time::sleep(delay).await;
-                        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
-                                    data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n\
-                                    data: [DONE]\n\n";
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-                             content-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if sock.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        url.parse().unwrap()
-    }
-
     #[tokio::test]
     async fn stream_ttft_is_split_between_the_ramp_and_after_it() {
+        use switchyard_testkit::openai::{Answer, MockOpenAi, Reply};
+        // Two tokens, the first 20 ms after the request.
+        let (_mock, upstream) = MockOpenAi::start(Reply::Answer(Answer {
+            tokens: 2,
+            first_token_delay: Duration::from_millis(20),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
         let target = Arc::new(Target {
-            url: sse_server(Duration::from_millis(20)).await,
+            url: format!("{}/chat/completions", upstream.base_url())
+                .parse()
+                .unwrap(),
             headers: Vec::new(),
-            body: Bytes::from_static(b"{}"),
+            body: Bytes::from_static(
+                br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            ),
             timeout: Duration::from_secs(5),
         });
         let r = run_streams(
@@ -733,8 +690,7 @@ mod tests {
         assert_eq!(r.ttft_ramp.n, 4);
         assert!(r.ttft_steady.n >= 4, "{}", r.ttft_steady.n);
         assert_eq!(r.ttft.n, r.ttft_ramp.n + r.ttft_steady.n);
-        // Both tokens go out in one write, so one content frame per stream.
-        assert_eq!(r.content_frames, r.streams_ok);
+        assert!(r.content_frames >= r.streams_ok);
         assert!(r.ttft_steady.p50_ms >= 20.0, "{}", r.ttft_steady.p50_ms);
     }
 
