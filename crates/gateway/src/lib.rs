@@ -25,7 +25,7 @@ use std::{
 use anyhow::Context as _;
 use switchyard_meter::{Meter, MeterConfig, MeterTask, PriceCatalog};
 
-pub use app::app;
+pub use app::{app, GatewayService};
 pub use config::Config;
 pub use state::Gateway;
 
@@ -143,9 +143,12 @@ async fn serve_until_drained(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, app(gw))
-        .with_graceful_shutdown(signal)
-        .into_future();
+    let server = axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(GatewayService::new(gw)),
+    )
+    .with_graceful_shutdown(signal)
+    .into_future();
     tokio::pin!(server);
     let mut drain_timer = drain;
     tokio::select! {

@@ -410,6 +410,17 @@ async fn errors_come_back_in_openai_shape() {
     )
     .await;
     check(client.get(&url).send().await.unwrap(), 405).await;
+    // The served service sends the chat route straight to its handler (`GatewayService`):
+    // it matches the path, so a query string does not push the request off it.
+    let served = client
+        .post(format!("{url}?trace=1"))
+        .json(&chat("chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let v: Value = served.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion", "{v}");
     let rows = h.finish().await;
     assert!(
         rows.iter().any(|r| r["status"] == 400),
