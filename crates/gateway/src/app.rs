@@ -303,19 +303,38 @@ async fn read_body(gw: &Gateway, req: Request) -> Result<Bytes, ApiError> {
             return Err(too_large());
         }
     }
-    let limited = http_body_util::Limited::new(req.into_body(), gw.max_body_bytes);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
+    let mut limited = http_body_util::Limited::new(req.into_body(), gw.max_body_bytes);
+    // Most bodies come as one frame: keep it as it came; join only when more follow.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = limited.frame().await {
+        let frame = frame.map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+                .is_some()
+            {
+                too_large()
+            } else {
+                ApiError::invalid(format!("could not read the request body: {e}"))
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        match (&mut joined, first.take()) {
+            (Some(j), _) => j.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(f)) => {
+                let mut j = bytes::BytesMut::with_capacity(f.len() + data.len());
+                j.extend_from_slice(&f);
+                j.extend_from_slice(&data);
+                joined = Some(j);
+            }
         }
-        Err(e) => Err(ApiError::invalid(format!(
-            "could not read the request body: {e}"
-        ))),
     }
+    Ok(match joined {
+        Some(j) => j.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -760,7 +779,14 @@ fn served_headers(h: &mut HeaderMap, id: &str, target: &str, attempts: u32) {
     if let Ok(v) = HeaderValue::from_str(target) {
         h.insert(X_SWITCHYARD_TARGET, v);
     }
-    h.insert(X_SWITCHYARD_ATTEMPTS, HeaderValue::from(attempts));
+    // Nearly always 1: a static value, where formatting a number allocates twice.
+    let attempts = match attempts {
+        1 => HeaderValue::from_static("1"),
+        2 => HeaderValue::from_static("2"),
+        3 => HeaderValue::from_static("3"),
+        n => HeaderValue::from(n),
+    };
+    h.insert(X_SWITCHYARD_ATTEMPTS, attempts);
 }
 
 /// Records the request if the handler is dropped (the client went away) before it finished.

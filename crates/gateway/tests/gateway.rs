@@ -429,6 +429,66 @@ async fn errors_come_back_in_openai_shape() {
     assert!(rows.iter().any(|r| r["status"] == 429));
 }
 
+/// Sends a chat request with a chunked body, one chunk per write with a pause between, so the
+/// gateway receives it as several frames. Returns the status line and the body.
+async fn post_in_chunks(addr: std::net::SocketAddr, chunks: &[&[u8]]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+          transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for c in chunks {
+        tcp.write_all(format!("{:x}\r\n", c.len()).as_bytes())
+            .await
+            .unwrap();
+        tcp.write_all(c).await.unwrap();
+        tcp.write_all(b"\r\n").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tcp.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_body_in_several_frames_is_read_whole_and_its_limit_holds() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let h = Harness::start_with_top(
+        "max_body_bytes = 2048",
+        &format!(
+            "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
+            provider("a", &up.base_url())
+        ),
+    )
+    .await;
+    let body = chat("chat", false).to_string();
+    let (a, b) = body.as_bytes().split_at(body.len() / 3);
+    let (b, c) = b.split_at(b.len() / 2);
+    let (status, answer) = post_in_chunks(h.gw.addr, &[a, b, c]).await;
+    assert!(status.contains(" 200 "), "{status} {answer}");
+    assert!(answer.contains("chat.completion"), "{answer}");
+    // No content-length to check up front: the limit is counted as the frames arrive.
+    let big = json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(3000)}]})
+        .to_string();
+    let (a, b) = big.as_bytes().split_at(1500);
+    let (status, answer) = post_in_chunks(h.gw.addr, &[a, b]).await;
+    assert!(status.contains(" 413 "), "{status} {answer}");
+    assert!(answer.contains("larger than the limit"), "{answer}");
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn virtual_keys_authenticate_and_attribute() {
     std::env::set_var("SWITCHYARD_TEST_KEY_A", "sk-team-a");
