@@ -35,8 +35,8 @@ pub struct Config {
     /// overload: 4,096 ≈ 300 MB.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Worker threads serving requests, each a single-threaded runtime (thread per core).
-    /// Default: the number of CPUs this process may use.
+    /// Worker threads serving requests, each a single-threaded runtime with its own listening
+    /// socket. Default: two per CPU this process may use (`WORKERS_PER_CPU`, see `serve_blocking`).
     #[serde(default)]
     pub workers: Option<usize>,
     #[serde(default)]

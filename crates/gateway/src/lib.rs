@@ -163,12 +163,19 @@ async fn serve_until_drained(
     Ok(())
 }
 
+/// Two workers per CPU by default, not one: the kernel hashes each client connection to one
+/// worker's socket, so a client holding a few dozen keep-alive connections loads the workers
+/// unevenly (77:23 to 95:5 between two workers in the benchmark). With one worker per CPU the
+/// busier one saturates its core while the other core idles; with two per CPU the scheduler
+/// moves runnable workers to whichever core is free (docs/benchmarks.md, "After run 18").
+pub const WORKERS_PER_CPU: usize = 2;
+
 /// Serves until SIGTERM or Ctrl-C, then drains; blocks the calling thread.
 ///
-/// Thread per core, as nginx's worker processes: `workers` OS threads each run a
-/// single-threaded runtime accepting from its own socket (see [`bind_workers`]), and a request
-/// lives on one thread from accept to answer (its upstream connections too, see `HttpClients`).
-/// A work-stealing runtime wakes idle workers to share each burst of events: on a busy gateway
+/// Threads like nginx's worker processes: `workers` OS threads each run a single-threaded
+/// runtime accepting from its own socket (see [`bind_workers`]), and a request lives on one
+/// thread from accept to answer (its upstream connections too, see `HttpClients`). A
+/// work-stealing runtime wakes idle workers to share each burst of events: on a busy gateway
 /// that is several cross-thread wake-ups per request, which cost more CPU than the request
 /// itself. Blocking work (embeddings, the local engine) and the ledger writer keep their own
 /// threads.
@@ -177,6 +184,7 @@ pub fn serve_blocking(cfg: Config) -> anyhow::Result<()> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+            * WORKERS_PER_CPU
     });
     let main_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
