@@ -47,12 +47,12 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// What `serve` runs: the two chat routes (OpenAI, Anthropic) go straight to their handlers, every other request
-/// through [`app`]'s router. Why: they carry nearly all the traffic, and the router's
-/// per-request work (path match, a boxed handler future, the matched-path extension, a
-/// content-length header the server writes anyway) was 6 of the 52 allocations a request cost
-/// the workers, and about 4% of the CPU per request (docs/benchmarks.md). Every gateway test
-/// goes through it; the router still answers their paths' other methods (405).
+/// What `serve` runs: the two chat routes (OpenAI, Anthropic) go straight to their handlers,
+/// every other request through [`app`]'s router. Why: they carry nearly all the traffic, and
+/// the router's per-request work (path match, a boxed handler future, the matched-path
+/// extension, a content-length header the server writes anyway) was 6 of the 52 allocations a
+/// request cost the workers, and about 4% of the CPU per request (docs/benchmarks.md). Every
+/// gateway test goes through it; the router still answers their paths' other methods (405).
 #[derive(Clone)]
 pub struct GatewayService {
     gw: Arc<Gateway>,
