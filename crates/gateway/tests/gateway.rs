@@ -96,6 +96,14 @@ fn provider(name: &str, url: &str) -> String {
     format!("[providers.{name}]\nkind = \"openai\"\nbase_url = \"{url}\"\n")
 }
 
+/// One provider `a` at `url` and one route `chat` to its model `m`.
+fn one_route(url: &str) -> String {
+    format!(
+        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
+        provider("a", url)
+    )
+}
+
 /// Reads an SSE body into its `data:` payloads.
 async fn sse_data(resp: reqwest::Response) -> Vec<String> {
     let text = resp.text().await.unwrap();
@@ -465,14 +473,7 @@ async fn a_body_in_several_frames_is_read_whole_and_its_limit_holds() {
     let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
         .await
         .unwrap();
-    let h = Harness::start_with_top(
-        "max_body_bytes = 2048",
-        &format!(
-            "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
-            provider("a", &up.base_url())
-        ),
-    )
-    .await;
+    let h = Harness::start_with_top("max_body_bytes = 2048", &one_route(&up.base_url())).await;
     let body = chat("chat", false).to_string();
     let (a, b) = body.as_bytes().split_at(body.len() / 3);
     let (b, c) = b.split_at(b.len() / 2);
@@ -545,11 +546,7 @@ async fn a_client_going_away_cancels_the_upstream_stream() {
     }))
     .await
     .unwrap();
-    let h = Harness::start(&format!(
-        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
-        provider("a", &up.base_url())
-    ))
-    .await;
+    let h = Harness::start(&one_route(&up.base_url())).await;
     let resp = h.post("/v1/chat/completions", chat("chat", true)).await;
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
@@ -581,11 +578,7 @@ async fn shutdown_drains_in_flight_requests_and_loses_no_record() {
     }))
     .await
     .unwrap();
-    let h = Harness::start(&format!(
-        "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
-        provider("a", &up.base_url())
-    ))
-    .await;
+    let h = Harness::start(&one_route(&up.base_url())).await;
     let mut inflight = Vec::new();
     for i in 0..20 {
         let url = format!("{}/v1/chat/completions", h.base);
@@ -758,14 +751,7 @@ async fn past_max_in_flight_requests_are_refused_with_503_and_retry_after() {
     }))
     .await
     .unwrap();
-    let h = Harness::start_with_top(
-        "max_in_flight = 1",
-        &format!(
-            "{}[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"a\", model = \"m\" }}]\n",
-            provider("a", &up.base_url())
-        ),
-    )
-    .await;
+    let h = Harness::start_with_top("max_in_flight = 1", &one_route(&up.base_url())).await;
     // A stream holds the one place until its last chunk, not just until its headers.
     let stream = h.post("/v1/chat/completions", chat("chat", true)).await;
     assert_eq!(stream.status(), 200);
