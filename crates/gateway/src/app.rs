@@ -87,17 +87,18 @@ impl tower_service::Service<Request> for GatewayService {
     fn call(&mut self, req: Request) -> Self::Future {
         use futures_util::future::Either;
         if req.method() == http::Method::POST {
-            let gw = self.gw.clone();
             match req.uri().path() {
                 "/v1/chat/completions" => {
+                    let gw = self.gw.clone();
                     return Either::Left(Box::pin(async move {
                         Ok(chat_completions(State(gw), req).await)
-                    }))
+                    }));
                 }
                 "/v1/messages" => {
+                    let gw = self.gw.clone();
                     return Either::Left(Box::pin(async move {
                         Ok(anthropic_messages(State(gw), req).await)
-                    }))
+                    }));
                 }
                 _ => {}
             }
