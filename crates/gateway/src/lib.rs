@@ -296,11 +296,32 @@ fn worker(
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Dropped with the runtime when serving ends; not one of `gw.tasks`, so drain ignores it.
+        tokio::spawn(timer_floor());
         let listener = tokio::net::TcpListener::from_std(socket)?;
         serve_until_drained(gw.clone(), listener, drain, grace).await?;
         gw.tasks.wait().await;
         Ok(())
     })
+}
+
+/// How often each worker's timer floor ticks: below the default timeouts (5 s and more).
+const TIMER_FLOOR: Duration = Duration::from_secs(1);
+
+/// Keeps a timer at most `TIMER_FLOOR` away on the worker's runtime, for the whole time it runs.
+///
+/// Why: every request arms a timeout (`attempt.rs`). tokio's timer wakes its own I/O driver (an
+/// eventfd write, then an extra turn of `epoll_wait`) whenever a new timer is due sooner than the
+/// driver's next planned wake-up, and a worker that went idle with no timer has none planned, so
+/// at moderate load nearly every request paid that self-wake. With this timer pending the driver
+/// always plans to wake within a second, and a request's longer timeout no longer undercuts it.
+/// Costs one wake-up per second per worker; timeouts shorter than the floor still work as before.
+async fn timer_floor() {
+    let mut tick = tokio::time::interval(TIMER_FLOOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains, on the current runtime.
