@@ -25,9 +25,9 @@ start_target "$target"
     | grep -o 'achieved.*' | head -1 &
 load=$!
 sleep 1
-pids=$main
-for p in $(pgrep -P "$main" || true); do pids+=",$p"; done
-perf stat -x, -e "$events" -p "$pids" -- sleep "$secs" 2>&1 \
+procs=$main
+for p in $(pgrep -P "$main" || true); do procs+=",$p"; done
+perf stat -x, -e "$events" -p "$procs" -- sleep "$secs" 2>&1 \
     | awk -F, -v n=$((rate * secs)) -v t="$target" '$3 ~ /sys_enter/ {
             name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all";
             c[name] = $1 / n; order[++k] = name }

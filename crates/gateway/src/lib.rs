@@ -292,17 +292,23 @@ fn worker(
     drain: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = worker_runtime()?;
     rt.block_on(async move {
-        // Dropped with the runtime when serving ends; not one of `gw.tasks`, so drain ignores it.
-        tokio::spawn(timer_floor());
         let listener = tokio::net::TcpListener::from_std(socket)?;
         serve_until_drained(gw.clone(), listener, drain, grace).await?;
         gw.tasks.wait().await;
         Ok(())
     })
+}
+
+/// A worker's runtime: single-threaded, with its timer floor already spawned (dropped with the
+/// runtime when serving ends; not one of `Gateway::tasks`, so draining does not wait for it).
+fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.spawn(timer_floor());
+    Ok(rt)
 }
 
 /// How often each worker's timer floor ticks: below the default timeouts (5 s and more).
@@ -359,6 +365,69 @@ async fn shutdown_signal() {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Write system calls this thread has made so far (Linux's per-thread I/O accounting).
+    fn thread_write_calls() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        let line = io.lines().find_map(|l| l.strip_prefix("syscw:")).unwrap();
+        line.trim().parse().unwrap()
+    }
+
+    /// Write calls made by `rt`'s thread while `rounds` requests arrive one by one on an idle
+    /// runtime and each arms a 60 s timeout that is polled while pending, as `attempt.rs` does.
+    fn writes_while_arming_timeouts(rt: tokio::runtime::Runtime, rounds: usize) -> u64 {
+        use std::io::Write as _;
+        let (mut feed, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let feeder = std::thread::spawn(move || {
+            for _ in 0..rounds {
+                std::thread::sleep(Duration::from_millis(2));
+                feed.write_all(b"x").unwrap();
+            }
+        });
+        let writes = rt.block_on(async move {
+            let rx = tokio::net::UnixStream::from_std(rx).unwrap();
+            // Let the floor's first tick (immediate) pass before counting.
+            tokio::task::yield_now().await;
+            let before = thread_write_calls();
+            let mut got = 0;
+            let mut buf = [0u8; 64];
+            while got < rounds {
+                rx.readable().await.unwrap();
+                match rx.try_read(&mut buf) {
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => panic!("{e}"),
+                }
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(60), tokio::task::yield_now()).await;
+            }
+            thread_write_calls() - before
+        });
+        feeder.join().unwrap();
+        writes
+    }
+
+    #[test]
+    fn a_request_timeout_does_not_make_an_idle_worker_wake_itself() {
+        let rounds = 200;
+        let plain = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let without_floor = writes_while_arming_timeouts(plain, rounds);
+        let with_floor = writes_while_arming_timeouts(worker_runtime().unwrap(), rounds);
+        // Without the floor tokio wakes its own driver (an eventfd write) for nearly every
+        // timeout armed on an idle runtime; if this ever stops, the floor can go.
+        assert!(
+            without_floor >= rounds as u64 / 2,
+            "tokio no longer wakes itself per timeout ({without_floor} writes in {rounds} rounds)"
+        );
+        assert!(
+            with_floor <= rounds as u64 / 20,
+            "the worker runtime woke itself {with_floor} times in {rounds} rounds"
+        );
+    }
 
     #[test]
     fn workers_share_one_port_and_a_held_port_is_refused() {
