@@ -375,13 +375,18 @@ mod tests {
 
     /// Write calls made by `rt`'s thread while `rounds` requests arrive one by one on an idle
     /// runtime and each arms a 60 s timeout that is polled while pending, as `attempt.rs` does.
+    /// In lockstep: the next byte is sent only after the runtime acknowledged the last one (over a
+    /// std channel, whose wake-up is a futex call, not a write) and 1 ms more, so the runtime goes
+    /// idle before every round however slowly it is scheduled.
     fn writes_while_arming_timeouts(rt: tokio::runtime::Runtime, rounds: usize) -> u64 {
         use std::io::Write as _;
         let (mut feed, rx) = std::os::unix::net::UnixStream::pair().unwrap();
         rx.set_nonblocking(true).unwrap();
+        let (ack, acked) = std::sync::mpsc::channel::<()>();
         let feeder = std::thread::spawn(move || {
             for _ in 0..rounds {
-                std::thread::sleep(Duration::from_millis(2));
+                acked.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(1));
                 feed.write_all(b"x").unwrap();
             }
         });
@@ -390,14 +395,17 @@ mod tests {
             // Let the floor's first tick (immediate) pass before counting.
             tokio::task::yield_now().await;
             let before = thread_write_calls();
-            let mut got = 0;
-            let mut buf = [0u8; 64];
-            while got < rounds {
-                rx.readable().await.unwrap();
-                match rx.try_read(&mut buf) {
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(e) => panic!("{e}"),
+            let mut buf = [0u8; 1];
+            for _ in 0..rounds {
+                ack.send(()).unwrap();
+                loop {
+                    rx.readable().await.unwrap();
+                    match rx.try_read(&mut buf) {
+                        Ok(1) => break,
+                        Ok(_) => panic!("the feeder hung up"),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => panic!("{e}"),
+                    }
                 }
                 let _ =
                     tokio::time::timeout(Duration::from_secs(60), tokio::task::yield_now()).await;
