@@ -85,6 +85,14 @@ impl tower_service::Service<Request> for GatewayService {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        self.handle(req)
+    }
+}
+
+impl GatewayService {
+    /// Answers one request: the chat routes go straight to their handlers (no router lookup on
+    /// the hot path), everything else through axum's router.
+    pub fn handle(&self, req: Request) -> <Self as tower_service::Service<Request>>::Future {
         use futures_util::future::Either;
         if req.method() == http::Method::POST {
             match req.uri().path() {
@@ -103,7 +111,7 @@ impl tower_service::Service<Request> for GatewayService {
                 _ => {}
             }
         }
-        Either::Right(tower_service::Service::call(&mut self.router, req))
+        Either::Right(tower_service::Service::call(&mut self.router.clone(), req))
     }
 }
 

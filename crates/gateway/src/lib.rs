@@ -15,12 +15,7 @@ pub mod messages;
 pub mod relay;
 pub mod state;
 
-use std::{
-    future::{Future, IntoFuture},
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use switchyard_meter::{Meter, MeterConfig, MeterTask, PriceCatalog};
@@ -127,40 +122,98 @@ async fn run(
 
 /// Serves `listener` until `drain` turns true, then lets in-flight requests finish for up to
 /// `grace`.
+///
+/// Our own accept loop over hyper's HTTP/1.1 server rather than `axum::serve`: that one wraps
+/// every connection in hyper_util's protocol-sniffing `auto` server (a rewind buffer on every
+/// read, an upgrade-capable connection), a tower adapter and a shutdown watch, which together
+/// cost a few µs of CPU per request that a gateway on every request's path should not pay
+/// (docs/benchmarks.md). Clients speak HTTP/1.1 to the gateway (the OpenAI and Anthropic SDKs
+/// do); HTTP/2 is used towards upstreams that offer it.
 async fn serve_until_drained(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     drain: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let mut drain_signal = drain.clone();
-    let signal = async move {
-        let _ = drain_signal.wait_for(|d| *d).await;
-    };
-    use axum::serve::ListenerExt as _;
-    // No Nagle: a streamed token is one small write, and Nagle would hold it until the client
-    // acknowledged the previous one (tens of ms with delayed ACKs).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
-        listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(GatewayService::new(gw)),
-    )
-    .with_graceful_shutdown(signal)
-    .into_future();
-    tokio::pin!(server);
-    let mut drain_timer = drain;
+    let service = GatewayService::new(gw);
+    let connections = tokio_util::task::TaskTracker::new();
+    let mut stop = drain.clone();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            // A dropped sender also stops: nobody can tell us to drain any more.
+            _ = stop.wait_for(|d| *d) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, _peer)) => {
+                // No Nagle: a streamed token is one small write, and Nagle would hold it until
+                // the client acknowledged the previous one (tens of ms with delayed ACKs).
+                let _ = tcp.set_nodelay(true);
+                connections.spawn(serve_connection(service.clone(), tcp, drain.clone()));
+            }
+            // The client gave up between connecting and our accept: nothing to do.
+            Err(e) if is_connection_error(&e) => {}
+            // Out of file descriptors and the like: accepting again at once would spin.
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    drop(listener);
+    connections.close();
     tokio::select! {
-        r = &mut server => r.context("server")?,
-        _ = async {
-            let _ = drain_timer.wait_for(|d| *d).await;
-            tokio::time::sleep(grace).await;
-        } => {
+        _ = connections.wait() => {}
+        _ = tokio::time::sleep(grace) => {
             tracing::warn!("in-flight requests still open after the grace period; closing them");
         }
     }
     Ok(())
+}
+
+/// One client connection: HTTP/1.1 with keep-alive until the client closes it or the gateway
+/// drains, when the request in flight (if any) is finished and the connection closed.
+async fn serve_connection(
+    service: GatewayService,
+    tcp: tokio::net::TcpStream,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    let handler = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        service.handle(req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tcp), handler);
+    tokio::pin!(conn);
+    let drained = async move {
+        // Not the guard it returns: that must not be held while the connection drains.
+        let _ = drain.wait_for(|d| *d).await;
+    };
+    tokio::pin!(drained);
+    tokio::select! {
+        // The connection first: the drain signal is looked at only when it has nothing to do.
+        biased;
+        done = conn.as_mut() => {
+            if let Err(e) = done {
+                tracing::trace!(error = %e, "client connection ended with an error");
+            }
+        }
+        _ = drained => {
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "client connection ended with an error while draining");
+            }
+        }
+    }
+}
+
+/// Accept errors that concern one connection only (as hyper and axum treat them).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// Two workers per CPU by default, not one: the kernel hashes each client connection to one

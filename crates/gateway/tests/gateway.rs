@@ -604,6 +604,46 @@ async fn shutdown_drains_in_flight_requests_and_loses_no_record() {
     assert_eq!(rows.len(), 20, "every accepted request is in the ledger");
 }
 
+/// Draining closes a client's idle keep-alive connection (after the request it already had
+/// answered), and a connection that arrives after the drain is refused. After the grace period
+/// the gateway stops waiting but its connection tasks live on in this test's runtime, so the
+/// end of file below can only come from the drain closing the connection.
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let h = Harness::start(&one_route(&up.base_url())).await;
+    let addr = h.gw.addr;
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+
+    let rows = h.finish().await;
+    assert!(rows.is_empty(), "a health check is not a metered request");
+    let eof = tokio::time::timeout(Duration::from_secs(30), idle.read(&mut buf))
+        .await
+        .expect("the idle keep-alive connection was left open after draining");
+    assert!(
+        matches!(eof, Ok(0) | Err(_)),
+        "expected end of file, got {eof:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "a drained gateway still accepts connections"
+    );
+}
+
 #[tokio::test]
 async fn models_metrics_and_health() {
     let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
