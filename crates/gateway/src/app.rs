@@ -35,8 +35,8 @@ use crate::{
 /// The router, callable in-process by tests.
 pub fn app(gw: Arc<Gateway>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/messages", post(anthropic_messages))
+        .route("/v1/chat/completions", post(chat_completions::<Body>))
+        .route("/v1/messages", post(anthropic_messages::<Body>))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/healthz", get(healthz))
@@ -71,6 +71,18 @@ impl GatewayService {
 type BoxedResponse =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send>>;
 
+/// What the gateway's own accept loop and axum's router both hand over: hyper's request body
+/// as it came off the connection, or axum's boxed one (in tests of the router).
+pub trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
+{
+}
+
 impl tower_service::Service<Request> for GatewayService {
     type Response = Response;
     type Error = Infallible;
@@ -91,8 +103,12 @@ impl tower_service::Service<Request> for GatewayService {
 
 impl GatewayService {
     /// Answers one request: the chat routes go straight to their handlers (no router lookup on
-    /// the hot path), everything else through axum's router.
-    pub fn handle(&self, req: Request) -> <Self as tower_service::Service<Request>>::Future {
+    /// the hot path, and the body read as hyper gives it, not boxed), everything else through
+    /// axum's router.
+    pub fn handle<B: RequestBody>(
+        &self,
+        req: http::Request<B>,
+    ) -> <Self as tower_service::Service<Request>>::Future {
         use futures_util::future::Either;
         if req.method() == http::Method::POST {
             match req.uri().path() {
@@ -111,7 +127,10 @@ impl GatewayService {
                 _ => {}
             }
         }
-        Either::Right(tower_service::Service::call(&mut self.router.clone(), req))
+        Either::Right(tower_service::Service::call(
+            &mut self.router.clone(),
+            req.map(Body::new),
+        ))
     }
 }
 
@@ -292,7 +311,7 @@ fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Option<KeyInfo>, Ap
 }
 
 /// Reads the body up to the configured limit.
-async fn read_body(gw: &Gateway, req: Request) -> Result<Bytes, ApiError> {
+async fn read_body<B: RequestBody>(gw: &Gateway, req: http::Request<B>) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::PayloadTooLarge,
@@ -489,9 +508,9 @@ fn refuse_as(
 
 /// The accept phase shared by the POST endpoints: authenticate, read the body within its
 /// limit, parse it. A refusal is already an answer in the client's shape (and in the ledger).
-async fn accept<T: serde::de::DeserializeOwned>(
+async fn accept<T: serde::de::DeserializeOwned, B: RequestBody>(
     gw: &Arc<Gateway>,
-    req: Request,
+    req: http::Request<B>,
     face: FaceKind,
     operation: &'static str,
 ) -> Result<(Ctx, T), Response> {
@@ -527,17 +546,24 @@ fn overloaded(gw: &Gateway, face: FaceKind) -> Response {
     face_error(face, &e, None)
 }
 
-async fn chat_completions(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    match accept::<ChatRequest>(&gw, req, FaceKind::OpenAi, "chat").await {
+async fn chat_completions<B: RequestBody>(
+    State(gw): State<Arc<Gateway>>,
+    req: http::Request<B>,
+) -> Response {
+    match accept::<ChatRequest, B>(&gw, req, FaceKind::OpenAi, "chat").await {
         Ok((ctx, request)) => serve_chat(gw, ctx, request, FaceKind::OpenAi).await,
         Err(refused) => refused,
     }
 }
 
-async fn anthropic_messages(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+async fn anthropic_messages<B: RequestBody>(
+    State(gw): State<Arc<Gateway>>,
+    req: http::Request<B>,
+) -> Response {
     let face = FaceKind::Anthropic;
     let (ctx, request) =
-        match accept::<switchyard_api::anthropic::MessagesRequest>(&gw, req, face, "chat").await {
+        match accept::<switchyard_api::anthropic::MessagesRequest, B>(&gw, req, face, "chat").await
+        {
             Ok(accepted) => accepted,
             Err(refused) => return refused,
         };
@@ -811,7 +837,7 @@ impl Drop for PendingGuard {
 
 async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let (mut ctx, request) =
-        match accept::<EmbeddingsRequest>(&gw, req, FaceKind::OpenAi, "embeddings").await {
+        match accept::<EmbeddingsRequest, _>(&gw, req, FaceKind::OpenAi, "embeddings").await {
             Ok(accepted) => accepted,
             Err(refused) => return refused,
         };

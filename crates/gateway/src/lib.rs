@@ -180,7 +180,7 @@ async fn serve_connection(
     mut drain: tokio::sync::watch::Receiver<bool>,
 ) {
     let handler = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        service.handle(req.map(axum::body::Body::new))
+        service.handle(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(tcp), handler);
