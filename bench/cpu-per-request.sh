@@ -28,16 +28,29 @@ threads() { # per thread of $main: "name ticks" (threads of one name summed), so
         printf '%s %s\n' "$(tr -d ' ' < "$d/comm")" "$(awk '{print $14 + $15}' "$d/stat")"
     done | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}' | sort
 }
+# CPU of the load generator (this shell's children reaped meanwhile: it, and a few greps) and
+# of the mock upstream, to see what the target's ceiling shares the cores with.
+# (`times` must run in this shell, not a command substitution's subshell, to see them.)
+children_s() { awk 'END {gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4}' "$WORK/times"; }
+upstream_ticks() { awk '{print $14 + $15}' "/proc/${pids[0]}/stat"; }
 read -r busy0 total0 < <(machine)
 threads > "$WORK/threads.before"
+times > "$WORK/times"
+lg0=$(children_s)
+up0=$(upstream_ticks)
 before=$(target_ticks)
 "$BIN/loadgen" rate --url "$url" --label "$target" --rate "$rate" --duration "$secs" 2>&1 | grep -o 'achieved.*' | head -1
 after=$(target_ticks)
+up1=$(upstream_ticks)
+times > "$WORK/times"
+lg1=$(children_s)
 threads > "$WORK/threads.after"
 read -r busy1 total1 < <(machine)
 hz=$(getconf CLK_TCK)
 awk -v d=$((after - before)) -v hz="$hz" -v r="$rate" -v s="$secs" -v t="$target" \
     'BEGIN{printf "%s: %.0f us CPU per request at %d req/s (%.1f%% of one core)\n", t, d/hz/(r*s)*1e6, r, d/hz/s*100}'
+awk -v l="$(awk -v a="$lg0" -v b="$lg1" 'BEGIN{print b - a}')" -v u=$((up1 - up0)) -v hz="$hz" -v n=$((rate * secs)) \
+    'BEGIN{printf "beside it: load generator %.0f us, mock upstream %.0f us CPU per request\n", l/n*1e6, u/hz/n*1e6}'
 echo "whole machine busy over the run: $(( (busy1 - busy0) * 100 / (total1 - total0) ))% of its $(nproc) cores (load generator and upstream included)"
 # Where the CPU of the target's main process went, thread by thread (Switchyard: request workers,
 # ledger writer; nginx: its master only, the workers are processes).
