@@ -154,10 +154,14 @@ async fn serve_until_drained(
             }
             // The client gave up between connecting and our accept: nothing to do.
             Err(e) if is_connection_error(&e) => {}
-            // Out of file descriptors and the like: accepting again at once would spin.
+            // Out of file descriptors and the like: accepting again at once would spin. A drain
+            // meanwhile is not kept waiting for the pause.
             Err(e) => {
                 tracing::error!(error = %e, "accept failed; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = stop.wait_for(|d| *d) => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
         }
     }
