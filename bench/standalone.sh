@@ -11,7 +11,7 @@ trap cleanup EXIT
     --plain-tokens 150 --max-seconds 3600 >/dev/null 2>&1 &
 pids+=($!)
 
-# start_target switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest: starts one target (SWITCHYARD_BIN=path
+# start_target switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw: starts one target (SWITCHYARD_BIN=path
 # runs another gateway build), sets $url to its chat endpoint and $main to its pid, and waits
 # until it answers.
 start_target() {
@@ -27,7 +27,7 @@ start_target() {
         bare-hyper)
             "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 &
             url=http://127.0.0.1:4100/v1/chat/completions ;;
-        bare-legacy|bare-reqwest)
+        bare-legacy|bare-reqwest|bare-raw)
             "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 --client "${1#bare-}" &
             url=http://127.0.0.1:4100/v1/chat/completions ;;
         *) echo "target must be switchyard, nginx, bare-hyper, bare-legacy or bare-reqwest" >&2; exit 2 ;;

@@ -1,6 +1,6 @@
 //! The upstream HTTP client: for `https://`, hyper_util's pooled client over TLS (rustls with
-//! the ring provider and webpki's roots); for plain `http://`, our own pool of hyper HTTP/1.1
-//! connections (`pool.rs`, cheaper per request); nothing else on the path.
+//! the ring provider and webpki's roots); for plain `http://`, our own pool of HTTP/1.1
+//! connections (`pool.rs` and `h1.rs`, cheaper per request); nothing else on the path.
 //!
 //! Why not reqwest: each call went through a redirect-following service that re-parses the
 //! URL even with redirects off, and a retry layer the gateway never uses. Measured as a bare
@@ -54,15 +54,17 @@ pub enum UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ProviderError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ProviderError>>> {
         match self.get_mut() {
             UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::Legacy(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Legacy(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|r| r.map_err(body_error))),
         }
     }
 
@@ -118,19 +120,12 @@ impl HttpClient {
         body: Vec<u8>,
         sse: bool,
     ) -> Result<UpstreamResponse, ProviderError> {
-        let plain = match (uri.scheme_str(), uri.authority()) {
-            (Some("http"), Some(authority)) => Some(authority),
-            _ => None,
-        };
-        // A connection of our own pool takes the origin form (`/v1/...`); hyper_util's client
-        // rewrites the absolute URI itself.
-        let target = match plain {
-            Some(_) => uri
-                .path_and_query()
-                .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone())),
-            None => uri.clone(),
-        };
-        let mut req = Request::post(target)
+        if let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority()) {
+            let head = plain_request_head(uri, headers, body.len(), sse);
+            let resp = self.plain.send(authority, &head, &body).await?;
+            return Ok(resp.map(UpstreamBody::Pooled));
+        }
+        let mut req = Request::post(uri.clone())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string()))?;
         *req.headers_mut() = headers.clone();
@@ -140,22 +135,48 @@ impl HttpClient {
                 HeaderValue::from_static("text/event-stream"),
             );
         }
-        match plain {
-            Some(authority) => {
-                if !req.headers().contains_key(http::header::HOST) {
-                    if let Some(host) = plain_http_host(uri) {
-                        req.headers_mut().insert(http::header::HOST, host);
-                    }
-                }
-                let resp = self.plain.send(authority, req).await?;
-                Ok(resp.map(UpstreamBody::Pooled))
-            }
-            None => {
-                let resp = self.inner.request(req).await.map_err(request_error)?;
-                Ok(resp.map(UpstreamBody::Legacy))
-            }
+        let resp = self.inner.request(req).await.map_err(request_error)?;
+        Ok(resp.map(UpstreamBody::Legacy))
+    }
+}
+
+/// The request line and headers of a POST to a plain-`http://` upstream, in origin form, ending
+/// in the empty line. The framing headers are ours: `Content-Length` is the body's, and a
+/// caller's `Transfer-Encoding`, `Connection` or (on streams) `Accept` is left out.
+fn plain_request_head(uri: &Uri, headers: &HeaderMap, body_len: usize, sse: bool) -> Vec<u8> {
+    use http::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+    use std::io::Write as _;
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"POST ");
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(HOST) {
+        if let Some(host) = plain_http_host(uri) {
+            head.extend_from_slice(b"host: ");
+            head.extend_from_slice(host.as_bytes());
+            head.extend_from_slice(b"\r\n");
         }
     }
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH
+            || name == TRANSFER_ENCODING
+            || name == CONNECTION
+            || (sse && name == ACCEPT)
+        {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if sse {
+        head.extend_from_slice(b"accept: text/event-stream\r\n");
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(head, "content-length: {body_len}\r\n\r\n");
+    head
 }
 
 /// A parsed upstream URL (checked once at build time, not per request).
@@ -185,18 +206,14 @@ pub fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
 
 /// The whole body of an answer.
 pub async fn read_body(resp: UpstreamResponse) -> Result<Bytes, ProviderError> {
-    resp.into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(body_error)
+    resp.into_body().collect().await.map(|b| b.to_bytes())
 }
 
 /// The body of an answer as it arrives, piece by piece.
 pub fn body_stream(
     resp: UpstreamResponse,
 ) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin {
-    BodyDataStream::new(resp.into_body()).map(|r| r.map_err(body_error))
+    BodyDataStream::new(resp.into_body())
 }
 
 /// Reads a body up to `limit` bytes (error answers: enough to show, never unbounded).

@@ -11,6 +11,7 @@
 pub mod anthropic;
 pub mod client;
 mod error;
+mod h1;
 pub mod openai;
 mod pool;
 mod stream;

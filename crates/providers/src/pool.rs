@@ -1,17 +1,20 @@
 //! Keep-alive HTTP/1.1 connections to plain-`http://` upstreams (vLLM, llama.cpp, Ollama, the
-//! sim), one pool per worker thread's client.
+//! sim), one pool per worker thread's client, spoken by `h1.rs` on the calling task.
 //!
 //! Why not hyper_util's pooled client here: its checkout, pool bookkeeping and background tasks
 //! cost the bare proxy 13–20 µs more CPU per request than a plain stack of hyper connections
-//! (`bench/cpu-per-request.sh bare-hyper` against `bare-legacy`), and this pool took Switchyard's
-//! CPU per request down by about 4% and per streamed frame by about 6% (docs/benchmarks.md).
-//! `https://` keeps hyper_util's client: TLS, and HTTP/2 when the server offers it.
+//! (`bench/cpu-per-request.sh bare-hyper` against `bare-legacy`); and why not hyper's own client
+//! connection: its dispatcher task and channels cost ~6 µs more than `h1.rs`
+//! (`bare-hyper` against `bare-raw`; docs/benchmarks.md). `https://` keeps hyper_util's client:
+//! TLS, and HTTP/2 when the server offers it.
 //!
-//! What this keeps of what a pooled client does: a request that a reused connection hands back
-//! unsent (the server closed it while it sat idle) goes out on a fresh one; idle connections
-//! expire and are capped per host; connects time out and are told apart from other failures.
-//! Expiry is checked when connections are taken or given back, not by a timer: a pool that
-//! goes quiet keeps its idle connections until the next call or the server's own idle timeout.
+//! What this keeps of what a pooled client does: a connection that the server closed while it
+//! sat idle is not used (tokio's readiness says so without a syscall; a write that fails on a
+//! reused connection moves to the next one, the request having reached no one who would answer
+//! it); idle connections expire and are capped per host; connects time out and are told apart
+//! from other failures. Expiry is checked when connections are taken or given back, not by a
+//! timer: a pool that goes quiet keeps its idle connections until the next call or the
+//! server's own idle timeout.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -21,20 +24,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::Response;
+use hyper::body::{Body, Frame, SizeHint};
 
-use crate::client::chain;
+use crate::h1::{Conn, Decoder, Step, WireError};
 use crate::{ProviderError, ProviderErrorKind};
-
-type Sender = SendRequest<Full<Bytes>>;
-
-/// How long a connection whose answer was not read to its end may take to become free before
-/// it is given up (it is draining or closing).
-const READY_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) struct Pool {
     idle: Mutex<Vec<(Authority, VecDeque<Idle>)>>,
@@ -44,7 +38,7 @@ pub(crate) struct Pool {
 }
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -66,62 +60,64 @@ impl Pool {
         })
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to `authority` on an idle connection or a new
-    /// one; the answer's body hands the connection back when it is dropped.
+    /// Sends a request (`head`: request line and headers, ending in the empty line; `body`:
+    /// exactly its `Content-Length`) to `authority` on an idle connection or a new one, and
+    /// reads the answer's head. The answer's body gives the connection back once read through.
     pub(crate) async fn send(
         self: &Arc<Self>,
         authority: &Authority,
-        mut req: Request<Full<Bytes>>,
+        head: &[u8],
+        body: &[u8],
     ) -> Result<Response<PooledBody>, ProviderError> {
-        while let Some(mut sender) = self.take_idle(authority) {
-            if sender.ready().await.is_err() {
-                continue;
+        let mut conn = loop {
+            match self.take_idle(authority) {
+                // A failed write: the server closed the connection (the request went nowhere
+                // whole); try the next one.
+                Some(mut conn) => {
+                    if conn.write_request(head, body).await.is_ok() {
+                        break conn;
+                    }
+                }
+                None => {
+                    let mut conn = self.connect(authority).await?;
+                    conn.write_request(head, body).await.map_err(|e| {
+                        ProviderError::new(
+                            ProviderErrorKind::Io,
+                            format!("upstream request failed: writing the request: {e}"),
+                        )
+                    })?;
+                    break conn;
+                }
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.wrap(resp, authority, sender)),
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection was closing. Try the next one.
-                    Some(unsent) => req = unsent,
-                    None => return Err(send_error(e.into_error())),
-                },
-            }
-        }
-        let mut sender = self.connect(authority).await?;
-        let resp = sender.send_request(req).await.map_err(send_error)?;
-        Ok(self.wrap(resp, authority, sender))
-    }
-
-    fn wrap(
-        self: &Arc<Self>,
-        resp: Response<Incoming>,
-        authority: &Authority,
-        sender: Sender,
-    ) -> Response<PooledBody> {
-        let pool = self.clone();
-        let authority = authority.clone();
-        resp.map(|inner| PooledBody {
-            ended: inner.is_end_stream(),
-            inner,
-            give_back: Some((pool, authority, sender)),
-        })
+        };
+        let answer = conn.read_head().await.map_err(|e| wire_error(&e, false))?;
+        let mut resp = Response::new(PooledBody(Reader {
+            conn: Some(conn),
+            decoder: answer.body,
+            keep_alive: answer.keep_alive,
+            give_back: Some((self.clone(), authority.clone())),
+        }));
+        *resp.status_mut() = answer.status;
+        *resp.version_mut() = answer.version;
+        *resp.headers_mut() = answer.headers;
+        // A body with nothing to read (204, `Content-Length: 0`) frees its connection now.
+        resp.body_mut().0.finish_if_done();
+        Ok(resp)
     }
 
     /// The most recently used idle connection to `authority` that has not expired or closed.
-    fn take_idle(&self, authority: &Authority) -> Option<Sender> {
+    fn take_idle(&self, authority: &Authority) -> Option<Conn> {
         let mut idle = lock(&self.idle);
         let (_, conns) = idle.iter_mut().find(|(a, _)| a == authority)?;
-        while let Some(c) = conns.pop_back() {
-            if c.since.elapsed() < self.idle_timeout && !c.sender.is_closed() {
-                return Some(c.sender);
+        while let Some(mut c) = conns.pop_back() {
+            if c.since.elapsed() < self.idle_timeout && c.conn.is_reusable() {
+                return Some(c.conn);
             }
         }
         None
     }
 
-    fn put(&self, authority: Authority, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(&self, authority: Authority, conn: Conn) {
         let mut idle = lock(&self.idle);
         let conns = match idle.iter().position(|(a, _)| *a == authority) {
             Some(i) => &mut idle[i].1,
@@ -131,22 +127,20 @@ impl Pool {
                 &mut idle[last].1
             }
         };
-        // The oldest go first: over the cap, expired or closed (checked from the front only,
-        // so a put costs O(1) however many are idle).
+        // The oldest go first: over the cap or expired (checked from the front only, so a put
+        // costs O(1) however many are idle; a closed one is found when taken).
         while conns.front().is_some_and(|c| {
-            conns.len() >= self.max_idle_per_host
-                || c.since.elapsed() >= self.idle_timeout
-                || c.sender.is_closed()
+            conns.len() >= self.max_idle_per_host || c.since.elapsed() >= self.idle_timeout
         }) {
             conns.pop_front();
         }
         conns.push_back(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<Sender, ProviderError> {
+    async fn connect(&self, authority: &Authority) -> Result<Conn, ProviderError> {
         // `Authority::host` keeps an IPv6 address's brackets; the resolver wants it bare.
         let host = authority
             .host()
@@ -175,89 +169,178 @@ impl Pool {
         })?;
         // A streamed token is one small write: no Nagle.
         let _ = tcp.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| {
-                ProviderError::new(
-                    ProviderErrorKind::Connect,
-                    format!("upstream request failed: HTTP handshake: {e}"),
-                )
-            })?;
-        tokio::spawn(async move {
-            // Ends when the connection closes; its errors reach the request that sees them.
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Conn::new(tcp))
     }
 }
 
-fn send_error(e: hyper::Error) -> ProviderError {
-    let kind = if e.is_timeout() {
-        ProviderErrorKind::Timeout
-    } else {
-        ProviderErrorKind::Io
+/// A wire failure as the provider error the gateway reports: a broken or cut-off answer is a
+/// protocol error once its body started (the head came, the rest did not), an I/O error before.
+fn wire_error(e: &WireError, in_body: bool) -> ProviderError {
+    let (kind, what) = match e {
+        WireError::Io(_) => (ProviderErrorKind::Io, "upstream request failed"),
+        WireError::Incomplete if !in_body => (ProviderErrorKind::Io, "upstream request failed"),
+        WireError::Incomplete | WireError::Invalid(_) => (
+            ProviderErrorKind::Protocol,
+            "reading the upstream answer failed",
+        ),
     };
-    ProviderError::new(kind, format!("upstream request failed: {}", chain(&e)))
+    let what = if in_body {
+        "reading the upstream answer failed"
+    } else {
+        what
+    };
+    ProviderError::new(kind, format!("{what}: {e}"))
 }
 
-/// An upstream answer's body; gives its connection back to the pool when dropped.
-pub struct PooledBody {
-    inner: Incoming,
-    /// The body was read to its end, so the connection is free (or about to be).
-    ended: bool,
-    give_back: Option<(Arc<Pool>, Authority, Sender)>,
+/// An upstream answer's body, read from its connection as it is polled; gives the connection
+/// back to the pool at its end.
+pub struct PooledBody(Reader);
+
+/// A body's reading state. Apart from [`PooledBody`] so that what is left of an answer dropped
+/// unread can be drained by a task without being a body (with its drop) itself.
+struct Reader {
+    /// `None` once the body ended (the connection went back or was closed) or failed.
+    conn: Option<Conn>,
+    decoder: Decoder,
+    keep_alive: bool,
+    give_back: Option<(Arc<Pool>, Authority)>,
 }
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledBody")
-            .field("inner", &self.inner)
-            .field("ended", &self.ended)
+            .field("decoder", &self.0.decoder)
+            .field("keep_alive", &self.0.keep_alive)
             .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    /// At the body's end: the connection goes back to the pool if it may carry another
+    /// request and nothing stray follows the answer; otherwise it is closed.
+    fn finish_if_done(&mut self) {
+        if !self.decoder.is_done() {
+            return;
+        }
+        let (Some(conn), Some((pool, authority))) = (self.conn.take(), self.give_back.take())
+        else {
+            return;
+        };
+        if self.keep_alive && !conn.has_leftover() {
+            pool.put(authority, conn);
+        }
+    }
+
+    /// Decodes what is buffered, reading more when needed.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ProviderError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match conn.decode(&mut self.decoder) {
+                Ok(Step::Data(data)) => {
+                    self.finish_if_done();
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Ok(Step::Done) => {
+                    self.finish_if_done();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::NeedMore) => {}
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(wire_error(&e, true))));
+                }
+            }
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if self.decoder == Decoder::UntilClose => {
+                    self.decoder = Decoder::Done;
+                    self.keep_alive = false;
+                    self.finish_if_done();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(wire_error(&WireError::Incomplete, true))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(wire_error(&WireError::Io(e), true))));
+                }
+            }
+        }
+    }
+
+    /// Ends the body from what is already buffered, if that holds its end; `false` if more
+    /// must be read. A broken rest ends it too (the connection is closed).
+    fn finish_from_buffer(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return true;
+        };
+        loop {
+            match conn.decode(&mut self.decoder) {
+                Ok(Step::Data(_)) => continue,
+                Ok(Step::Done) => {
+                    self.finish_if_done();
+                    return true;
+                }
+                Ok(Step::NeedMore) => return false,
+                Err(_) => {
+                    self.conn = None;
+                    return true;
+                }
+            }
+        }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ProviderError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
-        }
-        polled
+    ) -> Poll<Option<Result<Frame<Bytes>, ProviderError>>> {
+        self.get_mut()
+            .0
+            .poll_next(cx)
+            .map(|r| r.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.0.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.0.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            Decoder::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for PooledBody {
+    /// Not read to the end: an SSE reader stops at `[DONE]`, or the client went away. If the
+    /// answer's end has arrived (the last chunk came with `[DONE]`, or is waiting in the
+    /// socket), the connection goes back to the pool; otherwise it is closed, which is also
+    /// how the upstream learns to stop generating for a client that left.
     fn drop(&mut self) {
-        let Some((pool, authority, mut sender)) = self.give_back.take() else {
-            return;
-        };
-        if self.ended || self.inner.is_end_stream() {
-            pool.put(authority, sender);
+        let rest = &mut self.0;
+        if rest.conn.is_none() || !rest.keep_alive || rest.decoder == Decoder::UntilClose {
             return;
         }
-        // Not read to the end (an SSE reader stops at `[DONE]`; a client went away): hyper
-        // finishes or drops the rest on its own, and the connection is free once it says so.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
-                    pool.put(authority, sender);
-                }
-            });
+        if rest.finish_from_buffer() {
+            return;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Some(conn) = rest.conn.as_mut() {
+            if let Poll::Ready(Ok(1..)) = conn.poll_fill(&mut cx) {
+                rest.finish_from_buffer();
+            }
         }
     }
 }
@@ -270,9 +353,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A raw HTTP/1.1 server answering `ok` to each request; counts connections, and closes
-    /// each one after `per_conn` answers.
-    async fn server(per_conn: usize) -> (Authority, Arc<AtomicUsize>) {
+    const OK: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"];
+
+    /// A raw HTTP/1.1 server: reads each request (head and `Content-Length` body), answers
+    /// with `answer`'s pieces 20 ms apart, and closes the connection after `per_conn` answers
+    /// (with a reset instead of a close when `reset`). Counts connections.
+    async fn server_with(
+        per_conn: usize,
+        answer: &'static [&'static [u8]],
+        reset: bool,
+    ) -> (Authority, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -308,10 +398,17 @@ mod tests {
                             }
                         }
                         buf.drain(..head_end + len);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if sock.write_all(answer).await.is_err() {
-                            return;
+                        for (i, piece) in answer.iter().enumerate() {
+                            if i > 0 {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if sock.write_all(piece).await.is_err() {
+                                return;
+                            }
                         }
+                    }
+                    if reset {
+                        sock.set_zero_linger().unwrap();
                     }
                     // Closed without a word, as a server's idle timeout does.
                 });
@@ -320,22 +417,38 @@ mod tests {
         (authority, accepted)
     }
 
-    fn request(authority: &Authority) -> Request<Full<Bytes>> {
-        Request::post("/v1/chat/completions")
-            .header(http::header::HOST, authority.as_str())
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .unwrap()
+    async fn server(per_conn: usize) -> (Authority, Arc<AtomicUsize>) {
+        server_with(per_conn, OK, false).await
+    }
+
+    fn head(authority: &Authority) -> Vec<u8> {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {authority}\r\ncontent-length: 2\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    async fn try_call(pool: &Arc<Pool>, authority: &Authority) -> Result<Bytes, ProviderError> {
+        let resp = pool.send(authority, &head(authority), b"{}").await?;
+        Ok(resp.into_body().collect().await?.to_bytes())
     }
 
     async fn call(pool: &Arc<Pool>, authority: &Authority) -> Bytes {
-        let resp = pool.send(authority, request(authority)).await.unwrap();
-        resp.into_body().collect().await.unwrap().to_bytes()
+        try_call(pool, authority).await.unwrap()
+    }
+
+    fn idle_count(pool: &Pool) -> usize {
+        lock(&pool.idle).iter().map(|(_, c)| c.len()).sum()
+    }
+
+    fn pool() -> Arc<Pool> {
+        Pool::new(Duration::from_secs(2), Duration::from_secs(90), 8)
     }
 
     #[tokio::test]
     async fn a_connection_is_reused_once_its_answer_was_read() {
         let (authority, accepted) = server(usize::MAX).await;
-        let pool = Pool::new(Duration::from_secs(2), Duration::from_secs(90), 8);
+        let pool = pool();
         for _ in 0..5 {
             assert_eq!(call(&pool, &authority).await, "ok");
         }
@@ -343,32 +456,105 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_the_server_closed_while_idle_is_replaced() {
-        let (authority, accepted) = server(1).await;
-        let pool = Pool::new(Duration::from_secs(2), Duration::from_secs(90), 8);
-        for _ in 0..3 {
-            assert_eq!(call(&pool, &authority).await, "ok");
-            // Let the server's close reach the pooled connection.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    async fn a_connection_the_server_closed_or_reset_while_idle_is_replaced() {
+        for reset in [false, true] {
+            let (authority, accepted) = server_with(1, OK, reset).await;
+            let pool = pool();
+            for _ in 0..3 {
+                assert_eq!(call(&pool, &authority).await, "ok", "reset: {reset}");
+                // Let the server's close reach the pooled connection.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3, "reset: {reset}");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// A chunked answer whose pieces arrive apart is read whole, and its connection reused.
+    #[tokio::test]
+    async fn a_chunked_answer_in_pieces_is_read_whole() {
+        const CHUNKED: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nda",
+            b"t\r\n1;x=y\r\na\r\n",
+            b"0\r\ntrailer: 1\r\n\r\n",
+        ];
+        let (authority, accepted) = server_with(usize::MAX, CHUNKED, false).await;
+        let pool = pool();
+        for _ in 0..2 {
+            assert_eq!(call(&pool, &authority).await, "data");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
-    async fn an_answer_dropped_unread_frees_its_connection_later() {
-        let (authority, accepted) = server(usize::MAX).await;
-        let pool = Pool::new(Duration::from_secs(2), Duration::from_secs(90), 8);
-        let resp = pool.send(&authority, request(&authority)).await.unwrap();
-        drop(resp);
-        // Given back by a task once hyper has the rest of the answer.
-        for _ in 0..100 {
-            if lock(&pool.idle).iter().any(|(_, c)| !c.is_empty()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    async fn an_answer_that_closes_its_connection_is_not_reused() {
+        const CLOSE: &[&[u8]] =
+            &[b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"];
+        let (authority, accepted) = server_with(1, CLOSE, false).await;
+        let pool = pool();
+        for _ in 0..2 {
+            assert_eq!(call(&pool, &authority).await, "ok");
         }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(idle_count(&pool), 0);
+    }
+
+    /// No length and no chunks: the body is everything until the server closes.
+    #[tokio::test]
+    async fn an_answer_without_length_runs_to_the_close() {
+        const UNTIL_CLOSE: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\n\r\nall of", b" it"];
+        let (authority, accepted) = server_with(1, UNTIL_CLOSE, false).await;
+        let pool = pool();
+        assert_eq!(call(&pool, &authority).await, "all of it");
+        assert_eq!(call(&pool, &authority).await, "all of it");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_answer_is_a_protocol_error() {
+        const CUT: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"];
+        let (authority, _) = server_with(1, CUT, false).await;
+        let err = try_call(&pool(), &authority).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Protocol, "{err:?}");
+        assert!(
+            err.message.contains("before the answer was complete"),
+            "{err:?}"
+        );
+        const NOT_HTTP: &[&[u8]] = &[b"220 smtp.example ESMTP\r\n\r\n"];
+        let (authority, _) = server_with(1, NOT_HTTP, false).await;
+        let err = try_call(&pool(), &authority).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Protocol, "{err:?}");
+    }
+
+    /// Dropped before its end: reused if the end has arrived, else closed (so an upstream
+    /// that is still generating for a client that left stops).
+    #[tokio::test]
+    async fn an_answer_dropped_unread_is_reused_only_if_its_end_came() {
+        const SLOW: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"2\r\nok\r\n0\r\n\r\n",
+        ];
+        let (authority, accepted) = server_with(usize::MAX, SLOW, false).await;
+        let pool = pool();
+        let resp = pool
+            .send(&authority, &head(&authority), b"{}")
+            .await
+            .unwrap();
+        drop(resp);
+        assert_eq!(
+            idle_count(&pool),
+            0,
+            "dropped with its body still coming: closed"
+        );
+        let resp = pool
+            .send(&authority, &head(&authority), b"{}")
+            .await
+            .unwrap();
+        // The rest of the answer is in the socket, unread, when the body is dropped.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        drop(resp);
+        assert_eq!(idle_count(&pool), 1, "its end had come: kept");
         assert_eq!(call(&pool, &authority).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -393,57 +579,12 @@ mod tests {
         );
     }
 
-    /// The race a pooled client must survive: a connection that looked free takes the request,
-    /// then closes before writing it. hyper hands such a request back unsent, and it goes out
-    /// on a fresh connection. Driven step by step, so the close lands after the request was
-    /// queued on the idle connection and before that connection wrote anything.
-    #[tokio::test]
-    async fn a_request_handed_back_unsent_goes_out_on_a_fresh_connection() {
-        use futures_util::FutureExt;
-        let (authority, accepted) = server(usize::MAX).await;
-        let pool = Pool::new(Duration::from_secs(2), Duration::from_secs(90), 8);
-        let tcp = tokio::net::TcpStream::connect(authority.as_str())
-            .await
-            .unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        // Polled once, the connection says it wants a request; then nothing drives it.
-        let mut conn = Box::pin(conn);
-        assert!(conn.as_mut().now_or_never().is_none());
-        assert!(sender.is_ready() && !sender.is_closed());
-        pool.put(authority.clone(), sender);
-
-        let mut send = Box::pin(pool.send(&authority, request(&authority)));
-        // First step: the idle connection is ready and takes the request, which waits in its
-        // queue for an answer.
-        assert!(send.as_mut().now_or_never().is_none());
-        assert!(
-            lock(&pool.idle)[0].1.is_empty(),
-            "the idle connection was taken"
-        );
-        // The connection closes with the request still queued.
-        drop(conn);
-        let resp = send.await.expect("the request is retried, not failed");
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body, "ok");
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            2,
-            "the retry went out on a new connection"
-        );
-    }
-
     #[tokio::test]
     async fn a_refused_connect_is_a_connect_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         drop(listener);
-        let pool = Pool::new(Duration::from_secs(2), Duration::from_secs(90), 8);
-        let err = pool
-            .send(&authority, request(&authority))
-            .await
-            .unwrap_err();
+        let err = try_call(&pool(), &authority).await.unwrap_err();
         assert_eq!(err.kind, ProviderErrorKind::Connect, "{err:?}");
     }
 }

@@ -47,6 +47,9 @@ enum UpstreamClient {
     Hyper,
     Legacy,
     Reqwest,
+    /// A minimal HTTP/1.1 client on the worker's own task (no connection task, no channels):
+    /// answers with a content-length only. Measures what hyper's client machinery costs.
+    Raw,
 }
 
 /// hyper_util's pooled client over plain TCP, as `switchyard_providers::client` builds it.
@@ -121,6 +124,93 @@ async fn forward(
     Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
 }
 
+type RawPool = Rc<RefCell<Vec<(tokio::net::TcpStream, Vec<u8>)>>>;
+
+/// The forwarding through a minimal HTTP/1.1 client driven on the request's own task: one write
+/// of head and body, reads until the head parses and the content-length is in. Answers with a
+/// content-length only (the plain benchmark's); anything else is a 502.
+async fn forward_raw(
+    pool: RawPool,
+    upstream: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let idle = pool.borrow_mut().pop();
+    let (mut stream, mut buf) = match idle {
+        Some(c) => c,
+        None => match tokio::net::TcpStream::connect(upstream).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                (s, Vec::with_capacity(8192))
+            }
+            Err(e) => return Ok(bad_gateway(e)),
+        },
+    };
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(b"POST ");
+    out.extend_from_slice(parts.uri.path().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(upstream.to_string().as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&body);
+    if let Err(e) = stream.write_all(&out).await {
+        return Ok(bad_gateway(e));
+    }
+    buf.clear();
+    let (status, ctype, head_len, body_len) = loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(8192);
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) => return Ok(bad_gateway("upstream closed")),
+            Ok(_) => {}
+            Err(e) => return Ok(bad_gateway(e)),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let mut len = None;
+                let mut ctype = None;
+                for h in resp.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        len = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.parse::<usize>().ok());
+                    } else if h.name.eq_ignore_ascii_case("content-type") {
+                        ctype = Some(Bytes::copy_from_slice(h.value));
+                    }
+                }
+                let Some(len) = len else {
+                    return Ok(bad_gateway("no content-length"));
+                };
+                break (resp.code.unwrap_or(502), ctype, n, len);
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Ok(bad_gateway(e)),
+        }
+    };
+    while buf.len() < head_len + body_len {
+        match stream.read_buf(&mut buf).await {
+            Ok(0) => return Ok(bad_gateway("upstream closed")),
+            Ok(_) => {}
+            Err(e) => return Ok(bad_gateway(e)),
+        }
+    }
+    let answer = Bytes::copy_from_slice(&buf[head_len..head_len + body_len]);
+    pool.borrow_mut().push((stream, buf));
+    let mut resp = Response::new(Full::new(answer).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if let Some(c) = ctype.and_then(|c| http::HeaderValue::from_maybe_shared(c).ok()) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, c);
+    }
+    Ok(resp)
+}
+
 /// The same forwarding through hyper_util's legacy pooled client: the body is read whole (as
 /// Switchyard reads a request before routing it) and the answer streamed back.
 async fn forward_legacy(
@@ -190,7 +280,7 @@ fn worker(
     let local = tokio::task::LocalSet::new();
     // Built only in reqwest mode, so the hyper path carries nothing it does not use.
     let via_reqwest = match client {
-        UpstreamClient::Hyper | UpstreamClient::Legacy => None,
+        UpstreamClient::Hyper | UpstreamClient::Legacy | UpstreamClient::Raw => None,
         UpstreamClient::Reqwest => Some((
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -218,18 +308,25 @@ fn worker(
     local.block_on(&rt, async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let pool: Pool = Rc::default();
+        let raw_pool: RawPool = Rc::default();
+        let raw = matches!(client, UpstreamClient::Raw);
         loop {
             let (stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
             let pool = pool.clone();
             let via_reqwest = via_reqwest.clone();
             let via_legacy = via_legacy.clone();
+            let raw_pool = raw_pool.clone();
             tokio::task::spawn_local(async move {
                 let service = hyper::service::service_fn(move |req| {
+                    let raw_pool = raw_pool.clone();
                     let pool = pool.clone();
                     let via_reqwest = via_reqwest.clone();
                     let via_legacy = via_legacy.clone();
                     async move {
+                        if raw {
+                            return forward_raw(raw_pool, upstream, req).await;
+                        }
                         match (via_reqwest, via_legacy) {
                             (Some((http, url)), _) => forward_reqwest(http, url, req).await,
                             (None, Some((client, uri))) => forward_legacy(client, uri, req).await,
