@@ -5,7 +5,7 @@
 # each sample counted as 1/4999 s and divided by the requests. perf's own overhead inflates the
 # totals (by ~1.3× here): compare targets profiled the same way, not against cpu-per-request.sh.
 #
-#   bench/cpu-by-category.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest [RATE=3000] [SECONDS=8]
+#   bench/cpu-by-category.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw [RATE=3000] [SECONDS=8]
 #
 # Needs perf and root. Uses the release binaries bench/run.sh builds (run it once first);
 # SWITCHYARD_BIN=path runs another gateway build.

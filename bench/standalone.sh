@@ -30,7 +30,7 @@ start_target() {
         bare-legacy|bare-reqwest|bare-raw)
             "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 --client "${1#bare-}" &
             url=http://127.0.0.1:4100/v1/chat/completions ;;
-        *) echo "target must be switchyard, nginx, bare-hyper, bare-legacy or bare-reqwest" >&2; exit 2 ;;
+        *) echo "target must be switchyard, nginx, bare-hyper, bare-legacy, bare-reqwest or bare-raw" >&2; exit 2 ;;
     esac
     main=$!
     pids+=("$main")

@@ -35,9 +35,10 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Upstream client: `hyper` (a hand-made per-thread pool of hyper connections), `legacy`
-    /// (a per-thread hyper_util legacy pooled client, as Switchyard calls upstreams since run 9)
-    /// or `reqwest` (a per-thread reqwest client, as Switchyard did before): the difference to
-    /// `hyper` is the cost of that client's pool and layers.
+    /// (a per-thread hyper_util legacy pooled client, as Switchyard called upstreams from run 9),
+    /// `reqwest` (a per-thread reqwest client, as Switchyard did before) or `raw` (HTTP/1.1
+    /// written and parsed on the request's own task, as Switchyard's `h1.rs` does since
+    /// 2026-12-02): the difference to `hyper` is the cost of that client's pool and layers.
     #[arg(long, value_enum, default_value_t = UpstreamClient::Hyper)]
     client: UpstreamClient,
 }
@@ -47,8 +48,9 @@ enum UpstreamClient {
     Hyper,
     Legacy,
     Reqwest,
-    /// A minimal HTTP/1.1 client on the worker's own task (no connection task, no channels):
-    /// answers with a content-length only. Measures what hyper's client machinery costs.
+    /// A minimal HTTP/1.1 client on the request's own task (no connection task, no channels):
+    /// answers with a content-length only, enough for the plain benchmark. Measures what
+    /// hyper's client machinery costs.
     Raw,
 }
 
