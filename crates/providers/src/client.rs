@@ -292,6 +292,31 @@ mod tests {
         assert!(host("https://api.openai.com/v1").is_none());
     }
 
+    /// The head we write: origin form, our own framing headers, the caller's others as given.
+    #[test]
+    fn plain_request_heads_carry_our_framing_and_the_callers_headers() {
+        let uri = parse_uri("http://vllm.internal:8000/v1/chat/completions?x=1").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+        headers.insert("content-length", HeaderValue::from_static("999"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("connection", HeaderValue::from_static("close"));
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        let head = String::from_utf8(plain_request_head(&uri, &headers, 42, true)).unwrap();
+        assert_eq!(
+            head,
+            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: vllm.internal:8000\r\n\
+             authorization: Bearer k\r\naccept: text/event-stream\r\ncontent-length: 42\r\n\r\n"
+        );
+        // A caller's Host wins, and without SSE the caller's Accept stays.
+        headers.insert("host", HeaderValue::from_static("other"));
+        let head = String::from_utf8(plain_request_head(&uri, &headers, 0, false)).unwrap();
+        assert!(head.contains("host: other\r\n"), "{head}");
+        assert!(!head.contains("vllm.internal"), "{head}");
+        assert!(head.contains("accept: application/json\r\n"), "{head}");
+        assert!(head.ends_with("content-length: 0\r\n\r\n"), "{head}");
+    }
+
     #[test]
     fn only_http_and_https_urls_with_a_host_are_upstreams() {
         assert!(parse_uri("http://127.0.0.1:9000/v1/chat/completions").is_ok());

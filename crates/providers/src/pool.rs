@@ -173,21 +173,18 @@ impl Pool {
     }
 }
 
-/// A wire failure as the provider error the gateway reports: a broken or cut-off answer is a
-/// protocol error once its body started (the head came, the rest did not), an I/O error before.
+/// A wire failure as the provider error the gateway reports: an answer that is not valid
+/// HTTP/1.x, or cut off in its body, is a protocol error; anything else an I/O error.
 fn wire_error(e: &WireError, in_body: bool) -> ProviderError {
-    let (kind, what) = match e {
-        WireError::Io(_) => (ProviderErrorKind::Io, "upstream request failed"),
-        WireError::Incomplete if !in_body => (ProviderErrorKind::Io, "upstream request failed"),
-        WireError::Incomplete | WireError::Invalid(_) => (
-            ProviderErrorKind::Protocol,
-            "reading the upstream answer failed",
-        ),
+    let kind = match e {
+        WireError::Invalid(_) => ProviderErrorKind::Protocol,
+        WireError::Incomplete if in_body => ProviderErrorKind::Protocol,
+        WireError::Incomplete | WireError::Io(_) => ProviderErrorKind::Io,
     };
     let what = if in_body {
         "reading the upstream answer failed"
     } else {
-        what
+        "upstream request failed"
     };
     ProviderError::new(kind, format!("{what}: {e}"))
 }
@@ -421,11 +418,15 @@ mod tests {
         server_with(per_conn, OK, false).await
     }
 
-    fn head(authority: &Authority) -> Vec<u8> {
+    fn head_for(authority: &Authority, body_len: usize) -> Vec<u8> {
         format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: {authority}\r\ncontent-length: 2\r\n\r\n"
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {authority}\r\ncontent-length: {body_len}\r\n\r\n"
         )
         .into_bytes()
+    }
+
+    fn head(authority: &Authority) -> Vec<u8> {
+        head_for(authority, 2)
     }
 
     async fn try_call(pool: &Arc<Pool>, authority: &Authority) -> Result<Bytes, ProviderError> {
@@ -453,6 +454,30 @@ mod tests {
             assert_eq!(call(&pool, &authority).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A body far larger than the socket's buffers goes out whole (the server answers only
+    /// once it has read every byte), over several writes.
+    #[tokio::test]
+    async fn a_large_request_body_is_written_whole() {
+        let (authority, _) = server(usize::MAX).await;
+        let pool = pool();
+        let body = vec![b'x'; 8 << 20];
+        let send = async {
+            let resp = pool
+                .send(&authority, &head_for(&authority, body.len()), &body)
+                .await?;
+            resp.into_body().collect().await.map(|b| b.to_bytes())
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(20), send)
+            .await
+            .expect("the server got the whole body and answered");
+        assert_eq!(answer.unwrap(), "ok");
+        assert_eq!(
+            call(&pool, &authority).await,
+            "ok",
+            "and the connection is reused"
+        );
     }
 
     #[tokio::test]
