@@ -188,9 +188,9 @@ pub fn parse_uri(url: &str) -> Result<Uri, String> {
     }
 }
 
-/// The `Host` header for a plain `http://` URL, built once so hyper's client does not format
-/// one per request (it fills the header in only when it is absent). Over `https://` the
-/// connection may turn out to be HTTP/2, which names the host in `:authority` instead, so
+/// The `Host` header for a plain `http://` URL, built once so the request head does not format
+/// one per request (`plain_request_head` fills it in only when it is absent). Over `https://`
+/// the connection may turn out to be HTTP/2, which names the host in `:authority` instead, so
 /// there it is left to the client.
 pub fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
     if uri.scheme_str() != Some("http") {
