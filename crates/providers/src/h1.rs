@@ -161,9 +161,16 @@ enum Parsed {
 }
 
 fn parse_head(buf: &[u8]) -> Result<Parsed, WireError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut answer = httparse::Response::new(&mut slots);
-    let len = match answer.parse(buf) {
+    // Uninitialised slots: an initialised array would be 4 KiB of stores per answer.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut answer = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut answer,
+        buf,
+        &mut slots,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(e) => return Err(invalid(e.to_string())),
@@ -500,6 +507,12 @@ mod tests {
         assert!(matches!(parse_head(&text[25..]), Ok(Parsed::Partial)));
         assert!(parse_head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
         assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        let many = |n: usize| {
+            let fields: String = (0..n).map(|i| format!("x-{i}: v\r\n")).collect();
+            format!("HTTP/1.1 200 OK\r\n{fields}\r\n")
+        };
+        assert_eq!(head(&many(MAX_HEADERS)).headers.len(), MAX_HEADERS);
+        assert!(parse_head(many(MAX_HEADERS + 1).as_bytes()).is_err());
     }
 
     #[test]
