@@ -5,6 +5,7 @@
 //! Each measuring command appends one JSON line to `--out` (or prints it).
 
 mod load;
+mod paired;
 mod report;
 mod stats;
 
@@ -111,6 +112,18 @@ enum Cmd {
         /// A gap between content frames longer than this is a stall, ms.
         #[arg(long, default_value_t = 500.0)]
         stall_ms: f64,
+    },
+    /// Added latency over direct from alternating `paired:` windows (see bench/added-p99.sh).
+    Paired {
+        /// JSON lines of `loadgen rate` windows labelled `paired:direct`, `paired:<target>`, ...
+        #[arg(long)]
+        input: PathBuf,
+        /// The added-p99 budget, ms: rounds whose direct p99 is above it are not counted.
+        #[arg(long, default_value_t = 0.5)]
+        budget_ms: f64,
+        /// Write the summary as JSON here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Build the table from a run's JSON lines.
     Report {
@@ -301,6 +314,33 @@ fn main() -> anyhow::Result<()> {
                 r.stalls
             );
             emit(common.out.as_ref(), &r)
+        }
+        Cmd::Paired {
+            input,
+            budget_ms,
+            out,
+        } => {
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let windows = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(serde_json::from_str)
+                .collect::<Result<Vec<serde_json::Value>, _>>()?;
+            let summaries = paired::summarize(&windows, budget_ms);
+            anyhow::ensure!(
+                !summaries.is_empty(),
+                "no paired windows in {}",
+                input.display()
+            );
+            println!("{}", paired::markdown(&summaries, budget_ms));
+            if let Some(path) = out {
+                std::fs::write(
+                    path,
+                    serde_json::to_string_pretty(&paired::to_json(&summaries, budget_ms))?,
+                )?;
+            }
+            Ok(())
         }
         Cmd::Report { input, out_dir } => {
             let text = std::fs::read_to_string(&input)
