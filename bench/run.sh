@@ -391,7 +391,7 @@ if [ "$PAIRED_ROUNDS" -gt 0 ] && [[ ,$TARGETS, == *,direct,* && ,$TARGETS, == *,
         done
     done
     stop_pid "$SW_PID"
-    [ -n "${NG_PID:-}" ] && stop_pid "$NG_PID"
+    if [ -n "${NG_PID:-}" ]; then stop_pid "$NG_PID"; fi
 fi
 
 meta end >> "$RESULTS"
