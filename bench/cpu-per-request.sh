@@ -6,14 +6,14 @@
 # the least a gateway on Switchyard's stack can cost; `bare-legacy` and `bare-reqwest` are the same
 # proxy calling upstream through hyper_util's pooled client (as Switchyard does) or reqwest.
 #
-#   bench/cpu-per-request.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw [RATE=2000] [SECONDS=20]
+#   bench/cpu-per-request.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw|bare-rawserver [RATE=2000] [SECONDS=20]
 #
 # Uses the release binaries bench/run.sh builds (run it once first) and its nginx config;
 # SWITCHYARD_BIN=path runs another gateway build (to compare two builds on the same machine).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-target=${1:?usage: bench/cpu-per-request.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw [RATE] [SECONDS]}
+target=${1:?usage: bench/cpu-per-request.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw|bare-rawserver [RATE] [SECONDS]}
 rate=${2:-2000}
 secs=${3:-20}
 # shellcheck source=bench/standalone.sh

@@ -11,7 +11,7 @@ trap cleanup EXIT
     --plain-tokens 150 --max-seconds 3600 >/dev/null 2>&1 &
 pids+=($!)
 
-# start_target switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw: starts one target (SWITCHYARD_BIN=path
+# start_target switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw|bare-rawserver: starts one target (SWITCHYARD_BIN=path
 # runs another gateway build), sets $url to its chat endpoint and $main to its pid, and waits
 # until it answers.
 start_target() {
@@ -30,7 +30,10 @@ start_target() {
         bare-legacy|bare-reqwest|bare-raw)
             "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 --client "${1#bare-}" &
             url=http://127.0.0.1:4100/v1/chat/completions ;;
-        *) echo "target must be switchyard, nginx, bare-hyper, bare-legacy, bare-reqwest or bare-raw" >&2; exit 2 ;;
+        bare-rawserver)
+            "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 --client raw --server raw &
+            url=http://127.0.0.1:4100/v1/chat/completions ;;
+        *) echo "target must be switchyard, nginx, bare-hyper, bare-legacy, bare-reqwest, bare-raw or bare-rawserver" >&2; exit 2 ;;
     esac
     main=$!
     pids+=("$main")

@@ -41,6 +41,16 @@ struct Args {
     /// 2026-12-02): the difference to `hyper` is the cost of that client's pool and layers.
     #[arg(long, value_enum, default_value_t = UpstreamClient::Hyper)]
     client: UpstreamClient,
+    /// Client side: `hyper` (hyper's HTTP/1.1 server, as Switchyard serves) or `raw` (a minimal
+    /// loop of our own; implies `--client raw`): the difference is what hyper's server costs.
+    #[arg(long, value_enum, default_value_t = ClientSide::Hyper)]
+    server: ClientSide,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum ClientSide {
+    Hyper,
+    Raw,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -136,9 +146,33 @@ async fn forward_raw(
     upstream: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, hyper::Error> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
+    Ok(
+        match raw_exchange(&pool, upstream, parts.uri.path(), &body).await {
+            Ok((status, ctype, answer)) => {
+                let mut resp =
+                    Response::new(Full::new(answer).map_err(|never| match never {}).boxed());
+                *resp.status_mut() =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                if let Some(c) = ctype.and_then(|c| http::HeaderValue::from_maybe_shared(c).ok()) {
+                    resp.headers_mut().insert(header::CONTENT_TYPE, c);
+                }
+                resp
+            }
+            Err(e) => bad_gateway(e),
+        },
+    )
+}
+
+/// One request to the upstream on a pooled raw connection: (status, content type, body).
+async fn raw_exchange(
+    pool: &RawPool,
+    upstream: SocketAddr,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, Option<Bytes>, Bytes), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let idle = pool.borrow_mut().pop();
     let (mut stream, mut buf) = match idle {
         Some(c) => c,
@@ -147,20 +181,20 @@ async fn forward_raw(
                 let _ = s.set_nodelay(true);
                 (s, Vec::with_capacity(8192))
             }
-            Err(e) => return Ok(bad_gateway(e)),
+            Err(e) => return Err(e.to_string()),
         },
     };
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(b"POST ");
-    out.extend_from_slice(parts.uri.path().as_bytes());
+    out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(upstream.to_string().as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     if let Err(e) = stream.write_all(&out).await {
-        return Ok(bad_gateway(e));
+        return Err(e.to_string());
     }
     buf.clear();
     let (status, ctype, head_len, body_len) = loop {
@@ -168,9 +202,9 @@ async fn forward_raw(
             buf.reserve(8192);
         }
         match stream.read_buf(&mut buf).await {
-            Ok(0) => return Ok(bad_gateway("upstream closed")),
+            Ok(0) => return Err("upstream closed".into()),
             Ok(_) => {}
-            Err(e) => return Ok(bad_gateway(e)),
+            Err(e) => return Err(e.to_string()),
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
@@ -188,29 +222,98 @@ async fn forward_raw(
                     }
                 }
                 let Some(len) = len else {
-                    return Ok(bad_gateway("no content-length"));
+                    return Err("no content-length".into());
                 };
                 break (resp.code.unwrap_or(502), ctype, n, len);
             }
             Ok(httparse::Status::Partial) => continue,
-            Err(e) => return Ok(bad_gateway(e)),
+            Err(e) => return Err(e.to_string()),
         }
     };
     while buf.len() < head_len + body_len {
         match stream.read_buf(&mut buf).await {
-            Ok(0) => return Ok(bad_gateway("upstream closed")),
+            Ok(0) => return Err("upstream closed".into()),
             Ok(_) => {}
-            Err(e) => return Ok(bad_gateway(e)),
+            Err(e) => return Err(e.to_string()),
         }
     }
     let answer = Bytes::copy_from_slice(&buf[head_len..head_len + body_len]);
     pool.borrow_mut().push((stream, buf));
-    let mut resp = Response::new(Full::new(answer).map_err(|never| match never {}).boxed());
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    if let Some(c) = ctype.and_then(|c| http::HeaderValue::from_maybe_shared(c).ok()) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, c);
+    Ok((status, ctype, answer))
+}
+
+/// A minimal HTTP/1.1 server loop on one client connection, in place of hyper's server: parse
+/// the head with httparse, read a content-length body, forward it with [`raw_exchange`], write
+/// the answer with a content-length, keep the connection. No chunked bodies, no pipelining
+/// beyond what the buffer holds, no `Connection: close`: a measuring stick for what hyper's
+/// server costs per request, not a server.
+async fn serve_raw(mut client: tokio::net::TcpStream, pool: RawPool, upstream: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        // The head.
+        let (path, head_len, body_len) = loop {
+            if !buf.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&buf) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let len = req
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                            .and_then(|h| std::str::from_utf8(h.value).ok())
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (req.path.unwrap_or("/").to_string(), n, len);
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(_) => return,
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(8192);
+            }
+            match client.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        while buf.len() < head_len + body_len {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(8192);
+            }
+            match client.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let answer =
+            raw_exchange(&pool, upstream, &path, &buf[head_len..head_len + body_len]).await;
+        buf.drain(..head_len + body_len);
+        let (status, ctype, body) = match answer {
+            Ok(a) => a,
+            Err(e) => (502, None, Bytes::from(e)),
+        };
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.to_string().as_bytes());
+        out.extend_from_slice(if status == 200 { b" OK" } else { b" -" });
+        out.extend_from_slice(b"\r\ncontent-type: ");
+        out.extend_from_slice(ctype.as_deref().unwrap_or(b"text/plain"));
+        out.extend_from_slice(b"\r\ncontent-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        let mut bufs = [std::io::IoSlice::new(&out), std::io::IoSlice::new(&body)];
+        let mut slices: &mut [std::io::IoSlice<'_>] = &mut bufs;
+        while !slices.is_empty() {
+            match client.write_vectored(slices).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => std::io::IoSlice::advance_slices(&mut slices, n),
+            }
+        }
     }
-    Ok(resp)
 }
 
 /// The same forwarding through hyper_util's legacy pooled client: the body is read whole (as
@@ -275,6 +378,7 @@ fn worker(
     listener: std::net::TcpListener,
     upstream: SocketAddr,
     client: UpstreamClient,
+    server: ClientSide,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -319,6 +423,10 @@ fn worker(
             let via_reqwest = via_reqwest.clone();
             let via_legacy = via_legacy.clone();
             let raw_pool = raw_pool.clone();
+            if server == ClientSide::Raw {
+                tokio::task::spawn_local(serve_raw(stream, raw_pool, upstream));
+                continue;
+            }
             tokio::task::spawn_local(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let raw_pool = raw_pool.clone();
@@ -361,9 +469,9 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.threads.max(1) {
         let listener = reuseport_listener(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let (upstream, client) = (args.upstream, args.client);
+        let (upstream, client, server) = (args.upstream, args.client, args.server);
         threads.push(std::thread::spawn(move || {
-            worker(listener, upstream, client)
+            worker(listener, upstream, client, server)
         }));
     }
     for t in threads {
