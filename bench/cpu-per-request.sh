@@ -4,7 +4,9 @@
 # by its requests, how busy the whole machine was meanwhile, and the split by thread. `bare-hyper` is
 # bench/upstream/src/bin/bare-hyper-proxy.rs: tokio + hyper forwarding bytes and nothing else,
 # the least a gateway on Switchyard's stack can cost; `bare-legacy` and `bare-reqwest` are the same
-# proxy calling upstream through hyper_util's pooled client (as Switchyard does) or reqwest.
+# proxy calling upstream through hyper_util's pooled client (as Switchyard did) or reqwest;
+# `bare-raw` calls it with raw HTTP/1.1 on the request's task (as Switchyard does), and
+# `bare-rawserver` also answers clients with a minimal loop of its own instead of hyper's server.
 #
 #   bench/cpu-per-request.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw|bare-rawserver [RATE=2000] [SECONDS=20]
 #
