@@ -8,8 +8,9 @@
 #   bench/added-p99.sh [ROUNDS=8] [RATE=2000] [SECONDS=5] [TARGETS=switchyard,nginx]
 #
 # Targets: switchyard (SWITCHYARD_BIN=path runs another build; its SQLite ledger writes as in
-# production), nginx, bare-hyper, bare-raw. Writes the windows to bench/out/added-p99.jsonl and the
-# summary to bench/out/added-p99.json. Uses the release binaries bench/run.sh builds.
+# production), nginx, bare-hyper, bare-raw, bare-rawserver. Writes the windows to
+# bench/out/added-p99.jsonl and the summary to bench/out/added-p99.json. Uses the release
+# binaries bench/run.sh builds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

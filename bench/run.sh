@@ -363,7 +363,7 @@ done
 
 # ---- added latency in alternating windows -----------------------------------------------------
 # The fixed-rate runs above measure each target once, minutes apart: on this VM the floor's own
-# p99 at 2,000 req/s has moved between 0.3 and 4.4 ms from one run to the next, which hides a
+# p99 at 2,000 req/s has moved between 0.24 and 7.1 ms from one run to the next, which hides a
 # 0.5 ms budget. Here direct, nginx and Switchyard take turns in short windows, round after round,
 # and the report takes each round's difference (bench/loadgen/src/paired.rs).
 if [ "$PAIRED_ROUNDS" -gt 0 ] && [[ ,$TARGETS, == *,direct,* && ,$TARGETS, == *,switchyard,* ]]; then

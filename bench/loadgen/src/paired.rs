@@ -3,7 +3,7 @@
 //! next to one of the floor's and both see the same minute of the VM.
 //!
 //! Why: the full run measures each target once, minutes apart, and on the shared 2-core VM the
-//! floor's own p99 at 2,000 req/s has read anywhere from 0.3 to 4.4 ms between runs; one pair of
+//! floor's own p99 at 2,000 req/s has read anywhere from 0.24 to 7.1 ms between runs; one pair of
 //! such readings cannot show a 0.5 ms budget met or missed. Here each round gives one difference
 //! per target, a round counts only when direct's own p99 in it was within the budget (a noisy
 //! minute sets both readings, not the target), and the figure is the median over those rounds.
