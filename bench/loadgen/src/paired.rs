@@ -13,6 +13,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use crate::report::f as num;
+
 /// The label prefix of a paired window.
 pub const PREFIX: &str = "paired:";
 const DIRECT: &str = "direct";
@@ -57,14 +59,6 @@ impl Summary {
         }
         self.median_added_p99_ms.map(|m| m <= budget_ms)
     }
-}
-
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(*p)?;
-    }
-    cur.as_f64()
 }
 
 /// The median; of an even count, the higher middle value (for a latency, the conservative one).

@@ -21,7 +21,8 @@ const ORDER: [&str; 6] = [
     "litellm",
 ];
 
-fn f(v: &Value, path: &[&str]) -> Option<f64> {
+/// The number at `path` in a JSON value.
+pub fn f(v: &Value, path: &[&str]) -> Option<f64> {
     let mut cur = v;
     for p in path {
         cur = cur.get(*p)?;
