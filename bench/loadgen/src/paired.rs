@@ -31,6 +31,13 @@ pub struct Round {
     pub errors: bool,
 }
 
+impl Round {
+    /// Whether the round is a reading at all: no errors, and the floor within the budget.
+    pub fn counts(&self, budget_ms: f64) -> bool {
+        !self.errors && self.direct_p99_ms <= budget_ms
+    }
+}
+
 /// One target's rounds and what they add up to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -110,10 +117,7 @@ pub fn summarize(windows: &[Value], budget_ms: f64) -> Vec<Summary> {
     by_target
         .into_iter()
         .map(|(target, (rate, rounds))| {
-            let quiet: Vec<&Round> = rounds
-                .iter()
-                .filter(|r| !r.errors && r.direct_p99_ms <= budget_ms)
-                .collect();
+            let quiet: Vec<&Round> = rounds.iter().filter(|r| r.counts(budget_ms)).collect();
             Summary {
                 rate,
                 quiet: quiet.len(),
@@ -156,7 +160,7 @@ pub fn markdown(summaries: &[Summary], budget_ms: f64) -> String {
         let each: Vec<String> = s
             .rounds
             .iter()
-            .filter(|r| !r.errors && r.direct_p99_ms <= budget_ms)
+            .filter(|r| r.counts(budget_ms))
             .map(|r| format!("{:.3}", r.added_p99_ms))
             .collect();
         let _ = writeln!(

@@ -41,14 +41,15 @@ struct Args {
     /// 2026-12-02): the difference to `hyper` is the cost of that client's pool and layers.
     #[arg(long, value_enum, default_value_t = UpstreamClient::Hyper)]
     client: UpstreamClient,
-    /// Client side: `hyper` (hyper's HTTP/1.1 server, as Switchyard serves) or `raw` (a minimal
-    /// loop of our own; implies `--client raw`): the difference is what hyper's server costs.
-    #[arg(long, value_enum, default_value_t = ClientSide::Hyper)]
-    server: ClientSide,
+    /// The side facing clients: `hyper` (hyper's HTTP/1.1 server, as Switchyard serves) or
+    /// `raw` (a minimal loop of our own; implies `--client raw`): the difference is what hyper's
+    /// server costs.
+    #[arg(long, value_enum, default_value_t = ServerKind::Hyper)]
+    server: ServerKind,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
-enum ClientSide {
+enum ServerKind {
     Hyper,
     Raw,
 }
@@ -165,6 +166,18 @@ async fn forward_raw(
     )
 }
 
+/// Reads what the socket has into `buf`, growing it when less than 4 KiB is free; 0 is EOF.
+async fn read_more(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(8192);
+    }
+    stream.read_buf(buf).await
+}
+
 /// One request to the upstream on a pooled raw connection: (status, content type, body).
 async fn raw_exchange(
     pool: &RawPool,
@@ -172,7 +185,7 @@ async fn raw_exchange(
     path: &str,
     body: &[u8],
 ) -> Result<(u16, Option<Bytes>, Bytes), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let idle = pool.borrow_mut().pop();
     let (mut stream, mut buf) = match idle {
         Some(c) => c,
@@ -198,10 +211,7 @@ async fn raw_exchange(
     }
     buf.clear();
     let (status, ctype, head_len, body_len) = loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8192);
-        }
-        match stream.read_buf(&mut buf).await {
+        match read_more(&mut stream, &mut buf).await {
             Ok(0) => return Err("upstream closed".into()),
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),
@@ -231,7 +241,7 @@ async fn raw_exchange(
         }
     };
     while buf.len() < head_len + body_len {
-        match stream.read_buf(&mut buf).await {
+        match read_more(&mut stream, &mut buf).await {
             Ok(0) => return Err("upstream closed".into()),
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),
@@ -248,7 +258,7 @@ async fn raw_exchange(
 /// beyond what the buffer holds, no `Connection: close`: a measuring stick for what hyper's
 /// server costs per request, not a server.
 async fn serve_raw(mut client: tokio::net::TcpStream, pool: RawPool, upstream: SocketAddr) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -272,19 +282,13 @@ async fn serve_raw(mut client: tokio::net::TcpStream, pool: RawPool, upstream: S
                     Err(_) => return,
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(8192);
-            }
-            match client.read_buf(&mut buf).await {
+            match read_more(&mut client, &mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
         };
         while buf.len() < head_len + body_len {
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(8192);
-            }
-            match client.read_buf(&mut buf).await {
+            match read_more(&mut client, &mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -378,7 +382,7 @@ fn worker(
     listener: std::net::TcpListener,
     upstream: SocketAddr,
     client: UpstreamClient,
-    server: ClientSide,
+    server: ServerKind,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -419,14 +423,14 @@ fn worker(
         loop {
             let (stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
-            let pool = pool.clone();
-            let via_reqwest = via_reqwest.clone();
-            let via_legacy = via_legacy.clone();
             let raw_pool = raw_pool.clone();
-            if server == ClientSide::Raw {
+            if server == ServerKind::Raw {
                 tokio::task::spawn_local(serve_raw(stream, raw_pool, upstream));
                 continue;
             }
+            let pool = pool.clone();
+            let via_reqwest = via_reqwest.clone();
+            let via_legacy = via_legacy.clone();
             tokio::task::spawn_local(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let raw_pool = raw_pool.clone();
