@@ -4,12 +4,15 @@
 # the highest sustained rate of each, round by round. For changes to throughput that one full
 # run cannot tell from the noise.
 #
-#   bench/ladders-ab.sh ROUNDS NAME=BINARY[:CONFIG] | NAME=nginx[:WORKERS] ...
+#   bench/ladders-ab.sh ROUNDS NAME=BINARY[:CONFIG] | NAME=nginx[:WORKERS] | NAME=bare-TARGET ...
 #   e.g. bench/ladders-ab.sh 3 two=target/release/switchyard:/tmp/two-workers.toml \
 #            four=target/release/switchyard:/tmp/four-workers.toml
 #        bench/ladders-ab.sh 3 auto=nginx four=nginx:4
 #
-# CONFIG defaults to bench/switchyard.toml; WORKERS (nginx's worker_processes) to auto.
+#        bench/ladders-ab.sh 3 raw=bare-raw rawserver=bare-rawserver nginx=nginx
+#
+# CONFIG defaults to bench/switchyard.toml; WORKERS (nginx's worker_processes) to auto;
+# bare-TARGET is one of bench/standalone.sh's bare proxies (bare-hyper, bare-raw, ...).
 # Uses the release binaries bench/run.sh builds (run it once first). STEP_ARGS overrides the
 # ladder's options (default: --step-seconds 4 --refine 3, as a full bench/run.sh).
 set -euo pipefail
@@ -36,12 +39,15 @@ for round in $(seq "$rounds"); do
                 bench/conf/nginx.conf.in > "$WORK/nginx/nginx.conf"
             nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' &
             url=http://127.0.0.1:8080/v1/chat/completions
+        elif [[ $target == bare-* ]]; then
+            start_target "$target"
         else
             rm -f "$WORK"/ledger.sqlite*
             "$target" serve --config "${arg:-bench/switchyard.toml}" >/dev/null 2>&1 &
             url=http://127.0.0.1:4000/v1/chat/completions
         fi
         pid=$!
+        [[ $target == bare-* ]] && pid=$main
         for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
         "$BIN/loadgen" rate --url "$url" --label warmup --rate 200 --duration 2 >/dev/null 2>&1
         "$BIN/loadgen" step --url "$url" --label "$name" "${step_args[@]}" --out "$out" >/dev/null 2>&1

@@ -71,8 +71,8 @@ impl GatewayService {
 type BoxedResponse =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send>>;
 
-/// What the gateway's own accept loop and axum's router both hand over: hyper's request body
-/// as it came off the connection, or axum's boxed one (in tests of the router).
+/// What the gateway's connection loop and axum's router both hand over: the body the
+/// connection read (`switchyard-h1`), or axum's boxed one (in tests of the router).
 pub trait RequestBody:
     http_body::Body<Data = Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
 {
@@ -103,7 +103,7 @@ impl tower_service::Service<Request> for GatewayService {
 
 impl GatewayService {
     /// Answers one request: the chat routes go straight to their handlers (no router lookup on
-    /// the hot path, and the body read as hyper gives it, not boxed), everything else through
+    /// the hot path, and the body as the connection read it, not boxed), everything else through
     /// axum's router.
     pub fn handle<B: RequestBody>(
         &self,
@@ -132,6 +132,38 @@ impl GatewayService {
             req.map(Body::new),
         ))
     }
+}
+
+impl GatewayService {
+    /// [`GatewayService::handle`] as the connection loop calls it: the answer itself (this
+    /// service never fails; its errors are answers).
+    pub fn handle_infallible<B: RequestBody>(
+        &self,
+        req: http::Request<B>,
+    ) -> impl std::future::Future<Output = Response> + Send + 'static {
+        let answer = self.handle(req);
+        async move {
+            match answer.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
+/// The body of an answer the connection loop gives itself (a malformed request, a timeout):
+/// an error in the shape of the API the path belongs to, so SDKs read it as they read ours.
+pub fn connection_error_body(
+    path: Option<&str>,
+    _status: http::StatusCode,
+    message: &str,
+) -> (&'static str, Bytes) {
+    let e = ApiError::invalid(message);
+    let body = match path {
+        Some(p) if p.starts_with("/v1/messages") => crate::messages::error_body(&e),
+        _ => e.to_openai_json(),
+    };
+    ("application/json", Bytes::from(body))
 }
 
 /// The API shape a client speaks: it decides error bodies and answer formats.

@@ -39,6 +39,9 @@ pub struct Config {
     /// socket. Default: two per CPU this process may use (`WORKERS_PER_CPU`, see `serve_blocking`).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Client connections: how long the gateway waits on a client before closing.
+    #[serde(default)]
+    pub connections: ConnectionsSection,
     #[serde(default)]
     pub ledger: LedgerSection,
     #[serde(default)]
@@ -82,6 +85,48 @@ fn default_max_in_flight() -> usize {
 }
 fn default_drain_ms() -> u64 {
     30_000
+}
+
+/// Timeouts on client connections (the gateway's HTTP/1.1 server, `switchyard-h1`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsSection {
+    /// A request's head must be complete this long after its first byte (else 408).
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Longest wait for the next piece of a request body (else 408).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Longest wait for a client to take more of an answer before the connection is closed.
+    #[serde(default = "default_send_timeout_ms")]
+    pub send_timeout_ms: u64,
+}
+
+fn default_header_timeout_ms() -> u64 {
+    30_000
+}
+fn default_body_timeout_ms() -> u64 {
+    60_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    75_000
+}
+fn default_send_timeout_ms() -> u64 {
+    60_000
+}
+
+impl Default for ConnectionsSection {
+    fn default() -> Self {
+        ConnectionsSection {
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            send_timeout_ms: default_send_timeout_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -335,6 +380,17 @@ impl Config {
         }
         if self.workers == Some(0) {
             return Err(err("workers", "must be at least 1"));
+        }
+        let c = &self.connections;
+        for (key, ms) in [
+            ("connections.header_timeout_ms", c.header_timeout_ms),
+            ("connections.body_timeout_ms", c.body_timeout_ms),
+            ("connections.idle_timeout_ms", c.idle_timeout_ms),
+            ("connections.send_timeout_ms", c.send_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
         }
         if self.ledger.queue_capacity == 0 {
             return Err(err("ledger.queue_capacity", "must be at least 1"));

@@ -123,18 +123,16 @@ async fn run(
 /// Serves `listener` until `drain` turns true, then lets in-flight requests finish for up to
 /// `grace`.
 ///
-/// Our own accept loop over hyper's HTTP/1.1 server rather than `axum::serve`: that one wraps
-/// every connection in hyper_util's protocol-sniffing `auto` server (a rewind buffer on every
-/// read, an upgrade-capable connection), a tower adapter and a shutdown watch, which together
-/// cost a few µs of CPU per request that a gateway on every request's path should not pay
-/// (docs/benchmarks.md). Clients speak HTTP/1.1 to the gateway (the OpenAI and Anthropic SDKs
-/// do); HTTP/2 is used towards upstreams that offer it.
+/// Each connection is served by `switchyard-h1`'s HTTP/1.1 server on its own task, calling
+/// [`GatewayService`] per request. Clients speak HTTP/1.1 to the gateway (the OpenAI and
+/// Anthropic SDKs do); HTTP/2 is used towards upstreams that offer it.
 async fn serve_until_drained(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     drain: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) -> anyhow::Result<()> {
+    let server = Arc::new(server_config(&gw));
     let service = GatewayService::new(gw);
     let connections = tokio_util::task::TaskTracker::new();
     let mut stop = drain.clone();
@@ -150,7 +148,12 @@ async fn serve_until_drained(
                 // No Nagle: a streamed token is one small write, and Nagle would hold it until
                 // the client acknowledged the previous one (tens of ms with delayed ACKs).
                 let _ = tcp.set_nodelay(true);
-                connections.spawn(serve_connection(service.clone(), tcp, drain.clone()));
+                connections.spawn(serve_connection(
+                    service.clone(),
+                    server.clone(),
+                    tcp,
+                    drain.clone(),
+                ));
             }
             // The client gave up between connecting and our accept: nothing to do.
             Err(e) if is_connection_error(&e) => {}
@@ -176,38 +179,30 @@ async fn serve_until_drained(
     Ok(())
 }
 
+/// The client connections' limits, from the config the gateway was built with.
+fn server_config(gw: &Gateway) -> switchyard_h1::server::ServerConfig {
+    let c = &gw.connections;
+    switchyard_h1::server::ServerConfig {
+        max_body: gw.max_body_bytes,
+        header_timeout: Duration::from_millis(c.header_timeout_ms),
+        body_timeout: Duration::from_millis(c.body_timeout_ms),
+        idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+        send_timeout: Duration::from_millis(c.send_timeout_ms),
+        error_body: app::connection_error_body,
+    }
+}
+
 /// One client connection: HTTP/1.1 with keep-alive until the client closes it or the gateway
 /// drains, when the request in flight (if any) is finished and the connection closed.
 async fn serve_connection(
     service: GatewayService,
+    server: Arc<switchyard_h1::server::ServerConfig>,
     tcp: tokio::net::TcpStream,
-    mut drain: tokio::sync::watch::Receiver<bool>,
+    drain: tokio::sync::watch::Receiver<bool>,
 ) {
-    let handler = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        service.handle(req)
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), handler);
-    tokio::pin!(conn);
-    let drained = async move {
-        // Not the guard it returns: that must not be held while the connection drains.
-        let _ = drain.wait_for(|d| *d).await;
-    };
-    tokio::pin!(drained);
-    tokio::select! {
-        // The connection first: the drain signal is looked at only when it has nothing to do.
-        biased;
-        done = conn.as_mut() => {
-            if let Err(e) = done {
-                tracing::trace!(error = %e, "client connection ended with an error");
-            }
-        }
-        _ = drained => {
-            conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::trace!(error = %e, "client connection ended with an error while draining");
-            }
-        }
+    let handler = |req| service.handle_infallible(req);
+    if let Err(e) = switchyard_h1::server::serve_connection(tcp, &server, handler, drain).await {
+        tracing::trace!(error = %e, "client connection ended with an error");
     }
 }
 

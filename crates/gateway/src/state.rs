@@ -37,6 +37,8 @@ pub struct Gateway {
     /// Classes that may only use self-hosted targets.
     pub self_hosted_only: Vec<String>,
     pub max_body_bytes: usize,
+    /// Timeouts on client connections.
+    pub connections: crate::config::ConnectionsSection,
     /// Admission: requests in flight, and how many were refused for it.
     pub admission: Arc<Admission>,
     /// Tracks the tasks that finish requests (ledger hand-off), so shutdown waits for them.
@@ -217,6 +219,7 @@ impl Gateway {
             classifier,
             self_hosted_only: cfg.policies.self_hosted_only.clone(),
             max_body_bytes: cfg.max_body_bytes,
+            connections: cfg.connections.clone(),
             admission: Arc::new(Admission::new(cfg.max_in_flight)),
             tasks: TaskTracker::new(),
             draining: std::sync::atomic::AtomicBool::new(false),

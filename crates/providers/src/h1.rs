@@ -16,17 +16,17 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+pub(crate) use switchyard_h1::body::{Chunk, Decoder, Step};
 
 /// The most an answer's head (status line and headers) or a chunk's trailers may take.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most headers an answer may carry.
 const MAX_HEADERS: usize = 128;
-/// The longest chunk-size line (size and extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Read buffer: its first size, and the room made before each read.
 const READ_BUFFER: usize = 8 * 1024;
 const READ_ROOM: usize = 1024;
@@ -145,7 +145,9 @@ impl Conn {
 
     /// Takes the next piece of body out of the buffer (no reading).
     pub(crate) fn decode(&mut self, decoder: &mut Decoder) -> Result<Step, WireError> {
-        decoder.step(&mut self.buf)
+        decoder
+            .step(&mut self.buf)
+            .map_err(|e| WireError::Invalid(e.0))
     }
 
     /// Whether bytes beyond the answer are waiting (a server that wrote past its own framing).
@@ -203,14 +205,10 @@ fn parse_head(buf: &[u8]) -> Result<Parsed, WireError> {
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == http::header::CONTENT_LENGTH {
             // "42" or a list of one repeated value ("42, 42"); anything else is an error.
-            for part in h.value.split(|&b| b == b',') {
-                let n = parse_decimal(part.trim_ascii())
-                    .ok_or_else(|| invalid("invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(invalid("conflicting Content-Length values"));
-                }
-                length = Some(n);
-            }
+            length = Some(
+                switchyard_h1::parse_content_length(h.value, length)
+                    .ok_or_else(|| invalid("invalid or conflicting Content-Length"))?,
+            );
         } else if name == http::header::CONNECTION {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -256,166 +254,6 @@ fn parse_head(buf: &[u8]) -> Result<Parsed, WireError> {
     ))
 }
 
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
-
-/// How the rest of a body is framed, and where the reading is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decoder {
-    /// This many bytes to go.
-    Length(u64),
-    Chunked(Chunk),
-    /// Until the server closes the connection.
-    UntilClose,
-    /// Read to its end.
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes to go.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last (zero) chunk: trailer lines until an empty one.
-    Trailers { seen: usize },
-}
-
-/// One step of decoding.
-#[derive(Debug)]
-pub(crate) enum Step {
-    Data(Bytes),
-    /// The buffer holds nothing more to decode: read from the socket.
-    NeedMore,
-    Done,
-}
-
-impl Decoder {
-    pub(crate) fn is_done(&self) -> bool {
-        *self == Decoder::Done
-    }
-
-    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, WireError> {
-        loop {
-            match self {
-                Decoder::Done => return Ok(Step::Done),
-                Decoder::Length(0) => {
-                    *self = Decoder::Done;
-                    return Ok(Step::Done);
-                }
-                Decoder::Length(left) => {
-                    if buf.is_empty() {
-                        return Ok(Step::NeedMore);
-                    }
-                    let data = take(buf, left);
-                    if *left == 0 {
-                        *self = Decoder::Done;
-                    }
-                    return Ok(Step::Data(data));
-                }
-                Decoder::UntilClose => {
-                    if buf.is_empty() {
-                        return Ok(Step::NeedMore);
-                    }
-                    return Ok(Step::Data(buf.split().freeze()));
-                }
-                Decoder::Chunked(Chunk::Data(left)) => {
-                    if buf.is_empty() {
-                        return Ok(Step::NeedMore);
-                    }
-                    let data = take(buf, left);
-                    if *left == 0 {
-                        *self = Decoder::Chunked(Chunk::DataEnd);
-                    }
-                    return Ok(Step::Data(data));
-                }
-                Decoder::Chunked(Chunk::Size) => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE, "chunk-size line")? else {
-                        return Ok(Step::NeedMore);
-                    };
-                    let size = parse_chunk_size(&line)?;
-                    *self = Decoder::Chunked(if size == 0 {
-                        Chunk::Trailers { seen: 0 }
-                    } else {
-                        Chunk::Data(size)
-                    });
-                }
-                Decoder::Chunked(Chunk::DataEnd) => {
-                    let Some(line) = take_line(buf, 2, "chunk end")? else {
-                        return Ok(Step::NeedMore);
-                    };
-                    if !line.is_empty() {
-                        return Err(invalid("chunk data longer than its size"));
-                    }
-                    *self = Decoder::Chunked(Chunk::Size);
-                }
-                Decoder::Chunked(Chunk::Trailers { seen }) => {
-                    let room = MAX_HEAD.saturating_sub(*seen);
-                    let Some(line) = take_line(buf, room, "trailers")? else {
-                        return Ok(Step::NeedMore);
-                    };
-                    if line.is_empty() {
-                        *self = Decoder::Done;
-                        return Ok(Step::Done);
-                    }
-                    *seen += line.len() + 2;
-                }
-            }
-        }
-    }
-}
-
-/// Up to `left` bytes from the front of the buffer, without copying.
-fn take(buf: &mut BytesMut, left: &mut u64) -> Bytes {
-    let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
-    *left -= n as u64;
-    buf.split_to(n).freeze()
-}
-
-/// The next line (without its CRLF, or a bare LF as RFC 9112 §2.2 lets a recipient accept), or
-/// `None` until one is complete; an error when no line end comes within `max` bytes.
-fn take_line(buf: &mut BytesMut, max: usize, what: &str) -> Result<Option<BytesMut>, WireError> {
-    match memchr::memchr(b'\n', buf) {
-        Some(i) if i <= max => {
-            let mut line = buf.split_to(i + 1);
-            line.truncate(i);
-            if line.last() == Some(&b'\r') {
-                line.truncate(i - 1);
-            }
-            Ok(Some(line))
-        }
-        Some(_) => Err(invalid(format!("{what} too long"))),
-        None if buf.len() > max => Err(invalid(format!("{what} too long"))),
-        None => Ok(None),
-    }
-}
-
-/// A chunk-size line: hex digits, then optional whitespace and `;extensions` (ignored).
-fn parse_chunk_size(line: &[u8]) -> Result<u64, WireError> {
-    let digits = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    let rest = line[digits..].trim_ascii_start();
-    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
-        return Err(invalid("invalid chunk size"));
-    }
-    line[..digits].iter().try_fold(0u64, |n, &b| {
-        let d = (b as char)
-            .to_digit(16)
-            .ok_or_else(|| invalid("invalid chunk size"))?;
-        Ok(n << 4 | u64::from(d))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -429,24 +267,6 @@ mod tests {
             }
             _ => panic!("not a final head"),
         }
-    }
-
-    /// Feeds `wire` to a decoder in pieces of `step` bytes; returns the body and whether the
-    /// decoder ended.
-    fn decode_in_pieces(mut decoder: Decoder, wire: &[u8], step: usize) -> (Vec<u8>, bool) {
-        let mut buf = BytesMut::new();
-        let mut body = Vec::new();
-        for piece in wire.chunks(step) {
-            buf.extend_from_slice(piece);
-            loop {
-                match decoder.step(&mut buf).unwrap() {
-                    Step::Data(d) => body.extend_from_slice(&d),
-                    Step::NeedMore => break,
-                    Step::Done => return (body, buf.is_empty()),
-                }
-            }
-        }
-        (body, false)
     }
 
     #[test]
@@ -513,65 +333,5 @@ mod tests {
         };
         assert_eq!(head(&many(MAX_HEADERS)).headers.len(), MAX_HEADERS);
         assert!(parse_head(many(MAX_HEADERS + 1).as_bytes()).is_err());
-    }
-
-    #[test]
-    fn chunked_bodies_decode_however_the_bytes_are_split() {
-        let wire = b"5;ext=1\r\nhello\r\n7 \r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
-        for step in 1..=wire.len() {
-            let (body, clean) = decode_in_pieces(Decoder::Chunked(Chunk::Size), wire, step);
-            assert_eq!(body, b"hello, world", "pieces of {step}");
-            assert!(
-                clean,
-                "the decoder stopped at the message's end (pieces of {step})"
-            );
-        }
-        // Bare LF line ends are accepted.
-        let (body, _) = decode_in_pieces(Decoder::Chunked(Chunk::Size), b"2\nhi\n0\n\n", 3);
-        assert_eq!(body, b"hi");
-    }
-
-    #[test]
-    fn broken_chunked_bodies_are_errors() {
-        for wire in [
-            &b"zz\r\n"[..],
-            b"5\r\nhello!!\r\n",
-            b"fffffffffffffffff\r\n",
-            b";ext\r\n",
-        ] {
-            let mut d = Decoder::Chunked(Chunk::Size);
-            let mut buf = BytesMut::from(wire);
-            let result = loop {
-                match d.step(&mut buf) {
-                    Ok(Step::Data(_)) => continue,
-                    other => break other,
-                }
-            };
-            assert!(
-                result.is_err(),
-                "{:?}: {result:?}",
-                String::from_utf8_lossy(wire)
-            );
-        }
-        let mut d = Decoder::Chunked(Chunk::Size);
-        let mut buf = BytesMut::from(&[b'1'; MAX_CHUNK_LINE + 1][..]);
-        assert!(
-            d.step(&mut buf).is_err(),
-            "a size line without end is cut off"
-        );
-    }
-
-    #[test]
-    fn length_bodies_stop_at_their_length() {
-        let (body, clean) = decode_in_pieces(Decoder::Length(5), b"hello", 2);
-        assert_eq!((body.as_slice(), clean), (&b"hello"[..], true));
-        let mut d = Decoder::Length(3);
-        let mut buf = BytesMut::from(&b"abcdef"[..]);
-        assert!(matches!(d.step(&mut buf), Ok(Step::Data(b)) if b == "abc"));
-        assert!(matches!(d.step(&mut buf), Ok(Step::Done)));
-        assert_eq!(
-            buf, "def",
-            "bytes past the length are left for the caller to see"
-        );
     }
 }
