@@ -42,7 +42,14 @@ mod tests {
         assert_eq!(parse_content_length(b"42", None), Some(42));
         assert_eq!(parse_content_length(b"7, 7", None), Some(7));
         assert_eq!(parse_content_length(b"7", Some(7)), Some(7));
-        for bad in [&b"7, 8"[..], b"-1", b"0x10", b"", b"+5", b"99999999999999999999"] {
+        for bad in [
+            &b"7, 8"[..],
+            b"-1",
+            b"0x10",
+            b"",
+            b"+5",
+            b"99999999999999999999",
+        ] {
             assert_eq!(
                 parse_content_length(bad, None),
                 None,
@@ -50,6 +57,10 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        assert_eq!(parse_content_length(b"8", Some(7)), None, "a second, different header");
+        assert_eq!(
+            parse_content_length(b"8", Some(7)),
+            None,
+            "a second, different header"
+        );
     }
 }

@@ -35,7 +35,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Full};
 use tokio::net::TcpStream;
@@ -80,7 +82,10 @@ pub struct ServerConfig {
 pub type ErrorBody = fn(Option<&str>, StatusCode, &str) -> (&'static str, Bytes);
 
 fn plain_error(_path: Option<&str>, _status: StatusCode, message: &str) -> (&'static str, Bytes) {
-    ("text/plain; charset=utf-8", Bytes::from(format!("{message}\n")))
+    (
+        "text/plain; charset=utf-8",
+        Bytes::from(format!("{message}\n")),
+    )
 }
 
 impl Default for ServerConfig {
@@ -293,11 +298,8 @@ impl Conn<'_> {
         let mut slots =
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-            &mut req,
-            &self.buf,
-            &mut slots,
-        );
+        let parsed = httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut req, &self.buf, &mut slots);
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -461,7 +463,9 @@ impl Conn<'_> {
                             .await
                             .map_err(Err)?;
                     }
-                    self.buf.reserve(n - self.buf.len());
+                    // Room for the body as it comes, not for its declared size at once: a
+                    // client that declares 8 MiB and sends nothing must not hold 8 MiB.
+                    self.buf.reserve((n - self.buf.len()).min(MAX_READ_AHEAD));
                     while self.buf.len() < n {
                         self.fill_body().await?;
                     }
@@ -668,7 +672,7 @@ impl Conn<'_> {
                 (false, _) => b"",
             };
             self.write_all(&mut [
-                IoSlice::new(&head),
+                IoSlice::new(head),
                 IoSlice::new(size_line),
                 IoSlice::new(&data),
                 IoSlice::new(tail),
@@ -722,11 +726,8 @@ impl Conn<'_> {
 
     /// Answers a refused request and closes the connection.
     async fn refuse(&mut self, refusal: Refusal) -> Result<(), ConnError> {
-        let (content_type, body) = (self.config.error_body)(
-            refusal.path.as_deref(),
-            refusal.status,
-            &refusal.message,
-        );
+        let (content_type, body) =
+            (self.config.error_body)(refusal.path.as_deref(), refusal.status, &refusal.message);
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = refusal.status;
         response.headers_mut().insert(
