@@ -859,3 +859,60 @@ async fn past_max_in_flight_requests_are_refused_with_503_and_retry_after() {
         "refusals are counted, not written to the ledger"
     );
 }
+
+/// Sends raw bytes and reads until the gateway closes the connection.
+async fn raw_exchange(addr: std::net::SocketAddr, wire: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(wire).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the gateway kept the connection open")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn requests_the_connection_refuses_get_errors_in_their_api_shape() {
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let h = Harness::start(&format!(
+        "[connections]\nheader_timeout_ms = 300\n{}",
+        one_route(&up.base_url())
+    ))
+    .await;
+    // Both framings at once (RFC 9112 §6.3): refused before any handler runs.
+    let smuggle = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+    };
+    let openai = raw_exchange(h.gw.addr, smuggle("/v1/chat/completions").as_bytes()).await;
+    assert!(openai.starts_with("HTTP/1.1 400 "), "{openai}");
+    let (_, body) = openai.split_once("\r\n\r\n").unwrap();
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Content-Length"));
+    let anthropic = raw_exchange(h.gw.addr, smuggle("/v1/messages").as_bytes()).await;
+    let (_, body) = anthropic.split_once("\r\n\r\n").unwrap();
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    // A head that never completes: 408 after the configured timeout, then the close.
+    let slow = raw_exchange(h.gw.addr, b"POST /v1/chat/completions HTTP/1.1\r\nhos").await;
+    assert!(slow.starts_with("HTTP/1.1 408 "), "{slow}");
+    assert!(slow.to_ascii_lowercase().contains("connection: close"));
+    let rows = h.finish().await;
+    assert!(
+        rows.is_empty(),
+        "nothing reached the request phases: {rows:?}"
+    );
+}

@@ -345,106 +345,138 @@ impl Conn<'_> {
         let head = self.buf.split_to(len).freeze();
         let uri = Uri::from_maybe_shared(head.slice(path))
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, "Invalid request target."))?;
-        let mut headers = HeaderMap::with_capacity(fields.len());
-        let mut framing = Framing::None;
-        let mut transfer_codings: Option<Vec<Bytes>> = None;
-        let mut length: Option<u64> = None;
-        let mut close = false;
-        let mut keep_alive_token = false;
-        let mut expect_continue = false;
-        let mut hosts = 0;
-        for (name, range) in fields {
-            let raw = head.slice(range);
-            if name == http::header::TRANSFER_ENCODING {
-                let codings = transfer_codings.get_or_insert_with(Vec::new);
-                for coding in raw.split(|&b| b == b',') {
-                    let coding = coding.trim_ascii();
-                    if !coding.is_empty() {
-                        codings.push(Bytes::copy_from_slice(coding));
-                    }
-                }
-            } else if name == http::header::CONTENT_LENGTH {
-                length = Some(crate::parse_content_length(&raw, length).ok_or_else(|| {
-                    refuse(
-                        StatusCode::BAD_REQUEST,
-                        "Invalid or conflicting Content-Length.",
-                    )
-                })?);
-            } else if name == http::header::CONNECTION {
-                for token in raw.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            } else if name == http::header::HOST {
-                hosts += 1;
-            } else if name == http::header::EXPECT {
-                if raw.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                    expect_continue = true;
-                } else {
-                    return Err(refuse(
-                        StatusCode::EXPECTATION_FAILED,
-                        "Only the expectation 100-continue is supported.",
-                    ));
+        // From here on a refusal knows the path, so its error takes the path's API shape.
+        match read_fields(&head, fields, version) {
+            Ok(fields) => Ok(Some(RequestHead {
+                method,
+                uri,
+                version,
+                headers: fields.headers,
+                framing: fields.framing,
+                keep_alive: fields.keep_alive,
+                expect_continue: fields.expect_continue,
+            })),
+            Err(mut refusal) => {
+                refusal.path = Some(uri.path().to_string());
+                Err(refusal)
+            }
+        }
+    }
+}
+
+/// A request's header fields, with what they say about its framing and persistence.
+struct Fields {
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Reads the fields (`fields`: names, and where the values sit in `head`) and checks the
+/// framing rules of RFC 9112 §6.1 and §6.3, `Host` (§3.2) and `Expect` (RFC 9110 §10.1.1).
+fn read_fields(
+    head: &Bytes,
+    fields: Vec<(HeaderName, std::ops::Range<usize>)>,
+    version: Version,
+) -> Result<Fields, Refusal> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut framing = Framing::None;
+    let mut transfer_codings: Option<Vec<Bytes>> = None;
+    let mut length: Option<u64> = None;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    let mut hosts = 0;
+    for (name, range) in fields {
+        let raw = head.slice(range);
+        if name == http::header::TRANSFER_ENCODING {
+            let codings = transfer_codings.get_or_insert_with(Vec::new);
+            for coding in raw.split(|&b| b == b',') {
+                let coding = coding.trim_ascii();
+                if !coding.is_empty() {
+                    codings.push(Bytes::copy_from_slice(coding));
                 }
             }
-            let value = HeaderValue::from_maybe_shared(raw)
-                .map_err(|_| refuse(StatusCode::BAD_REQUEST, "Invalid header field value."))?;
-            headers.append(name, value);
+        } else if name == http::header::CONTENT_LENGTH {
+            length = Some(crate::parse_content_length(&raw, length).ok_or_else(|| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid or conflicting Content-Length.",
+                )
+            })?);
+        } else if name == http::header::CONNECTION {
+            for token in raw.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == http::header::HOST {
+            hosts += 1;
+        } else if name == http::header::EXPECT {
+            if raw.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(refuse(
+                    StatusCode::EXPECTATION_FAILED,
+                    "Only the expectation 100-continue is supported.",
+                ));
+            }
         }
-        if version == Version::HTTP_11 && hosts != 1 {
+        let value = HeaderValue::from_maybe_shared(raw)
+            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "Invalid header field value."))?;
+        headers.append(name, value);
+    }
+    if version == Version::HTTP_11 && hosts != 1 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "An HTTP/1.1 request needs exactly one Host header field.",
+        ));
+    }
+    if let Some(codings) = transfer_codings {
+        if version == Version::HTTP_10 {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
-                "An HTTP/1.1 request needs exactly one Host header field.",
+                "Transfer-Encoding is not defined for HTTP/1.0.",
             ));
         }
-        if let Some(codings) = transfer_codings {
-            if version == Version::HTTP_10 {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
-                    "Transfer-Encoding is not defined for HTTP/1.0.",
-                ));
-            }
-            if length.is_some() {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
-                    "A request may not carry both Transfer-Encoding and Content-Length.",
-                ));
-            }
-            match codings.split_last() {
-                Some((last, [])) if last.eq_ignore_ascii_case(b"chunked") => {}
-                Some((last, _)) if last.eq_ignore_ascii_case(b"chunked") => {
-                    return Err(refuse(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "Transfer codings other than chunked are not supported.",
-                    ))
-                }
-                _ => {
-                    return Err(refuse(
-                        StatusCode::BAD_REQUEST,
-                        "A request's Transfer-Encoding must end with chunked.",
-                    ))
-                }
-            }
-            framing = Framing::Chunked;
-        } else if let Some(n) = length.filter(|&n| n > 0) {
-            framing = Framing::Length(n);
+        if length.is_some() {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "A request may not carry both Transfer-Encoding and Content-Length.",
+            ));
         }
-        let keep_alive = match version {
-            Version::HTTP_10 => keep_alive_token && !close,
-            _ => !close,
-        };
-        Ok(Some(RequestHead {
-            method,
-            uri,
-            version,
-            headers,
-            framing,
-            keep_alive,
-            expect_continue: expect_continue && version == Version::HTTP_11,
-        }))
+        match codings.split_last() {
+            Some((last, [])) if last.eq_ignore_ascii_case(b"chunked") => {}
+            Some((last, _)) if last.eq_ignore_ascii_case(b"chunked") => {
+                return Err(refuse(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "Transfer codings other than chunked are not supported.",
+                ))
+            }
+            _ => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "A request's Transfer-Encoding must end with chunked.",
+                ))
+            }
+        }
+        framing = Framing::Chunked;
+    } else if let Some(n) = length.filter(|&n| n > 0) {
+        framing = Framing::Length(n);
     }
+    let keep_alive = match version {
+        Version::HTTP_10 => keep_alive_token && !close,
+        _ => !close,
+    };
+    Ok(Fields {
+        headers,
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && version == Version::HTTP_11,
+    })
+}
 
+impl Conn<'_> {
     /// Reads a request's body: the whole of it, or, when it is over the limit, as much as the
     /// handler needs to refuse it (`false`: the rest is unread and the connection must close).
     async fn read_body(
