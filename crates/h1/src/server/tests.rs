@@ -442,6 +442,16 @@ async fn the_path_of_a_refused_request_reaches_the_error_body_when_known() {
         a.text().contains("\"path\":\"/v1/messages\""),
         "{}",
         a.text()
+    ); // A framing error in the head: the path is known too.
+    let mut c = Client::connect(server.addr).await;
+    c.send(b"POST /v1/messages HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 400);
+    assert!(
+        a.text().contains("\"path\":\"/v1/messages\""),
+        "{}",
+        a.text()
     );
 }
 
