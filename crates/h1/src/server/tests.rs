@@ -250,6 +250,12 @@ impl Client {
         self.answer_for(false).await
     }
 
+    /// Sends `wire` and reads one answer.
+    async fn ask(&mut self, wire: &[u8]) -> Answer {
+        self.send(wire).await;
+        self.answer().await
+    }
+
     /// Whether the server closed the connection (nothing more arrives but the end).
     async fn closed(&mut self) -> bool {
         self.buf.is_empty() && self.more().await == 0 && self.buf.is_empty()
@@ -272,8 +278,7 @@ async fn keeps_the_connection_and_answers_pipelined_requests_in_order() {
     let server = default_server().await;
     let mut c = Client::connect(server.addr).await;
     let both = format!("{}{}", post("/one", "first"), post("/two", "second"));
-    c.send(both.as_bytes()).await;
-    let a = c.answer().await;
+    let a = c.ask(both.as_bytes()).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.text(), "POST /one HTTP/1.1 len=5 body=first");
     assert!(a.header("connection").is_none());
@@ -283,8 +288,7 @@ async fn keeps_the_connection_and_answers_pipelined_requests_in_order() {
         "POST /two HTTP/1.1 len=6 body=second"
     );
     // Still open for a third.
-    c.send(get("/three?x=1").as_bytes()).await;
-    let a = c.answer().await;
+    let a = c.ask(get("/three?x=1").as_bytes()).await;
     assert_eq!(a.text(), "GET /three?x=1 HTTP/1.1 len=0 body=");
     assert_eq!(
         a.header("content-length"),
@@ -315,8 +319,7 @@ async fn chunked_request_bodies_are_decoded() {
     c.send(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n")
         .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    c.send(b"7\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n").await;
-    let a = c.answer().await;
+    let a = c.ask(b"7\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n").await;
     assert_eq!(a.text(), "POST /c HTTP/1.1 len=12 body=hello, world");
     // The connection goes on after a chunked body.
     c.send(get("/after").as_bytes()).await;
@@ -338,9 +341,9 @@ async fn expect_100_continue_is_answered_before_the_body_is_read() {
         .await;
     assert_eq!(c.answer().await.status, 200);
     // Any other expectation: 417.
-    c.send(b"POST /e HTTP/1.1\r\nHost: t\r\nExpect: something\r\nContent-Length: 2\r\n\r\nhi")
+    let a = c
+        .ask(b"POST /e HTTP/1.1\r\nHost: t\r\nExpect: something\r\nContent-Length: 2\r\n\r\nhi")
         .await;
-    let a = c.answer().await;
     assert_eq!(a.status, 417);
     assert_eq!(a.header("connection"), Some("close"));
 }
@@ -355,9 +358,9 @@ async fn bodies_over_the_limit_reach_the_handler_cut_and_the_connection_closes()
     // Declared too large, with Expect: no 100 Continue, the handler sees no body, then the
     // connection closes after the answer.
     let mut c = Client::connect(server.addr).await;
-    c.send(b"POST /big HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
+    let a = c
+        .ask(b"POST /big HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
         .await;
-    let a = c.answer().await;
     assert_eq!(a.status, 200, "the handler, not the server, answers");
     assert_eq!(a.text(), "POST /big HTTP/1.1 len=0 body=");
     assert_eq!(a.header("connection"), Some("close"));
@@ -366,20 +369,16 @@ async fn bodies_over_the_limit_reach_the_handler_cut_and_the_connection_closes()
     // and drops the rest after its answer, so the sender is not reset (RFC 9112 §9.6).
     let mut c = Client::connect(server.addr).await;
     let body = "x".repeat(4 << 20);
-    c.send(post("/big", &body).as_bytes()).await;
-    let a = c.answer().await;
+    let a = c.ask(post("/big", &body).as_bytes()).await;
     assert_eq!(a.text(), "POST /big HTTP/1.1 len=0 body=");
     // Chunked: cut at limit + 1.
     let mut c = Client::connect(server.addr).await;
-    c.send(b"POST /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n")
-        .await;
-    let a = c.answer().await;
+    let a = c.ask(b"POST /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n").await;
     assert_eq!(a.text(), "POST /big HTTP/1.1 len=11 body=0123456789a");
     assert_eq!(a.header("connection"), Some("close"));
     // At the limit: read whole, connection kept.
     let mut c = Client::connect(server.addr).await;
-    c.send(post("/fits", "0123456789").as_bytes()).await;
-    let a = c.answer().await;
+    let a = c.ask(post("/fits", "0123456789").as_bytes()).await;
     assert_eq!(a.text(), "POST /fits HTTP/1.1 len=10 body=0123456789");
     assert!(a.header("connection").is_none());
 }
@@ -411,8 +410,7 @@ async fn malformed_and_ambiguous_requests_are_refused_and_the_connection_closed(
     ];
     for (wire, status) in cases {
         let mut c = Client::connect(server.addr).await;
-        c.send(wire.as_bytes()).await;
-        let a = c.answer().await;
+        let a = c.ask(wire.as_bytes()).await;
         assert_eq!(a.status, *status, "{wire:?}: {}", a.text());
         assert_eq!(a.header("connection"), Some("close"), "{wire:?}");
         assert_eq!(a.header("content-type"), Some("application/json"));
@@ -434,9 +432,9 @@ async fn malformed_and_ambiguous_requests_are_refused_and_the_connection_closed(
 async fn the_path_of_a_refused_request_reaches_the_error_body_when_known() {
     let server = default_server().await;
     let mut c = Client::connect(server.addr).await;
-    c.send(b"POST /v1/messages HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    let a = c
+        .ask(b"POST /v1/messages HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
         .await;
-    let a = c.answer().await;
     assert_eq!(a.status, 400);
     assert!(
         a.text().contains("\"path\":\"/v1/messages\""),
@@ -444,9 +442,7 @@ async fn the_path_of_a_refused_request_reaches_the_error_body_when_known() {
         a.text()
     ); // A framing error in the head: the path is known too.
     let mut c = Client::connect(server.addr).await;
-    c.send(b"POST /v1/messages HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .await;
-    let a = c.answer().await;
+    let a = c.ask(b"POST /v1/messages HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").await;
     assert_eq!(a.status, 400);
     assert!(
         a.text().contains("\"path\":\"/v1/messages\""),
@@ -476,8 +472,7 @@ async fn oversized_heads_get_431() {
 async fn http_1_0_closes_unless_asked_to_keep_alive() {
     let server = default_server().await;
     let mut c = Client::connect(server.addr).await;
-    c.send(b"GET /old HTTP/1.0\r\n\r\n").await;
-    let a = c.answer().await;
+    let a = c.ask(b"GET /old HTTP/1.0\r\n\r\n").await;
     assert_eq!(a.text(), "GET /old HTTP/1.0 len=0 body=");
     assert!(a.header("connection").is_none());
     assert!(c.closed().await);
@@ -494,9 +489,9 @@ async fn http_1_0_closes_unless_asked_to_keep_alive() {
 async fn connection_close_is_honoured() {
     let server = default_server().await;
     let mut c = Client::connect(server.addr).await;
-    c.send(b"GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    let a = c
+        .ask(b"GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await;
-    let a = c.answer().await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("connection"), Some("close"));
     assert!(c.closed().await);
@@ -589,14 +584,12 @@ async fn head_and_204_answers_carry_no_body() {
         Some("5"),
         "the GET answer's length"
     );
-    c.send(get("/nothing").as_bytes()).await;
-    let a = c.answer().await;
+    let a = c.ask(get("/nothing").as_bytes()).await;
     assert_eq!(a.status, 204);
     assert!(a.header("content-length").is_none());
     assert!(a.header("transfer-encoding").is_none());
     // Had a body been written after either, this would read it as a broken head.
-    c.send(get("/sized").as_bytes()).await;
-    let a = c.answer().await;
+    let a = c.ask(get("/sized").as_bytes()).await;
     assert_eq!(a.text(), "12345");
     assert_eq!(a.header("content-length"), Some("5"));
 }
@@ -610,8 +603,7 @@ async fn slow_heads_get_408_and_idle_connections_close() {
     })
     .await;
     let mut c = Client::connect(server.addr).await;
-    c.send(b"GET /slow HTTP/1.1\r\nHo").await;
-    let a = c.answer().await;
+    let a = c.ask(b"GET /slow HTTP/1.1\r\nHo").await;
     assert_eq!(a.status, 408);
     assert!(c.closed().await);
     // An answered connection left idle is closed by the server.
