@@ -132,9 +132,7 @@ impl GatewayService {
             req.map(Body::new),
         ))
     }
-}
 
-impl GatewayService {
     /// [`GatewayService::handle`] as the connection loop calls it: the answer itself (this
     /// service never fails; its errors are answers).
     pub fn handle_infallible<B: RequestBody>(

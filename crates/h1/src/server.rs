@@ -394,7 +394,7 @@ fn read_fields(
             for coding in raw.split(|&b| b == b',') {
                 let coding = coding.trim_ascii();
                 if !coding.is_empty() {
-                    codings.push(Bytes::copy_from_slice(coding));
+                    codings.push(raw.slice_ref(coding));
                 }
             }
         } else if name == http::header::CONTENT_LENGTH {
