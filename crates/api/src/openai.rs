@@ -174,6 +174,26 @@ struct ForwardedChat<'a> {
 }
 
 impl ChatRequest {
+    /// The JSON body for a target, from the bytes the client sent when this request was parsed
+    /// from them (`original`): those bytes with `model` replaced and, on streams without
+    /// `stream_options`, `"stream_options": {"include_usage": true}` added, so every other
+    /// field goes upstream exactly as sent. Falls back to [`ChatRequest::forwarded_json`] when
+    /// there are no such bytes or they could be read two ways (see the `raw` module).
+    pub fn forwarded_body(
+        &self,
+        original: Option<&[u8]>,
+        model: &str,
+    ) -> serde_json::Result<Vec<u8>> {
+        let add_usage = self.is_stream()
+            && self
+                .stream_options
+                .as_ref()
+                .is_none_or(|o| o.include_usage != Some(true));
+        original
+            .and_then(|raw| crate::raw::edited(raw, model, add_usage))
+            .map_or_else(|| self.forwarded_json(model), Ok)
+    }
+
     /// The JSON body for a target: `model` replaced and, on streams,
     /// `stream_options.include_usage` turned on so the meter gets real token counts; every
     /// other field as the client sent it.

@@ -543,18 +543,18 @@ async fn accept<T: serde::de::DeserializeOwned, B: RequestBody>(
     req: http::Request<B>,
     face: FaceKind,
     operation: &'static str,
-) -> Result<(Ctx, T), Response> {
+) -> Result<(Ctx, T, Bytes), Response> {
     let Some(in_flight) = gw.admission.admit() else {
         return Err(overloaded(gw, face));
     };
     let ctx = Ctx::new(gw, req.headers(), in_flight)
         .map_err(|(e, id)| face_error(face, &e, Some(&id)))?;
     let parsed = match read_body(gw, req).await {
-        Ok(body) => parse_json(&body),
+        Ok(body) => parse_json(&body).map(|r| (r, body)),
         Err(e) => Err(e),
     };
     match parsed {
-        Ok(r) => Ok((ctx, r)),
+        Ok((r, body)) => Ok((ctx, r, body)),
         Err(e) => Err(refuse_as(face, gw, &ctx, operation, "", &e)),
     }
 }
@@ -581,7 +581,9 @@ async fn chat_completions<B: RequestBody>(
     req: http::Request<B>,
 ) -> Response {
     match accept::<ChatRequest, B>(&gw, req, FaceKind::OpenAi, "chat").await {
-        Ok((ctx, request)) => serve_chat(gw, ctx, request, FaceKind::OpenAi).await,
+        Ok((ctx, request, body)) => {
+            serve_chat(gw, ctx, request, Some(body), FaceKind::OpenAi).await
+        }
         Err(refused) => refused,
     }
 }
@@ -591,24 +593,27 @@ async fn anthropic_messages<B: RequestBody>(
     req: http::Request<B>,
 ) -> Response {
     let face = FaceKind::Anthropic;
-    let (ctx, request) =
+    let (ctx, request, _) =
         match accept::<switchyard_api::anthropic::MessagesRequest, B>(&gw, req, face, "chat").await
         {
             Ok(accepted) => accepted,
             Err(refused) => return refused,
         };
     let model = request.model.clone();
+    // Translated, so there are no OpenAI-shaped bytes to forward as sent.
     match crate::messages::to_chat_request(request) {
-        Ok(r) => serve_chat(gw, ctx, r, face).await,
+        Ok(r) => serve_chat(gw, ctx, r, None, face).await,
         Err(e) => refuse_as(face, &gw, &ctx, "chat", &model, &e),
     }
 }
 
 /// Validate → route → call with fallback → answer, for both faces.
+/// `original`: the JSON body `request` was parsed from, when the client spoke OpenAI's API.
 async fn serve_chat(
     gw: Arc<Gateway>,
     mut ctx: Ctx,
     request: ChatRequest,
+    original: Option<Bytes>,
     face: FaceKind,
 ) -> Response {
     if let Err(e) = request.validate() {
@@ -698,6 +703,7 @@ async fn serve_chat(
         let call = ChatCall {
             request: request.clone(),
             model: target.model.clone(),
+            original: original.clone(),
         };
         attempt::chat_attempt(target, call)
     })
@@ -866,7 +872,7 @@ impl Drop for PendingGuard {
 }
 
 async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let (mut ctx, request) =
+    let (mut ctx, request, _) =
         match accept::<EmbeddingsRequest, _>(&gw, req, FaceKind::OpenAi, "embeddings").await {
             Ok(accepted) => accepted,
             Err(refused) => return refused,

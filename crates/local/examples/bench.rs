@@ -105,6 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let call = ChatCall {
                 request: Arc::new(r),
                 model: "m".into(),
+                original: None,
             };
             let Ok(ChatOutput::Stream(mut s)) = local.chat(call).await else {
                 return f64::NAN;

@@ -37,6 +37,9 @@ pub struct ChatCall {
     pub request: Arc<ChatRequest>,
     /// The model name the target knows.
     pub model: String,
+    /// The JSON body `request` was parsed from, as the client sent it (OpenAI-shaped requests);
+    /// an OpenAI-compatible target gets these bytes with only `model` edited.
+    pub original: Option<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone)]

@@ -123,9 +123,13 @@ impl OpenAi {
 }
 
 /// The request body for the target: the client's request with the target's model, and usage
-/// asked for on streams (see [`ChatRequest::forwarded_json`]).
-pub fn upstream_body(req: &ChatRequest, model: &str) -> Result<Vec<u8>, ProviderError> {
-    req.forwarded_json(model)
+/// asked for on streams (see [`ChatRequest::forwarded_body`]).
+pub fn upstream_body(
+    req: &ChatRequest,
+    original: Option<&[u8]>,
+    model: &str,
+) -> Result<Vec<u8>, ProviderError> {
+    req.forwarded_body(original, model)
         .map_err(|e| ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string()))
 }
 
@@ -216,7 +220,7 @@ impl Provider for OpenAi {
     fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatOutput, ProviderError>> {
         Box::pin(async move {
             let stream = call.request.is_stream();
-            let body = upstream_body(&call.request, &call.model)?;
+            let body = upstream_body(&call.request, call.original.as_deref(), &call.model)?;
             let resp = self.post(&self.chat_url, body, stream).await?;
             if !stream {
                 let body = read_body(resp).await?;

@@ -55,6 +55,7 @@ fn call(stream: bool, extra: Value) -> ChatCall {
     ChatCall {
         request: Arc::new(request),
         model: "claude-sonnet-4-5".into(),
+        original: None,
     }
 }
 

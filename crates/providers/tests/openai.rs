@@ -38,10 +38,13 @@ fn call(stream: bool, extra: serde_json::Value) -> ChatCall {
             b.insert(k.clone(), v.clone());
         }
     }
-    let request: ChatRequest = serde_json::from_value(body).unwrap();
+    // As the gateway calls it: the parsed request and the bytes it was parsed from.
+    let original = serde_json::to_vec(&body).unwrap();
+    let request: ChatRequest = serde_json::from_slice(&original).unwrap();
     ChatCall {
         request: Arc::new(request),
         model: "upstream-model".into(),
+        original: Some(original.into()),
     }
 }
 
@@ -117,6 +120,51 @@ async fn plain_answer_with_usage_and_model_replaced() {
     assert_eq!(sent["model"], "upstream-model");
     assert_eq!(sent["logit_bias"]["1"], 2, "unknown fields pass through");
     assert_eq!(sent["temperature"], 0.5);
+}
+
+/// The client's bytes go upstream as sent, `model` aside: number spellings, key order, spacing
+/// and `null`s included (a re-serialized body would read `1.5` and drop the `null`).
+#[tokio::test]
+async fn the_body_goes_upstream_as_the_client_sent_it() {
+    let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let p = provider(srv.base_url(), None);
+    let sent = br#"{ "temperature": 1.50, "model": "public-name", "max_tokens": null,
+  "messages": [{"role": "user", "content": "caf\u00e9"}], "zeta": 1, "alpha": 2 }"#;
+    let call = |stream: bool, body: &[u8]| {
+        let mut body = body.to_vec();
+        if stream {
+            let at = body.iter().rposition(|&b| b == b'}').unwrap();
+            body.splice(at..at, br#", "stream": true"#.iter().copied());
+        }
+        ChatCall {
+            request: Arc::new(serde_json::from_slice(&body).unwrap()),
+            model: "upstream-model".into(),
+            original: Some(body.into()),
+        }
+    };
+    p.chat(call(false, sent)).await.unwrap();
+    let expected = br#"{ "temperature": 1.50, "model": "upstream-model", "max_tokens": null,
+  "messages": [{"role": "user", "content": "caf\u00e9"}], "zeta": 1, "alpha": 2 }"#;
+    assert_eq!(mock.received_raw()[0], &expected[..]);
+    // A stream gets usage asked for, appended; the rest still as sent.
+    let out = p.chat(call(true, sent)).await.unwrap();
+    collect(out).await;
+    let expected = br#"{ "temperature": 1.50, "model": "upstream-model", "max_tokens": null,
+  "messages": [{"role": "user", "content": "caf\u00e9"}], "zeta": 1, "alpha": 2 , "stream": true,"stream_options":{"include_usage":true}}"#;
+    assert_eq!(
+        String::from_utf8_lossy(&mock.received_raw()[1]),
+        String::from_utf8_lossy(expected)
+    );
+    // A repeated key could be read two ways: the request is re-serialized from what we read.
+    let twice =
+        br#"{"model": "public-name", "messages": [], "temperature": 1.50, "temperature": 0.25}"#;
+    p.chat(call(false, twice)).await.unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&mock.received_raw()[2]).unwrap();
+    assert_eq!(got["temperature"], 0.25);
+    assert_eq!(got["model"], "upstream-model");
+    assert!(!mock.received_raw()[2].windows(4).any(|w| w == b"1.50"));
 }
 
 #[tokio::test]

@@ -108,6 +108,7 @@ pub struct MockOpenAi {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     received: Mutex<Vec<Value>>,
+    received_raw: Mutex<Vec<Bytes>>,
     received_headers: Mutex<Vec<HeaderMap>>,
     pub requests: AtomicU64,
     /// Requests whose streams the client abandoned before the end.
@@ -122,6 +123,7 @@ impl MockOpenAi {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(default),
             received: Mutex::new(Vec::new()),
+            received_raw: Mutex::new(Vec::new()),
             received_headers: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             cancelled: Arc::new(AtomicU64::new(0)),
@@ -150,6 +152,11 @@ impl MockOpenAi {
     /// Bodies received so far.
     pub fn received(&self) -> Vec<Value> {
         lock(&self.received).clone()
+    }
+
+    /// Chat bodies received so far, byte for byte.
+    pub fn received_raw(&self) -> Vec<Bytes> {
+        lock(&self.received_raw).clone()
     }
 
     pub fn received_headers(&self) -> Vec<HeaderMap> {
@@ -241,6 +248,7 @@ async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Byt
     };
     if mock.record {
         lock(&mock.received).push(req.clone());
+        lock(&mock.received_raw).push(body.clone());
         lock(&mock.received_headers).push(headers);
     }
     if req["model"].as_str().unwrap_or("").is_empty() {

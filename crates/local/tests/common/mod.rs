@@ -47,6 +47,7 @@ pub fn call(req: ChatRequest) -> ChatCall {
     ChatCall {
         request: Arc::new(req),
         model: "smollm2".into(),
+        original: None,
     }
 }
 
