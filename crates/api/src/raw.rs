@@ -36,6 +36,7 @@ pub(crate) fn scan(raw: &[u8]) -> Option<TopLevel> {
     let mut walker = Walker {
         raw,
         keys: Vec::with_capacity(32),
+        check_keys: true,
     };
     let end = walker.object(start, 1, &mut |key, value| {
         if key == b"model" {
@@ -63,6 +64,8 @@ struct Walker<'a> {
     /// Keys of the objects being walked, as spans without quotes; each open object's keys are
     /// the tail from where it started.
     keys: Vec<Range<usize>>,
+    /// Refuse repeated and escaped keys (what is forwarded must read one way only).
+    check_keys: bool,
 }
 
 impl Walker<'_> {
@@ -75,26 +78,14 @@ impl Walker<'_> {
             b'[' => self.array(i, depth + 1),
             b'"' => Some(string_end(raw, i)? + 1),
             _ => {
-                // A number or a literal: runs to the next delimiter, and is not empty.
+                // A number or a literal, checked as JSON spells them.
                 let end = raw[i..]
                     .iter()
-                    .position(|b| {
-                        matches!(
-                            b,
-                            b',' | b']'
-                                | b'}'
-                                | b':'
-                                | b'"'
-                                | b'{'
-                                | b'['
-                                | b' '
-                                | b'\t'
-                                | b'\n'
-                                | b'\r'
-                        )
-                    })
+                    .position(
+                        |b| !matches!(b, b'0'..=b'9' | b'a'..=b'z' | b'+' | b'-' | b'.' | b'E'),
+                    )
                     .map_or(raw.len(), |n| i + n);
-                (end > i).then_some(end)
+                literal(&raw[i..end]).then_some(end)
             }
         }
     }
@@ -122,10 +113,13 @@ impl Walker<'_> {
             let end = string_end(raw, j)?;
             let name = j + 1..end;
             let key = &raw[name.clone()];
-            if key.contains(&b'\\') || self.keys[from..].iter().any(|k| &raw[k.clone()] == key) {
-                return None;
+            if self.check_keys {
+                if key.contains(&b'\\') || self.keys[from..].iter().any(|k| &raw[k.clone()] == key)
+                {
+                    return None;
+                }
+                self.keys.push(name);
             }
-            self.keys.push(name);
             j = skip_ws(raw, end + 1);
             if raw.get(j) != Some(&b':') {
                 return None;
@@ -166,11 +160,76 @@ impl Walker<'_> {
     }
 }
 
+/// `true`, `false`, `null` or a number by JSON's grammar (RFC 8259 §6).
+fn literal(b: &[u8]) -> bool {
+    if matches!(b, b"true" | b"false" | b"null") {
+        return true;
+    }
+    let digits = |b: &[u8], at: usize| b[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let int = digits(b, i);
+    if int == 0 || (int > 1 && b[i] == b'0') {
+        return false;
+    }
+    i += int;
+    if b.get(i) == Some(&b'.') {
+        let frac = digits(b, i + 1);
+        if frac == 0 {
+            return false;
+        }
+        i += 1 + frac;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let exp = digits(b, i);
+        if exp == 0 {
+            return false;
+        }
+        i += exp;
+    }
+    i == b.len()
+}
+
+/// The spans of the values of the named members of a top-level JSON object (the last one
+/// where a name repeats, as serde reads it), walking the rest without building it: how the
+/// gateway reads `usage` and `model` from a whole upstream answer it relays unchanged. `None`
+/// when the document is not a well-formed object as far as the walk checks (structure,
+/// literals and numbers, closed strings; not the contents of strings).
+pub fn top_level_values<const N: usize>(
+    raw: &[u8],
+    names: [&str; N],
+) -> Option<[Option<Range<usize>>; N]> {
+    let start = skip_ws(raw, 0);
+    if raw.get(start) != Some(&b'{') {
+        return None;
+    }
+    let mut found = [const { None }; N];
+    let mut walker = Walker {
+        raw,
+        keys: Vec::new(),
+        check_keys: false,
+    };
+    let end = walker.object(start, 1, &mut |key, value| {
+        if let Some(n) = names.iter().position(|n| n.as_bytes() == key) {
+            found[n] = Some(value);
+        }
+    })?;
+    (skip_ws(raw, end) == raw.len()).then_some(found)
+}
+
 /// The offset of the closing quote of the string opening at `start`.
 fn string_end(raw: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        i += memchr::memchr2(b'"', b'\\', raw.get(i..)?)?;
+        // Most strings are short (keys, roles): a plain loop first, memchr for long texts.
+        let rest = raw.get(i..)?;
+        i += match rest.iter().take(32).position(|&b| b == b'"' || b == b'\\') {
+            Some(n) => n,
+            None => memchr::memchr2(b'"', b'\\', rest)?,
+        };
         if raw[i] == b'"' {
             return Some(i);
         }
@@ -195,7 +254,13 @@ pub(crate) fn edited(raw: &[u8], model: &str, add_stream_usage: bool) -> Option<
     }
     let mut out = Vec::with_capacity(raw.len() + model.len() + 48);
     out.extend_from_slice(&raw[..top.model.start]);
-    serde_json::to_writer(&mut out, model).ok()?;
+    if model.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        serde_json::to_writer(&mut out, model).ok()?;
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(model.as_bytes());
+        out.push(b'"');
+    }
     out.extend_from_slice(&raw[top.model.end..top.close]);
     if add_stream_usage {
         out.extend_from_slice(br#","stream_options":{"include_usage":true}"#);
@@ -308,6 +373,49 @@ mod tests {
                 }
                 assert_eq!(fast, slow, "{body} as {model}");
             }
+        }
+    }
+
+    #[test]
+    fn numbers_and_literals_are_checked_as_json_spells_them() {
+        for ok in [
+            "0", "-0", "12", "-1.5", "1e9", "1E+9", "2.50e-3", "true", "false", "null",
+        ] {
+            assert!(literal(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "", "-", "01", "1.", ".5", "1e", "1e+", "+1", "tru", "nul", "True", "1.2.3", "0x10",
+            "NaN",
+        ] {
+            assert!(!literal(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_named_top_level_values_and_walks_the_rest() {
+        let s = r#"{"id": "x", "choices": [{"message": {"content": "} \"usage\": {", "usage": 1}}],
+            "model": "m-1", "usage": {"prompt_tokens": 3}, "n": -2.5e3}"#;
+        let [usage, model, none] =
+            top_level_values(s.as_bytes(), ["usage", "model", "absent"]).unwrap();
+        assert_eq!(&s[usage.unwrap()], r#"{"prompt_tokens": 3}"#);
+        assert_eq!(&s[model.unwrap()], r#""m-1""#);
+        assert_eq!(none, None);
+        // The last of a repeated name, as serde reads it.
+        let s = r#"{"usage": 1, "usage": null}"#;
+        assert_eq!(
+            top_level_values(s.as_bytes(), ["usage"]).unwrap()[0],
+            Some(22..26)
+        );
+        for bad in [
+            r#"{"choices": [tru], "usage": {}}"#,
+            r#"{"choices": [01], "usage": {}}"#,
+            r#"{"usage": {}"#,
+            r#"{"usage": {}} {}"#,
+            r#"["usage"]"#,
+            "<html>502</html>",
+            r#"{"usage": "unterminated}"#,
+        ] {
+            assert_eq!(top_level_values(bad.as_bytes(), ["usage"]), None, "{bad}");
         }
     }
 }

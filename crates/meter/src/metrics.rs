@@ -3,7 +3,9 @@
 //! (<https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/>) with dots as underscores
 //! and the unit as a suffix; cost and energy have no standard names, so ours are `switchyard_*`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -334,11 +336,13 @@ fn families() -> Vec<Family> {
 #[derive(Debug)]
 struct State {
     families: Vec<Family>,
-    seen: HashMap<&'static str, HashSet<Label>>,
+    // Fx, not SipHash: looked up seven times per record, and each label's set is capped
+    // (MAX_VALUES_PER_LABEL), so a flood of crafted values cannot grow a bucket chain.
+    seen: FxHashMap<&'static str, FxHashSet<Label>>,
     /// Values the gateway itself names (operations, energy methods, token types, statuses):
     /// a fixed handful, so never folded.
-    fixed: HashSet<Label>,
-    statuses: HashMap<u16, Label>,
+    fixed: FxHashSet<Label>,
+    statuses: FxHashMap<u16, Label>,
     empty: Label,
     other: Label,
 }
@@ -347,9 +351,9 @@ impl State {
     fn new() -> State {
         State {
             families: families(),
-            seen: HashMap::new(),
-            fixed: HashSet::new(),
-            statuses: HashMap::new(),
+            seen: FxHashMap::default(),
+            fixed: FxHashSet::default(),
+            statuses: FxHashMap::default(),
             empty: Label::from(""),
             other: Label::from(OTHER),
         }
@@ -751,7 +755,7 @@ mod tests {
             value(&s, "switchyard_requests_total", &[("route", OTHER)]),
             10.0
         );
-        let routes: HashSet<&str> = s
+        let routes: std::collections::HashSet<&str> = s
             .iter()
             .filter(|(n, ..)| n == "switchyard_requests_total")
             .flat_map(|(_, l, _)| {

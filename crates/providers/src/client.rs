@@ -32,9 +32,17 @@ const POOL_MAX_IDLE_PER_HOST: usize = 512;
 /// server offers it over TLS). No overall timeout: the gateway enforces first-token and total
 /// limits itself, per target. Redirects are not followed: a provider API does not redirect a
 /// POST, and following one would send the prompt somewhere the config did not name.
+///
+/// A handle: cloning it is one reference count (it is taken per request), where cloning
+/// hyper_util's client is several.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    shared: Arc<Clients>,
+}
+
+struct Clients {
+    /// `https://` upstreams.
+    tls: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Plain-`http://` upstreams go through this instead (see `pool.rs`).
     plain: Arc<Pool>,
 }
@@ -106,8 +114,10 @@ impl HttpClient {
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .build(connector);
         Ok(HttpClient {
-            inner,
-            plain: Pool::new(connect_timeout, POOL_IDLE, POOL_MAX_IDLE_PER_HOST),
+            shared: Arc::new(Clients {
+                tls: inner,
+                plain: Pool::new(connect_timeout, POOL_IDLE, POOL_MAX_IDLE_PER_HOST),
+            }),
         })
     }
 
@@ -122,7 +132,7 @@ impl HttpClient {
     ) -> Result<UpstreamResponse, ProviderError> {
         if let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority()) {
             let head = plain_request_head(uri, headers, body.len(), sse);
-            let resp = self.plain.send(authority, &head, &body).await?;
+            let resp = self.shared.plain.send(authority, &head, &body).await?;
             return Ok(resp.map(UpstreamBody::Pooled));
         }
         let mut req = Request::post(uri.clone())
@@ -135,7 +145,7 @@ impl HttpClient {
                 HeaderValue::from_static("text/event-stream"),
             );
         }
-        let resp = self.inner.request(req).await.map_err(request_error)?;
+        let resp = self.shared.tls.request(req).await.map_err(request_error)?;
         Ok(resp.map(UpstreamBody::Legacy))
     }
 }

@@ -167,6 +167,50 @@ async fn the_body_goes_upstream_as_the_client_sent_it() {
     assert!(!mock.received_raw()[2].windows(4).any(|w| w == b"1.50"));
 }
 
+/// A whole answer is relayed as it came, so only `usage` and `model` are parsed from it; the
+/// rest must still be well-formed JSON, or the answer is a protocol error, not a relayed 200.
+#[tokio::test]
+async fn a_whole_answer_is_read_for_usage_and_checked_for_form() {
+    let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let p = provider(srv.base_url(), None);
+    // Usage first, a decoy `usage` inside the message, numbers in every spelling.
+    let body = r#"{"usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9,
+        "prompt_tokens_details": {"cached_tokens": 4}}, "id": "c", "object": "chat.completion",
+        "created": 1.7e9, "choices": [{"index": 0, "message": {"role": "assistant",
+        "content": "{\"usage\": {\"prompt_tokens\": 99}}", "usage": {"prompt_tokens": 98}},
+        "logprobs": null, "finish_reason": "stop"}], "model": "served-model-2", "x": -0.5E-3}"#;
+    mock.push(Reply::Raw(body.into()));
+    let ChatOutput::Complete(c) = p.chat(call(false, serde_json::json!({}))).await.unwrap() else {
+        panic!("expected a whole answer")
+    };
+    let u = c.usage.unwrap();
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.cached_input_tokens),
+        (7, 2, 4)
+    );
+    assert_eq!(c.response_model.as_deref(), Some("served-model-2"));
+    assert_eq!(c.body, body.as_bytes(), "relayed byte for byte");
+    for broken in [
+        r#"{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 1}"#,
+        r#"{"choices": [tru], "usage": {"prompt_tokens": 1}}"#,
+        r#"{"choices": [], "usage": {"prompt_tokens": 1}} trailing"#,
+        r#"{"choices": [], "usage": {"prompt_tokens": "one"}}"#,
+        r#"{"choices": [], "model": 5}"#,
+        "<html>bad gateway</html>",
+        "",
+    ] {
+        mock.push(Reply::Raw(broken.into()));
+        let e = match p.chat(call(false, serde_json::json!({}))).await {
+            Err(e) => e,
+            Ok(_) => panic!("accepted {broken:?}"),
+        };
+        assert_eq!(e.kind, ProviderErrorKind::Protocol, "{broken:?}");
+        assert!(e.message.contains("not a chat completion"), "{}", e.message);
+    }
+}
+
 #[tokio::test]
 async fn stream_asks_for_usage_and_forwards_chunks() {
     let (mock, srv) = MockOpenAi::start(Reply::Answer(Answer {

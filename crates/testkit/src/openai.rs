@@ -50,6 +50,9 @@ pub enum Reply {
     ToolCall { name: String, arguments: String },
     /// Wait before answering at all (headers included).
     Delay(Duration, Box<Reply>),
+    /// A 200 `application/json` answer with this body as it is, well formed or not (a broken
+    /// server, or a valid answer laid out unusually).
+    Raw(String),
 }
 
 /// A normal answer's shape.
@@ -327,6 +330,11 @@ async fn chat(State(mock): State<Arc<MockOpenAi>>, headers: HeaderMap, body: Byt
         Reply::ToolCall { name, arguments } => {
             sse(tool_stream(model, prompt, name, arguments, include_usage))
         }
+        Reply::Raw(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
         Reply::Delay(..) => {
             error_response(500, "unreachable: delays are unwrapped above", None, None)
         }
