@@ -9,7 +9,7 @@ pub mod anthropic;
 mod de;
 pub mod error;
 pub mod openai;
-pub mod raw;
+mod raw;
 pub mod sse;
 pub mod usage;
 

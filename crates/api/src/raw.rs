@@ -36,7 +36,6 @@ pub(crate) fn scan(raw: &[u8]) -> Option<TopLevel> {
     let mut walker = Walker {
         raw,
         keys: Vec::with_capacity(32),
-        check_keys: true,
     };
     let end = walker.object(start, 1, &mut |key, value| {
         if key == b"model" {
@@ -64,8 +63,6 @@ struct Walker<'a> {
     /// Keys of the objects being walked, as spans without quotes; each open object's keys are
     /// the tail from where it started.
     keys: Vec<Range<usize>>,
-    /// Refuse repeated and escaped keys (what is forwarded must read one way only).
-    check_keys: bool,
 }
 
 impl Walker<'_> {
@@ -113,13 +110,10 @@ impl Walker<'_> {
             let end = string_end(raw, j)?;
             let name = j + 1..end;
             let key = &raw[name.clone()];
-            if self.check_keys {
-                if key.contains(&b'\\') || self.keys[from..].iter().any(|k| &raw[k.clone()] == key)
-                {
-                    return None;
-                }
-                self.keys.push(name);
+            if key.contains(&b'\\') || self.keys[from..].iter().any(|k| &raw[k.clone()] == key) {
+                return None;
             }
+            self.keys.push(name);
             j = skip_ws(raw, end + 1);
             if raw.get(j) != Some(&b':') {
                 return None;
@@ -191,33 +185,6 @@ fn literal(b: &[u8]) -> bool {
         i += exp;
     }
     i == b.len()
-}
-
-/// The spans of the values of the named members of a top-level JSON object (the last one
-/// where a name repeats, as serde reads it), walking the rest without building it: how the
-/// gateway reads `usage` and `model` from a whole upstream answer it relays unchanged. `None`
-/// when the document is not a well-formed object as far as the walk checks (structure,
-/// literals and numbers, closed strings; not the contents of strings).
-pub fn top_level_values<const N: usize>(
-    raw: &[u8],
-    names: [&str; N],
-) -> Option<[Option<Range<usize>>; N]> {
-    let start = skip_ws(raw, 0);
-    if raw.get(start) != Some(&b'{') {
-        return None;
-    }
-    let mut found = [const { None }; N];
-    let mut walker = Walker {
-        raw,
-        keys: Vec::new(),
-        check_keys: false,
-    };
-    let end = walker.object(start, 1, &mut |key, value| {
-        if let Some(n) = names.iter().position(|n| n.as_bytes() == key) {
-            found[n] = Some(value);
-        }
-    })?;
-    (skip_ws(raw, end) == raw.len()).then_some(found)
 }
 
 /// The offset of the closing quote of the string opening at `start`.
@@ -388,34 +355,6 @@ mod tests {
             "NaN",
         ] {
             assert!(!literal(bad.as_bytes()), "{bad}");
-        }
-    }
-
-    #[test]
-    fn reads_named_top_level_values_and_walks_the_rest() {
-        let s = r#"{"id": "x", "choices": [{"message": {"content": "} \"usage\": {", "usage": 1}}],
-            "model": "m-1", "usage": {"prompt_tokens": 3}, "n": -2.5e3}"#;
-        let [usage, model, none] =
-            top_level_values(s.as_bytes(), ["usage", "model", "absent"]).unwrap();
-        assert_eq!(&s[usage.unwrap()], r#"{"prompt_tokens": 3}"#);
-        assert_eq!(&s[model.unwrap()], r#""m-1""#);
-        assert_eq!(none, None);
-        // The last of a repeated name, as serde reads it.
-        let s = r#"{"usage": 1, "usage": null}"#;
-        assert_eq!(
-            top_level_values(s.as_bytes(), ["usage"]).unwrap()[0],
-            Some(22..26)
-        );
-        for bad in [
-            r#"{"choices": [tru], "usage": {}}"#,
-            r#"{"choices": [01], "usage": {}}"#,
-            r#"{"usage": {}"#,
-            r#"{"usage": {}} {}"#,
-            r#"["usage"]"#,
-            "<html>502</html>",
-            r#"{"usage": "unterminated}"#,
-        ] {
-            assert_eq!(top_level_values(bad.as_bytes(), ["usage"]), None, "{bad}");
         }
     }
 }

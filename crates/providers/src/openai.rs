@@ -170,25 +170,12 @@ pub fn error_message(body: &[u8]) -> String {
 }
 
 /// Reads a whole completion and what the meter needs from it.
-///
-/// The answer goes to the client as it came, so only `usage` and `model` are parsed; the rest
-/// is walked for well-formedness without being built (`switchyard_api::raw`).
 pub fn completion_from_body(body: Bytes) -> Result<Completion, ProviderError> {
-    let not_a_completion = |e: &dyn std::fmt::Display| {
+    // `CompletionView` reads `usage` and `model` and skips the rest without building it (serde
+    // still checks it is well-formed JSON); the body itself goes to the client as it came.
+    let view: CompletionView = serde_json::from_slice(&body).map_err(|e| {
         ProviderError::protocol(format!("upstream answer is not a chat completion: {e}"))
-    };
-    let [usage, model] = switchyard_api::raw::top_level_values(&body, ["usage", "model"])
-        .ok_or_else(|| not_a_completion(&"not a well-formed JSON object"))?;
-    let view = CompletionView {
-        usage: match usage {
-            Some(span) => serde_json::from_slice(&body[span]).map_err(|e| not_a_completion(&e))?,
-            None => None,
-        },
-        model: match model {
-            Some(span) => serde_json::from_slice(&body[span]).map_err(|e| not_a_completion(&e))?,
-            None => None,
-        },
-    };
+    })?;
     let usage = view.usage.as_ref().map(|u| u.to_token_usage());
     let output_text = if usage.is_none() {
         #[derive(Deserialize)]
