@@ -191,12 +191,7 @@ fn literal(b: &[u8]) -> bool {
 fn string_end(raw: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        // Most strings are short (keys, roles): a plain loop first, memchr for long texts.
-        let rest = raw.get(i..)?;
-        i += match rest.iter().take(32).position(|&b| b == b'"' || b == b'\\') {
-            Some(n) => n,
-            None => memchr::memchr2(b'"', b'\\', rest)?,
-        };
+        i += memchr::memchr2(b'"', b'\\', raw.get(i..)?)?;
         if raw[i] == b'"' {
             return Some(i);
         }
