@@ -1,9 +1,10 @@
 //! The client's own request bytes, edited in place instead of re-serialized.
 //!
 //! An OpenAI-compatible target gets the chat request as the client sent it, with only `model`
-//! replaced (and, on a stream, `stream_options.include_usage` added). Re-serializing the parsed
-//! request was a tenth of the gateway's JSON work per request, and it also rewrote what it did
-//! not need to touch (number spellings such as `1.50`, key order of unmodelled fields).
+//! replaced (and, on a stream without `stream_options`, `stream_options.include_usage` added).
+//! Re-serializing the parsed request was JSON work on every request that a gateway need not do,
+//! and it also rewrote what it did not need to touch (number spellings such as `1.50`, key order
+//! of unmodelled fields, explicit `null`s).
 //!
 //! Safety rule: the bytes go upstream only when they cannot mean something other than what the
 //! gateway read. serde keeps the last of repeated keys and an upstream parser may keep the first,
