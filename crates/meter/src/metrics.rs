@@ -4,11 +4,11 @@
 //! and the unit as a suffix; cost and energy have no standard names, so ours are `switchyard_*`.
 
 use std::collections::BTreeMap;
-
-use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::LedgerRecord;
 
