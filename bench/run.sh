@@ -21,7 +21,8 @@
 #   SKIP_BUILD=1 to use binaries already built; LADDERS=N step ladders per target (default 3,
 #   1 with --quick; the table reports the median ceiling and each ladder's); PAIRED_ROUNDS=N rounds
 #   of alternating 2,000 req/s windows (direct, nginx, Switchyard) after the targets (default 8,
-#   2 with --quick, 0 to skip).
+#   2 with --quick, 0 to skip); PAIRED_STREAM_ROUNDS=N rounds of alternating stream windows
+#   (1,000 streams each; default 5, 1 with --quick, 0 to skip; they run only with PAIRED_ROUNDS > 0).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +33,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$BIN/switchyard}
 
-TARGETS="direct,nginx,bare-hyper,switchyard,portkey,litellm"
+# Ladder order within a round (reversed every other round): nginx and Switchyard side by side.
+TARGETS="direct,nginx,switchyard,bare-hyper,portkey,litellm"
 QUICK=0
 LONG=0
 LONG_RATE=2000
@@ -44,7 +46,7 @@ while [ $# -gt 0 ]; do
         --long) LONG=$2; shift ;;
         --long-rate) LONG_RATE=$2; shift ;;
         --profile) PROFILE=$2; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -68,6 +70,8 @@ PAIRED_RATE=2000
 if [ "$QUICK" = 1 ]; then
     PAIRED_ROUNDS=${PAIRED_ROUNDS:-2}
     PAIRED_SECS=2
+    PAIRED_STREAM_ROUNDS=${PAIRED_STREAM_ROUNDS:-1}
+    PAIRED_STREAM_SECS=2
     LADDERS=${LADDERS:-1}
     STEP_ARGS=(--step-seconds 2 --refine 1)
     RATE_SECS=3
@@ -76,6 +80,8 @@ else
     LADDERS=${LADDERS:-3}
     PAIRED_ROUNDS=${PAIRED_ROUNDS:-8}
     PAIRED_SECS=5
+    PAIRED_STREAM_ROUNDS=${PAIRED_STREAM_ROUNDS:-5}
+    PAIRED_STREAM_SECS=6
     STEP_ARGS=(--step-seconds 4 --refine 3)
     RATE_SECS=10
     STREAM_SECS=10
@@ -264,86 +270,34 @@ fi
 : > "$RESULTS"
 meta start >> "$RESULTS"
 
-measure() { # measure LABEL URL PID [loadgen -H args...]: step, fixed rates, streams, peak RSS
-    local label=$1 url=$2 pid=$3; shift 3
-    echo "== $label"
-    "$LOADGEN" rate --url "$url" --label "$label" --rate 200 --duration 2 "$@" >/dev/null  # warm-up
-    # Several ladders: one ladder's ceiling is a noisy sample on this VM (a hiccup near the edge
-    # tips a target into a queue), so the report takes the median; the fixed rates use it too.
-    local i max
-    for i in $(seq 1 "$LADDERS"); do
-        [ "$i" -gt 1 ] && sleep 2
-        "$LOADGEN" step --url "$url" --label "$label" "${STEP_ARGS[@]}" --out "$RESULTS" "$@"
-    done
-    max=$(tail -n "$LADDERS" "$RESULTS" | grep -o '"max_sustained_rps":[0-9.]*' | cut -d: -f2 \
-        | sort -g | awk '{v[NR]=$1} END{if (NR) print v[int((NR+1)/2)]}')
-    echo "  [$label] median ceiling over $LADDERS ladder(s): ${max:-0} req/s"
-    for r in $FIXED_RATES; do
-        # Only rates the target sustained: past that the queue grows and percentiles mean nothing.
-        if awk -v r="$r" -v m="${max:-0}" 'BEGIN{exit !(r <= m)}'; then
-            sleep 1
-            "$LOADGEN" rate --url "$url" --label "$label" --rate "$r" --duration "$RATE_SECS" --out "$RESULTS" "$@"
-        else
-            echo "  [$label] skip $r req/s (above its sustained ${max:-0})"
-        fi
-    done
-    sleep 1
-    local kb p
-    if [ "$pid" != none ]; then
-        # Peak so far (overload steps included), then reset the peak so the streams phase
-        # gets its own figure (writing 5 to clear_refs resets VmHWM).
-        kb=$(sum_status_kb "$pid" VmHWM)
-        printf '{"kind":"rss","label":"%s","vmhwm_kb":%s,"processes":%s}\n' "$label" "$kb" \
-            "$(tree_pids "$pid" | wc -l)" >> "$RESULTS"
-        echo "  [$label] peak RSS over the rate tests $((kb / 1024)) MiB (VmHWM summed over its processes)"
-        for p in $(tree_pids "$pid"); do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done
-    fi
-    "$LOADGEN" streams --url "$url" --label "$label" --concurrency "$STREAMS" --duration "$STREAM_SECS" \
-        --ramp 2 --itl-ms "$ITL_MS" --stall-ms 500 --timeout-ms 30000 --out "$RESULTS" "$@"
-    if [ "$pid" != none ]; then
-        kb=$(sum_status_kb "$pid" VmHWM)
-        printf '{"kind":"rss_streams","label":"%s","vmhwm_kb":%s}\n' "$label" "$kb" >> "$RESULTS"
-        echo "  [$label] peak RSS during $STREAMS streams $((kb / 1024)) MiB"
-    fi
-}
-
-for t in ${TARGETS//,/ }; do
-    case "$t" in
+target_up() { # target_up NAME: starts NAME alone and waits until it answers; sets T_URL, T_PID
+    # (none for direct) and T_ARGS (the loadgen header arguments it needs)
+    T_ARGS=()
+    case "$1" in
     direct)
-        measure direct "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" none
+        T_URL="http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" T_PID=none
         ;;
     nginx)
         mkdir -p "$WORK/nginx"
         sed "s#@PREFIX@#$WORK/nginx#g" bench/conf/nginx.conf.in > "$WORK/nginx/nginx.conf"
         start nginx nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;'
-        wait_ready nginx "$PID" "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
-        measure nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$PID"
-        stop_pid "$PID"
+        T_URL="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" T_PID=$PID
         ;;
     bare-hyper)
         # tokio + hyper forwarding bytes, nothing else: what Switchyard's stack costs by itself.
         start bare-hyper "$BIN/bare-hyper-proxy" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$UPSTREAM_PORT"
-        wait_ready bare-hyper "$PID" "http://127.0.0.1:$BARE_PORT/v1/chat/completions"
-        measure bare-hyper "http://127.0.0.1:$BARE_PORT/v1/chat/completions" "$PID"
-        stop_pid "$PID"
+        T_URL="http://127.0.0.1:$BARE_PORT/v1/chat/completions" T_PID=$PID
         ;;
     switchyard)
-        start_switchyard
-        measure switchyard "http://127.0.0.1:$SWITCHYARD_PORT/v1/chat/completions" "$SW_PID"
-        # The ledger must have been written during the run: show its row counts.
-        for tbl in $(sqlite3 "$WORK/ledger.sqlite" "select name from sqlite_master where type='table'" 2>/dev/null || true); do
-            echo "  [switchyard] ledger table $tbl: $(sqlite3 "$WORK/ledger.sqlite" "select count(*) from \"$tbl\"") rows"
-        done
-        stop_pid "$SW_PID"
+        rm -f "$WORK"/ledger.sqlite*
+        start switchyard "$SWITCHYARD_BIN" serve --config bench/switchyard.toml
+        T_URL="http://127.0.0.1:$SWITCHYARD_PORT/v1/chat/completions" T_PID=$PID
         ;;
     portkey)
         start portkey node "$WORK/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" \
             --port=$PORTKEY_PORT --headless
-        PK_PID=$PID
-        pk_headers=(-H "x-portkey-provider: openai" -H "x-portkey-custom-host: http://127.0.0.1:$UPSTREAM_PORT/v1" -H "authorization: Bearer sk-bench-upstream")
-        wait_ready portkey "$PK_PID" "http://127.0.0.1:$PORTKEY_PORT/v1/chat/completions" "${pk_headers[@]}"
-        measure portkey "http://127.0.0.1:$PORTKEY_PORT/v1/chat/completions" "$PK_PID" "${pk_headers[@]}"
-        stop_pid "$PK_PID"
+        T_URL="http://127.0.0.1:$PORTKEY_PORT/v1/chat/completions" T_PID=$PID
+        T_ARGS=(-H "x-portkey-provider: openai" -H "x-portkey-custom-host: http://127.0.0.1:$UPSTREAM_PORT/v1" -H "authorization: Bearer sk-bench-upstream")
         ;;
     litellm)
         # Two workers, one per core, as the other targets use both cores. Uvicorn kills a worker
@@ -351,14 +305,90 @@ for t in ${TARGETS//,/ }; do
         start litellm env LITELLM_MASTER_KEY=$LITELLM_KEY LITELLM_LOCAL_MODEL_COST_MAP=True \
             LITELLM_LOG=ERROR "$WORK/litellm-venv/bin/litellm" --config bench/conf/litellm.yaml \
             --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2 --timeout_worker_healthcheck 600
-        LL_PID=$PID
-        ll_headers=(-H "authorization: Bearer $LITELLM_KEY")
-        wait_ready litellm "$LL_PID" "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" "${ll_headers[@]}"
-        measure litellm "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" "$LL_PID" "${ll_headers[@]}"
-        stop_pid "$LL_PID"
+        T_URL="http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" T_PID=$PID
+        T_ARGS=(-H "authorization: Bearer $LITELLM_KEY")
         ;;
-    *) echo "unknown target $t" >&2; exit 2 ;;
+    *) echo "unknown target $1" >&2; exit 2 ;;
     esac
+    if [ "$T_PID" != none ]; then wait_ready "$1" "$T_PID" "$T_URL" "${T_ARGS[@]}"; fi
+    "$LOADGEN" rate --url "$T_URL" --label "$1" --rate 200 --duration 2 "${T_ARGS[@]}" >/dev/null  # warm-up
+}
+target_down() { if [ "$T_PID" != none ]; then stop_pid "$T_PID"; fi; }
+record_peak_rss() { # record_peak_rss LABEL: the target's VmHWM so far as an "rss" line (the report keeps the highest)
+    [ "$T_PID" = none ] && return 0
+    local kb
+    kb=$(sum_status_kb "$T_PID" VmHWM)
+    printf '{"kind":"rss","label":"%s","vmhwm_kb":%s,"processes":%s}\n' "$1" "$kb" \
+        "$(tree_pids "$T_PID" | wc -l)" >> "$RESULTS"
+    echo "  [$1] peak RSS so far $((kb / 1024)) MiB (VmHWM summed over its processes)"
+}
+
+read -r -a targets <<< "${TARGETS//,/ }"
+
+# ---- highest sustained rate: step ladders, the targets interleaved round by round --------------
+# One ladder's ceiling is a noisy sample on this VM (a hiccup near the edge tips a target into a
+# queue), and the VM's speed drifts over a run: targets measured one after the other, minutes
+# apart, see different machines. So every round runs one ladder of every target, the order
+# reversed every other round (a steady drift then touches the first and last alike), and the
+# report gives each round's ratios as well as the ratio of the median ceilings.
+for round in $(seq 1 "$LADDERS"); do
+    order=("${targets[@]}")
+    if [ $((round % 2)) = 0 ]; then
+        order=()
+        for ((i = ${#targets[@]} - 1; i >= 0; i--)); do order+=("${targets[$i]}"); done
+    fi
+    echo "== ladders, round $round of $LADDERS: ${order[*]}"
+    printf '{"kind":"ladder_round","round":%s,"when":"%s","order":"%s","loadavg":"%s"}\n' "$round" \
+        "$(date -u +%FT%TZ)" "${order[*]}" "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$RESULTS"
+    for t in "${order[@]}"; do
+        target_up "$t"
+        "$LOADGEN" step --url "$T_URL" --label "$t" "${STEP_ARGS[@]}" --out "$RESULTS" "${T_ARGS[@]}"
+        record_peak_rss "$t"
+        target_down
+        sleep 2
+    done
+done
+
+median_ceiling() { # median_ceiling LABEL: the median (lower middle) of LABEL's ladder ceilings so far
+    grep '"kind":"step"' "$RESULTS" | grep -F "\"label\":\"$1\"" | grep -o '"max_sustained_rps":[0-9.]*' \
+        | cut -d: -f2 | sort -g | awk '{v[NR]=$1} END{if (NR) print v[int((NR+1)/2)]; else print 0}'
+}
+
+# ---- fixed rates, streams and peak RSS: one target at a time ------------------------------------
+for t in "${targets[@]}"; do
+    echo "== $t: fixed rates and streams"
+    target_up "$t"
+    max=$(median_ceiling "$t")
+    echo "  [$t] median ceiling over $LADDERS ladder(s): $max req/s"
+    for r in $FIXED_RATES; do
+        # Only rates the target sustained: past that the queue grows and percentiles mean nothing.
+        if awk -v r="$r" -v m="$max" 'BEGIN{exit !(r <= m)}'; then
+            sleep 1
+            "$LOADGEN" rate --url "$T_URL" --label "$t" --rate "$r" --duration "$RATE_SECS" --out "$RESULTS" "${T_ARGS[@]}"
+        else
+            echo "  [$t] skip $r req/s (above its sustained $max)"
+        fi
+    done
+    sleep 1
+    record_peak_rss "$t"
+    # Reset the peak so the streams phase gets its own figure (writing 5 to clear_refs resets VmHWM).
+    if [ "$T_PID" != none ]; then
+        for p in $(tree_pids "$T_PID"); do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done
+    fi
+    "$LOADGEN" streams --url "$T_URL" --label "$t" --concurrency "$STREAMS" --duration "$STREAM_SECS" \
+        --ramp 2 --itl-ms "$ITL_MS" --stall-ms 500 --timeout-ms 30000 --out "$RESULTS" "${T_ARGS[@]}"
+    if [ "$T_PID" != none ]; then
+        kb=$(sum_status_kb "$T_PID" VmHWM)
+        printf '{"kind":"rss_streams","label":"%s","vmhwm_kb":%s}\n' "$t" "$kb" >> "$RESULTS"
+        echo "  [$t] peak RSS during $STREAMS streams $((kb / 1024)) MiB"
+    fi
+    if [ "$t" = switchyard ]; then
+        # The ledger must have been written during the run: show its row counts.
+        for tbl in $(sqlite3 "$WORK/ledger.sqlite" "select name from sqlite_master where type='table'" 2>/dev/null || true); do
+            echo "  [switchyard] ledger table $tbl: $(sqlite3 "$WORK/ledger.sqlite" "select count(*) from \"$tbl\"") rows"
+        done
+    fi
+    target_down
 done
 
 # ---- added latency in alternating windows -----------------------------------------------------
@@ -390,6 +420,20 @@ if [ "$PAIRED_ROUNDS" -gt 0 ] && [[ ,$TARGETS, == *,direct,* && ,$TARGETS, == *,
             sleep 1
         done
     done
+    # The same for concurrent streams' time to first token: the stream phase above runs each
+    # target once, minutes apart, and needs 1.6-2.2 of the 2 cores, so a slow minute there moves
+    # TTFT p99 by milliseconds for any proxy (docs/benchmarks.md, "Streams").
+    if [ "$PAIRED_STREAM_ROUNDS" -gt 0 ]; then
+        echo "== alternating stream windows: $PAIRED_STREAM_ROUNDS rounds of $STREAMS streams for ${PAIRED_STREAM_SECS} s (direct, then each proxy)"
+        for round in $(seq 1 "$PAIRED_STREAM_ROUNDS"); do
+            for t in "${paired[@]}"; do
+                "$LOADGEN" streams --url "${paired_url[$t]}" --label "paired-streams:$t" --concurrency "$STREAMS" \
+                    --duration "$PAIRED_STREAM_SECS" --ramp 2 --itl-ms "$ITL_MS" --stall-ms 500 --timeout-ms 30000 \
+                    --out "$RESULTS" >/dev/null
+                sleep 2
+            done
+        done
+    fi
     stop_pid "$SW_PID"
     if [ -n "${NG_PID:-}" ]; then stop_pid "$NG_PID"; fi
 fi

@@ -118,9 +118,14 @@ enum Cmd {
         /// JSON lines of `loadgen rate` windows labelled `paired:direct`, `paired:<target>`, ...
         #[arg(long)]
         input: PathBuf,
-        /// The added-p99 budget, ms: rounds whose direct p99 is above it are not counted.
+        /// The added-p99 budget, ms: rounds whose direct p99 is above it are not counted
+        /// (request windows only).
         #[arg(long, default_value_t = 0.5)]
         budget_ms: f64,
+        /// Summarize `loadgen streams` windows labelled `paired-streams:…` (added TTFT)
+        /// instead of request windows.
+        #[arg(long)]
+        streams: bool,
         /// Write the summary as JSON here too.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -318,6 +323,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Paired {
             input,
             budget_ms,
+            streams,
             out,
         } => {
             let text = std::fs::read_to_string(&input)
@@ -327,7 +333,12 @@ fn main() -> anyhow::Result<()> {
                 .filter(|l| !l.trim().is_empty())
                 .map(serde_json::from_str)
                 .collect::<Result<Vec<serde_json::Value>, _>>()?;
-            let summaries = paired::summarize(&windows, budget_ms);
+            let kind = if streams {
+                paired::Kind::Streams
+            } else {
+                paired::Kind::Rate
+            };
+            let summaries = paired::summarize(&windows, kind, budget_ms);
             anyhow::ensure!(
                 !summaries.is_empty(),
                 "no paired windows in {}",

@@ -1,6 +1,7 @@
 //! Added latency from alternating windows: `loadgen rate` windows labelled `paired:direct`,
 //! `paired:<target>`, … in rounds (direct first, then each target), so every target's window sits
-//! next to one of the floor's and both see the same minute of the VM.
+//! next to one of the floor's and both see the same minute of the VM. The same for concurrent
+//! streams' time to first token: `loadgen streams` windows labelled `paired-streams:…`.
 //!
 //! Why: the full run measures each target once, minutes apart, and on the shared 2-core VM the
 //! floor's own p99 at 2,000 req/s has read anywhere from 0.24 to 7.1 ms between runs; one pair of
@@ -15,8 +16,57 @@ use serde_json::{json, Value};
 
 use crate::report::f as num;
 
-/// The label prefix of a paired window.
-pub const PREFIX: &str = "paired:";
+/// What the windows measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `loadgen rate` windows: request latency at a fixed rate.
+    Rate,
+    /// `loadgen streams` windows: time to first token under concurrent streams.
+    Streams,
+}
+
+impl Kind {
+    /// The label prefix of this kind's windows.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Rate => "paired:",
+            Kind::Streams => "paired-streams:",
+        }
+    }
+
+    /// Where the window keeps its percentiles.
+    fn metric(self) -> &'static str {
+        match self {
+            Kind::Rate => "latency",
+            Kind::Streams => "ttft",
+        }
+    }
+
+    /// The load the windows ran at.
+    fn load(self, w: &Value) -> f64 {
+        match self {
+            Kind::Rate => num(w, &["rate"]),
+            Kind::Streams => num(w, &["concurrency"]),
+        }
+        .unwrap_or(0.0)
+    }
+
+    /// A window whose percentiles are not a reading: ≥ 0.1% errors, or any stream failed.
+    fn failed(self, w: &Value) -> bool {
+        match self {
+            Kind::Rate => num(w, &["error_rate"]).is_none_or(|e| e >= 0.001),
+            Kind::Streams => num(w, &["streams_err"]).is_none_or(|e| e > 0.0),
+        }
+    }
+
+    /// Whether a round counts only when direct's own p99 was within the budget. For request
+    /// latency the floor's p99 (a fraction of a millisecond) is of the budget's size, so a noisy
+    /// minute sets both readings; a stream's first token waits ~100 ms upstream whatever the
+    /// minute, so its rounds all count.
+    fn needs_quiet_floor(self) -> bool {
+        self == Kind::Rate
+    }
+}
 const DIRECT: &str = "direct";
 /// Fewer quiet rounds than this give no verdict.
 pub const MIN_QUIET_ROUNDS: usize = 3;
@@ -27,24 +77,21 @@ pub struct Round {
     pub direct_p99_ms: f64,
     pub added_p50_ms: f64,
     pub added_p99_ms: f64,
-    /// Either window had errors (≥ 0.1% of its requests): its percentiles are not counted.
+    /// Either window failed (≥ 0.1% errors, or a failed stream): its percentiles are not counted.
     pub errors: bool,
-}
-
-impl Round {
-    /// Whether the round is a reading at all: no errors, and the floor within the budget.
-    pub fn counts(&self, budget_ms: f64) -> bool {
-        !self.errors && self.direct_p99_ms <= budget_ms
-    }
+    /// The round is a reading: no errors and, where the kind needs it, the floor within the budget.
+    pub counts: bool,
 }
 
 /// One target's rounds and what they add up to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
+    pub kind: Kind,
     pub target: String,
-    pub rate: f64,
+    /// Requests per second, or concurrent streams.
+    pub load: f64,
     pub rounds: Vec<Round>,
-    /// Rounds without errors whose direct p99 was within the budget.
+    /// Rounds that count (see `Round::counts`).
     pub quiet: usize,
     pub median_added_p50_ms: Option<f64>,
     pub median_added_p99_ms: Option<f64>,
@@ -77,16 +124,17 @@ fn median_high(mut v: Vec<f64>) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-/// Pairs the windows in the order they ran: each `paired:direct` window starts a round, and each
-/// target window after it is compared with it. Windows before the first direct one are ignored.
-pub fn summarize(windows: &[Value], budget_ms: f64) -> Vec<Summary> {
+/// Pairs the windows of one kind in the order they ran: each direct window starts a round, and
+/// each target window after it is compared with it. Windows before the first direct one are
+/// ignored, and so are windows of the other kind.
+pub fn summarize(windows: &[Value], kind: Kind, budget_ms: f64) -> Vec<Summary> {
     let mut direct: Option<&Value> = None;
     let mut by_target: BTreeMap<String, (f64, Vec<Round>)> = BTreeMap::new();
     for w in windows {
         let Some(target) = w
             .get("label")
             .and_then(Value::as_str)
-            .and_then(|l| l.strip_prefix(PREFIX))
+            .and_then(|l| l.strip_prefix(kind.prefix()))
         else {
             continue;
         };
@@ -95,31 +143,34 @@ pub fn summarize(windows: &[Value], budget_ms: f64) -> Vec<Summary> {
             continue;
         }
         let Some(d) = direct else { continue };
-        let bad = |v: &Value| num(v, &["error_rate"]).is_none_or(|e| e >= 0.001);
+        let m = kind.metric();
         let (Some(d50), Some(d99), Some(t50), Some(t99)) = (
-            num(d, &["latency", "p50_ms"]),
-            num(d, &["latency", "p99_ms"]),
-            num(w, &["latency", "p50_ms"]),
-            num(w, &["latency", "p99_ms"]),
+            num(d, &[m, "p50_ms"]),
+            num(d, &[m, "p99_ms"]),
+            num(w, &[m, "p50_ms"]),
+            num(w, &[m, "p99_ms"]),
         ) else {
             continue;
         };
         let entry = by_target
             .entry(target.to_string())
-            .or_insert_with(|| (num(w, &["rate"]).unwrap_or(0.0), Vec::new()));
+            .or_insert_with(|| (kind.load(w), Vec::new()));
+        let errors = kind.failed(d) || kind.failed(w);
         entry.1.push(Round {
             direct_p99_ms: d99,
             added_p50_ms: t50 - d50,
             added_p99_ms: t99 - d99,
-            errors: bad(d) || bad(w),
+            errors,
+            counts: !errors && (!kind.needs_quiet_floor() || d99 <= budget_ms),
         });
     }
     by_target
         .into_iter()
-        .map(|(target, (rate, rounds))| {
-            let quiet: Vec<&Round> = rounds.iter().filter(|r| r.counts(budget_ms)).collect();
+        .map(|(target, (load, rounds))| {
+            let quiet: Vec<&Round> = rounds.iter().filter(|r| r.counts).collect();
             Summary {
-                rate,
+                kind,
+                load,
                 quiet: quiet.len(),
                 median_added_p50_ms: median_high(quiet.iter().map(|r| r.added_p50_ms).collect()),
                 median_added_p99_ms: median_high(quiet.iter().map(|r| r.added_p99_ms).collect()),
@@ -142,25 +193,40 @@ pub fn markdown(summaries: &[Summary], budget_ms: f64) -> String {
     let Some(first) = summaries.first() else {
         return md;
     };
+    match first.kind {
+        Kind::Rate => {
+            let _ = writeln!(
+                md,
+                "\n### Added latency at {:.0} req/s in alternating windows (direct, then each target, round after round; ms)\n",
+                first.load
+            );
+            let _ = writeln!(
+                md,
+                "A round counts when direct's own p99 in it was ≤ {budget_ms} ms and neither window had errors; medians are over those rounds.\n"
+            );
+        }
+        Kind::Streams => {
+            let _ = writeln!(
+                md,
+                "\n### Added time to first token, {:.0} concurrent streams, in alternating windows (direct, then each target, round after round; ms)\n",
+                first.load
+            );
+            let _ = writeln!(
+                md,
+                "A round counts when no stream failed in either window; medians are over those rounds.\n"
+            );
+        }
+    }
     let _ = writeln!(
         md,
-        "\n### Added latency at {:.0} req/s in alternating windows (direct, then each target, round after round; ms)\n",
-        first.rate
-    );
-    let _ = writeln!(
-        md,
-        "A round counts when direct's own p99 in it was ≤ {budget_ms} ms and neither window had errors; medians are over those rounds.\n"
-    );
-    let _ = writeln!(
-        md,
-        "| target | rounds | quiet rounds | +p50 median | +p99 median | +p99 ≤ {budget_ms} in | +p99 each quiet round |"
+        "| target | rounds | counted rounds | +p50 median | +p99 median | +p99 ≤ {budget_ms} in | +p99 each counted round |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|");
     for s in summaries {
         let each: Vec<String> = s
             .rounds
             .iter()
-            .filter(|r| r.counts(budget_ms))
+            .filter(|r| r.counts)
             .map(|r| format!("{:.3}", r.added_p99_ms))
             .collect();
         let _ = writeln!(
@@ -189,13 +255,13 @@ pub fn to_json(summaries: &[Summary], budget_ms: f64) -> Value {
                 .iter()
                 .map(|r| {
                     json!({"direct_p99_ms": r.direct_p99_ms, "added_p50_ms": r.added_p50_ms,
-                           "added_p99_ms": r.added_p99_ms, "errors": r.errors})
+                           "added_p99_ms": r.added_p99_ms, "errors": r.errors, "counts": r.counts})
                 })
                 .collect();
             (
                 s.target.clone(),
                 json!({
-                    "rate": s.rate, "rounds": rounds, "quiet_rounds": s.quiet,
+                    "load": s.load, "rounds": rounds, "quiet_rounds": s.quiet,
                     "median_added_p50_ms": s.median_added_p50_ms,
                     "median_added_p99_ms": s.median_added_p99_ms,
                     "quiet_rounds_within_budget": s.quiet_within_budget,
@@ -212,7 +278,7 @@ mod tests {
     use super::*;
 
     fn window(label: &str, p50: f64, p99: f64, error_rate: f64) -> Value {
-        json!({"kind": "rate", "label": format!("{PREFIX}{label}"), "rate": 2000.0,
+        json!({"kind": "rate", "label": format!("paired:{label}"), "rate": 2000.0,
                "error_rate": error_rate, "latency": {"p50_ms": p50, "p99_ms": p99}})
     }
 
@@ -235,7 +301,7 @@ mod tests {
             window("switchyard", 0.2, 0.95, 0.0),
             window("nginx", 0.15, 0.3, 0.0),
         ];
-        let s = summarize(&windows, 0.5);
+        let s = summarize(&windows, Kind::Rate, 0.5);
         assert_eq!(s.len(), 2);
         let sy = s.iter().find(|s| s.target == "switchyard").unwrap();
         assert_eq!(sy.rounds.len(), 4);
@@ -264,7 +330,7 @@ mod tests {
             window("direct", 0.2, 0.3, 0.0),
             window("switchyard", 0.3, 0.4, 0.0),
         ];
-        let s = summarize(&windows, 0.5);
+        let s = summarize(&windows, Kind::Rate, 0.5);
         assert_eq!(s[0].quiet, 2);
         assert_eq!(s[0].met(0.5), None);
         // A window with errors is not a latency reading, and the target fails.
@@ -275,7 +341,7 @@ mod tests {
             window("direct", 0.2, 0.3, 0.0),
             window("switchyard", 0.3, 0.4, 0.0),
         ]);
-        let s = summarize(&more, 0.5);
+        let s = summarize(&more, Kind::Rate, 0.5);
         assert_eq!(s[0].quiet, 3);
         assert_eq!(s[0].error_rounds, 1);
         assert_eq!(s[0].met(0.5), Some(false));
