@@ -9,7 +9,7 @@
 #
 # Targets: switchyard (SWITCHYARD_BIN=path runs another build; its SQLite ledger writes as in
 # production), nginx, bare-hyper, bare-raw, bare-rawserver. Writes the windows to
-# bench/out/added-p99.jsonl and the summary to bench/out/added-p99.json. Uses the release
+# bench/out/added-p99.jsonl and the summary to bench/out/added-p99.json. Uses the dist-profile
 # binaries bench/run.sh builds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -6,7 +6,7 @@
 #
 #   bench/allocs-per-request.sh [RATE=1000] [SECONDS=4]
 #
-# SWITCHYARD_BIN=path measures another build (default: the release binary bench/run.sh builds).
+# SWITCHYARD_BIN=path measures another build (default: the dist-profile binary bench/run.sh builds).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

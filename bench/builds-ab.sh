@@ -5,10 +5,10 @@
 # than the noise between separate runs.
 #
 #   bench/builds-ab.sh ROUNDS RATE SECONDS NAME=BINARY[:CONFIG] ...
-#   e.g. bench/builds-ab.sh 6 2000 10 before=/tmp/sy-before after=target/release/switchyard
+#   e.g. bench/builds-ab.sh 6 2000 10 before=/tmp/sy-before after=target/dist/switchyard
 #
 # CONFIG defaults to bench/switchyard.toml. NAME=direct measures the mock upstream itself.
-# Uses the release binaries bench/run.sh builds (run it once first).
+# Uses the dist-profile binaries bench/run.sh builds (run it once first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

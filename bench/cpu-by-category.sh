@@ -7,7 +7,7 @@
 #
 #   bench/cpu-by-category.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw [RATE=3000] [SECONDS=8]
 #
-# Needs perf and root. Uses the release binaries bench/run.sh builds (run it once first);
+# Needs perf and root. Uses the dist-profile binaries bench/run.sh builds (run it once first);
 # SWITCHYARD_BIN=path runs another gateway build.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

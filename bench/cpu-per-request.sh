@@ -10,7 +10,7 @@
 #
 #   bench/cpu-per-request.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw|bare-rawserver [RATE=2000] [SECONDS=20]
 #
-# Uses the release binaries bench/run.sh builds (run it once first) and its nginx config;
+# Uses the dist-profile binaries bench/run.sh builds (run it once first) and its nginx config;
 # SWITCHYARD_BIN=path runs another gateway build (to compare two builds on the same machine).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

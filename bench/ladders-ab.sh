@@ -5,15 +5,15 @@
 # run cannot tell from the noise.
 #
 #   bench/ladders-ab.sh ROUNDS NAME=BINARY[:CONFIG] | NAME=nginx[:WORKERS] | NAME=bare-TARGET ...
-#   e.g. bench/ladders-ab.sh 3 two=target/release/switchyard:/tmp/two-workers.toml \
-#            four=target/release/switchyard:/tmp/four-workers.toml
+#   e.g. bench/ladders-ab.sh 3 two=target/dist/switchyard:/tmp/two-workers.toml \
+#            four=target/dist/switchyard:/tmp/four-workers.toml
 #        bench/ladders-ab.sh 3 auto=nginx four=nginx:4
 #
 #        bench/ladders-ab.sh 3 raw=bare-raw rawserver=bare-rawserver nginx=nginx
 #
 # CONFIG defaults to bench/switchyard.toml; WORKERS (nginx's worker_processes) to auto;
 # bare-TARGET is one of bench/standalone.sh's bare proxies (bare-hyper, bare-raw, ...).
-# Uses the release binaries bench/run.sh builds (run it once first). STEP_ARGS overrides the
+# Uses the dist-profile binaries bench/run.sh builds (run it once first). STEP_ARGS overrides the
 # ladder's options (default: --step-seconds 4 --refine 3, as a full bench/run.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

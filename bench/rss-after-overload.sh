@@ -5,7 +5,7 @@
 #
 #   bench/rss-after-overload.sh [OVERLOAD_RATE=18000]
 #
-# Uses the release binaries bench/run.sh builds (run it once first).
+# Uses the dist-profile binaries bench/run.sh builds (run it once first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

@@ -30,7 +30,7 @@ cd "$ROOT"
 WORK=$ROOT/bench/.work
 OUT=$ROOT/bench/out
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/release
+BIN=$TARGET_DIR/dist # the dist profile: fat LTO, one codegen unit (Cargo.toml)
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$BIN/switchyard}
 
 # Ladder order within a round (reversed every other round): nginx and Switchyard side by side.
@@ -151,10 +151,10 @@ sum_status_kb() { # sum_status_kb PID FIELD: FIELD (VmHWM, VmRSS) summed over th
 
 # ---- build and install ------------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    echo "== building (release): bench-upstream, loadgen$( [[ ,$TARGETS, == *,switchyard,* || $LONG != 0 ]] && echo ', switchyard')"
-    cargo build --release -q -p switchyard-bench-upstream -p switchyard-bench-loadgen
+    echo "== building (profile dist, fat LTO: several minutes): bench-upstream, loadgen$( [[ ,$TARGETS, == *,switchyard,* || $LONG != 0 ]] && echo ', switchyard')"
+    cargo build --profile dist -q -p switchyard-bench-upstream -p switchyard-bench-loadgen
     if [[ ,$TARGETS, == *,switchyard,* || $LONG != 0 || $PROFILE != 0 ]] && [ "$SWITCHYARD_BIN" = "$BIN/switchyard" ]; then
-        cargo build --release -q -p switchyard
+        cargo build --profile dist -q -p switchyard
     fi
 fi
 LOADGEN=$BIN/loadgen

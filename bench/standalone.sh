@@ -1,7 +1,7 @@
 # Sourced by the small single-target bench scripts: paths, the mock upstream on 127.0.0.1:9000
 # (as bench/run.sh starts it), cleanup of what they start, and start_target / target_ticks for
 # one target under test. Expects ROOT set.
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/dist
 WORK=$ROOT/bench/.work
 mkdir -p "$WORK/nginx"
 pids=()

@@ -6,7 +6,7 @@
 #
 #   bench/streams-after-overload.sh [OVERLOAD_SECONDS=5]
 #
-# SWITCHYARD_BIN=path runs another gateway build. Uses the release binaries bench/run.sh builds.
+# SWITCHYARD_BIN=path runs another gateway build. Uses the dist-profile binaries bench/run.sh builds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

@@ -6,7 +6,7 @@
 #   bench/streams-ttft.sh [ROUNDS=2]
 #
 # Each round measures direct, then Switchyard. SWITCHYARD_BIN=path runs another gateway build.
-# Uses the release binaries bench/run.sh builds (run it once first).
+# Uses the dist-profile binaries bench/run.sh builds (run it once first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

@@ -118,10 +118,10 @@ enum Cmd {
         /// JSON lines of `loadgen rate` windows labelled `paired:direct`, `paired:<target>`, ...
         #[arg(long)]
         input: PathBuf,
-        /// The added-p99 budget, ms: rounds whose direct p99 is above it are not counted
-        /// (request windows only).
-        #[arg(long, default_value_t = 0.5)]
-        budget_ms: f64,
+        /// The added-p99 budget, ms (default: issue #3's, 0.5 for requests, 1 for streams):
+        /// request rounds whose direct p99 is above it are not counted.
+        #[arg(long)]
+        budget_ms: Option<f64>,
         /// Summarize `loadgen streams` windows labelled `paired-streams:…` (added TTFT)
         /// instead of request windows.
         #[arg(long)]
@@ -338,6 +338,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 paired::Kind::Rate
             };
+            let budget_ms = budget_ms.unwrap_or(kind.budget_ms());
             let summaries = paired::summarize(&windows, kind, budget_ms);
             anyhow::ensure!(
                 !summaries.is_empty(),

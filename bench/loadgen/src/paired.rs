@@ -66,6 +66,15 @@ impl Kind {
     fn needs_quiet_floor(self) -> bool {
         self == Kind::Rate
     }
+
+    /// Issue #3's budget for the added p99, ms: 0.5 for request latency at 2k req/s, 1 for
+    /// time to first token under 1,000 concurrent streams.
+    pub const fn budget_ms(self) -> f64 {
+        match self {
+            Kind::Rate => 0.5,
+            Kind::Streams => 1.0,
+        }
+    }
 }
 const DIRECT: &str = "direct";
 /// Fewer quiet rounds than this give no verdict.
