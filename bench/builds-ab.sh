@@ -41,11 +41,7 @@ for round in $(seq "$rounds"); do
         if [ "$name" = direct ]; then
             url=http://127.0.0.1:9000/v1/chat/completions
         else
-            rm -f "$WORK"/ledger.sqlite*
-            "$bin" serve --config "$cfg" >/dev/null 2>&1 &
-            gw=$!
-            url=http://127.0.0.1:4000/v1/chat/completions
-            for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
+            start_build "$bin" "$cfg"
         fi
         "$BIN/loadgen" rate --url "$url" --label warmup --rate 500 --duration 2 >/dev/null 2>&1
         cpu0=0 cpu1=0 l0=0 l1=0 lstat=

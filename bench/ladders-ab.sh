@@ -42,12 +42,11 @@ for round in $(seq "$rounds"); do
         elif [[ $target == bare-* ]]; then
             start_target "$target"
         else
-            rm -f "$WORK"/ledger.sqlite*
-            "$target" serve --config "${arg:-bench/switchyard.toml}" >/dev/null 2>&1 &
-            url=http://127.0.0.1:4000/v1/chat/completions
+            start_build "$target" "${arg:-bench/switchyard.toml}"
         fi
         pid=$!
         [[ $target == bare-* ]] && pid=$main
+        [[ $target != nginx && $target != bare-* ]] && pid=$gw
         for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
         "$BIN/loadgen" rate --url "$url" --label warmup --rate 200 --duration 2 >/dev/null 2>&1
         "$BIN/loadgen" step --url "$url" --label "$name" "${step_args[@]}" --out "$out" >/dev/null 2>&1

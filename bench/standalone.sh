@@ -11,6 +11,17 @@ trap cleanup EXIT
     --plain-tokens 150 --max-seconds 3600 >/dev/null 2>&1 &
 pids+=($!)
 
+# start_build BINARY CONFIG: starts one Switchyard build on a fresh ledger (not added to the
+# cleanup list: the A/B scripts stop each build themselves), sets $url to its chat endpoint and
+# $gw to its pid, and waits until it answers.
+start_build() {
+    rm -f "$WORK"/ledger.sqlite*
+    "$1" serve --config "$2" >/dev/null 2>&1 &
+    gw=$!
+    url=http://127.0.0.1:4000/v1/chat/completions
+    for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
+}
+
 # start_target switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw|bare-rawserver: starts one target (SWITCHYARD_BIN=path
 # runs another gateway build), sets $url to its chat endpoint and $main to its pid, and waits
 # until it answers.
@@ -21,9 +32,10 @@ start_target() {
             nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' &
             url=http://127.0.0.1:8080/v1/chat/completions ;;
         switchyard)
-            rm -f "$WORK"/ledger.sqlite*
-            "${SWITCHYARD_BIN:-$BIN/switchyard}" serve --config bench/switchyard.toml >/dev/null 2>&1 &
-            url=http://127.0.0.1:4000/v1/chat/completions ;;
+            start_build "${SWITCHYARD_BIN:-$BIN/switchyard}" bench/switchyard.toml
+            main=$gw
+            pids+=("$main")
+            return ;;
         bare-hyper)
             "$BIN/bare-hyper-proxy" --listen 127.0.0.1:4100 --upstream 127.0.0.1:9000 &
             url=http://127.0.0.1:4100/v1/chat/completions ;;

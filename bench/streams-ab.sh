@@ -42,11 +42,8 @@ for round in $(seq "$rounds"); do
             bin=${bin_cfg%%:*}
             cfg=bench/switchyard.toml
             [[ $bin_cfg == *:* ]] && cfg=${bin_cfg#*:}
-            rm -f "$WORK"/ledger.sqlite*
-            "$bin" serve --config "$cfg" >/dev/null 2>&1 &
-            pid=$!
-            url=http://127.0.0.1:4000/v1/chat/completions
-            for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
+            start_build "$bin" "$cfg"
+            pid=$gw
         fi
         "$BIN/loadgen" rate --url "$url" --label warmup --rate 200 --duration 1 >/dev/null 2>&1
         window "$name" "$url"
