@@ -38,15 +38,15 @@ for round in $(seq "$rounds"); do
             sed -e "s#@PREFIX@#$WORK/nginx#g" -e "s#worker_processes auto;#worker_processes ${arg:-auto};#" \
                 bench/conf/nginx.conf.in > "$WORK/nginx/nginx.conf"
             nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' &
+            pid=$!
             url=http://127.0.0.1:8080/v1/chat/completions
         elif [[ $target == bare-* ]]; then
             start_target "$target"
+            pid=$main
         else
             start_build "$target" "${arg:-bench/switchyard.toml}"
+            pid=$gw
         fi
-        pid=$!
-        [[ $target == bare-* ]] && pid=$main
-        [[ $target != nginx && $target != bare-* ]] && pid=$gw
         for _ in $(seq 50); do curl -s -o /dev/null "$url" -d '{}' && break; sleep 0.1; done
         "$BIN/loadgen" rate --url "$url" --label warmup --rate 200 --duration 2 >/dev/null 2>&1
         "$BIN/loadgen" step --url "$url" --label "$name" "${step_args[@]}" --out "$out" >/dev/null 2>&1
