@@ -11,7 +11,8 @@
 #   bench/cpu-per-request.sh switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw|bare-rawserver [RATE=2000] [SECONDS=20]
 #
 # Uses the dist-profile binaries bench/run.sh builds (run it once first) and its nginx config;
-# SWITCHYARD_BIN=path runs another gateway build (to compare two builds on the same machine).
+# SWITCHYARD_BIN=path runs another gateway build (to compare two builds on the same machine),
+# SWITCHYARD_CONFIG=path another config (e.g. bench/switchyard.toml with `workers = 2` on top).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

@@ -23,7 +23,7 @@ start_build() {
 }
 
 # start_target switchyard|nginx|bare-hyper|bare-legacy|bare-reqwest|bare-raw|bare-rawserver: starts one target (SWITCHYARD_BIN=path
-# runs another gateway build), sets $url to its chat endpoint and $main to its pid, and waits
+# runs another gateway build, SWITCHYARD_CONFIG=path another config), sets $url to its chat endpoint and $main to its pid, and waits
 # until it answers.
 start_target() {
     case $1 in
@@ -32,7 +32,7 @@ start_target() {
             nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' &
             url=http://127.0.0.1:8080/v1/chat/completions ;;
         switchyard)
-            start_build "${SWITCHYARD_BIN:-$BIN/switchyard}" bench/switchyard.toml
+            start_build "${SWITCHYARD_BIN:-$BIN/switchyard}" "${SWITCHYARD_CONFIG:-bench/switchyard.toml}"
             main=$gw
             pids+=("$main")
             return ;;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# System calls per relayed stream frame of a target under N concurrent streams (each 40 tokens,
+# 50 ms apart, as bench/cpu-per-frame.sh runs them): perf's syscall tracepoints counted over the
+# target's processes while the streams are steady, divided by the content frames the clients
+# received in that time (each stream is 40 frames in 2.1 s: streams × seconds × 40 / 2.1); and the
+# context switches and CPU migrations of its threads per frame. Needs root (perf tracepoints).
+#
+#   bench/syscalls-per-frame.sh [TARGET=switchyard] [STREAMS=300] [SECONDS=6]
+#
+# TARGET as bench/cpu-per-frame.sh takes it; SWITCHYARD_BIN=path measures another build,
+# SWITCHYARD_CONFIG=path another config.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+target=${1:-switchyard}
+streams=${2:-300}
+secs=${3:-6}
+# shellcheck source=bench/standalone.sh
+source "$ROOT/bench/standalone.sh"
+calls=(epoll_wait epoll_ctl recvfrom read writev write sendto futex accept4 connect close clock_nanosleep)
+events=raw_syscalls:sys_enter
+for c in "${calls[@]}"; do events+=",syscalls:sys_enter_$c"; done
+events+=,context-switches,cpu-migrations
+start_target "$target"
+# The streams run two seconds longer on each side than the count (one for the ramp), so the count
+# sees only steady streams.
+"$BIN/loadgen" streams --url "$url" --label "$target" --concurrency "$streams" --duration $((secs + 3)) \
+    --ramp 1 --itl-ms 50 --stall-ms 500 --timeout-ms 30000 >/dev/null 2>&1 &
+load=$!
+sleep 2
+procs=$main
+for p in $(pgrep -P "$main" || true); do procs+=",$p"; done
+perf stat -x, -e "$events" -p "$procs" -- sleep "$secs" 2>&1 \
+    | awk -F, -v n="$(awk -v s="$streams" -v t="$secs" 'BEGIN{print s * t * 40 / 2.1}')" -v t="$target" '$3 ~ /sys_enter/ {
+            name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all";
+            c[name] = $1 / n; order[++k] = name }
+        $3 ~ /context-switches|cpu-migrations/ { sw[$3] = $1 / n }
+        END {printf "%s: system calls per frame: %.2f (", t, c["all"];
+             rest = c["all"];
+             for (i = 1; i <= k; i++) if (order[i] != "all") { rest -= c[order[i]];
+                 if (c[order[i]] >= 0.01) printf " %s %.2f", order[i], c[order[i]] }
+             printf " other %.2f ); context switches %.3f, migrations %.3f\n", rest,
+                    sw["context-switches"], sw["cpu-migrations"]}'
+wait "$load"
