@@ -22,8 +22,8 @@ events=raw_syscalls:sys_enter
 for c in "${calls[@]}"; do events+=",syscalls:sys_enter_$c"; done
 events+=,context-switches,cpu-migrations
 start_target "$target"
-# The streams run two seconds longer on each side than the count (one for the ramp), so the count
-# sees only steady streams.
+# The count starts two seconds in (after the one-second ramp) and ends a second before the streams
+# do, so it sees only steady streams.
 "$BIN/loadgen" streams --url "$url" --label "$target" --concurrency "$streams" --duration $((secs + 3)) \
     --ramp 1 --itl-ms 50 --stall-ms 500 --timeout-ms 30000 >/dev/null 2>&1 &
 load=$!
