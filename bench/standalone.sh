@@ -60,3 +60,29 @@ target_ticks() {
     done
     echo "$t"
 }
+
+# count_syscalls SECONDS PER UNIT SWITCHES CALL...: counts the system calls of $main and its
+# children over SECONDS with perf's syscall tracepoints, and prints them divided by PER as
+# "$target: system calls per UNIT: TOTAL ( CALL N ... other N )", naming each CALL at 0.01 or
+# more; with SWITCHES=1 also the threads' context switches and CPU migrations per UNIT. Needs root.
+count_syscalls() {
+    local secs=$1 per=$2 unit=$3 switches=$4 procs=$main p c
+    shift 4
+    local events=raw_syscalls:sys_enter
+    for c in "$@"; do events+=",syscalls:sys_enter_$c"; done
+    [ "$switches" = 1 ] && events+=,context-switches,cpu-migrations
+    for p in $(pgrep -P "$main" || true); do procs+=",$p"; done
+    perf stat -x, -e "$events" -p "$procs" -- sleep "$secs" 2>&1 \
+        | awk -F, -v n="$per" -v t="$target" -v u="$unit" -v sw="$switches" '
+            $3 ~ /sys_enter/ { name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all";
+                               c[name] = $1 / n; order[++k] = name }
+            $3 ~ /context-switches|cpu-migrations/ { s[$3] = $1 / n }
+            END { printf "%s: system calls per %s: %.2f (", t, u, c["all"]
+                  rest = c["all"]
+                  for (i = 1; i <= k; i++) if (order[i] != "all") { rest -= c[order[i]]
+                      if (c[order[i]] >= 0.01) printf " %s %.2f", order[i], c[order[i]] }
+                  printf " other %.2f )", rest
+                  if (sw == 1) printf "; context switches %.3f, migrations %.3f",
+                                      s["context-switches"], s["cpu-migrations"]
+                  printf "\n" }'
+}

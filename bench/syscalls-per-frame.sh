@@ -17,10 +17,6 @@ streams=${2:-300}
 secs=${3:-6}
 # shellcheck source=bench/standalone.sh
 source "$ROOT/bench/standalone.sh"
-calls=(epoll_wait epoll_ctl recvfrom read writev write sendto futex accept4 connect close clock_nanosleep)
-events=raw_syscalls:sys_enter
-for c in "${calls[@]}"; do events+=",syscalls:sys_enter_$c"; done
-events+=,context-switches,cpu-migrations
 start_target "$target"
 # The count starts two seconds in (after the one-second ramp) and ends a second before the streams
 # do, so it sees only steady streams.
@@ -28,17 +24,6 @@ start_target "$target"
     --ramp 1 --itl-ms 50 --stall-ms 500 --timeout-ms 30000 >/dev/null 2>&1 &
 load=$!
 sleep 2
-procs=$main
-for p in $(pgrep -P "$main" || true); do procs+=",$p"; done
-perf stat -x, -e "$events" -p "$procs" -- sleep "$secs" 2>&1 \
-    | awk -F, -v n="$(awk -v s="$streams" -v t="$secs" 'BEGIN{print s * t * 40 / 2.1}')" -v t="$target" '$3 ~ /sys_enter/ {
-            name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all";
-            c[name] = $1 / n; order[++k] = name }
-        $3 ~ /context-switches|cpu-migrations/ { sw[$3] = $1 / n }
-        END {printf "%s: system calls per frame: %.2f (", t, c["all"];
-             rest = c["all"];
-             for (i = 1; i <= k; i++) if (order[i] != "all") { rest -= c[order[i]];
-                 if (c[order[i]] >= 0.01) printf " %s %.2f", order[i], c[order[i]] }
-             printf " other %.2f ); context switches %.3f, migrations %.3f\n", rest,
-                    sw["context-switches"], sw["cpu-migrations"]}'
+count_syscalls "$secs" "$(awk -v s="$streams" -v t="$secs" 'BEGIN{print s * t * 40 / 2.1}')" frame 1 \
+    epoll_wait epoll_ctl recvfrom read writev write sendto futex accept4 connect close clock_nanosleep
 wait "$load"

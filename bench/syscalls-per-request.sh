@@ -15,9 +15,6 @@ rate=${2:-1000}
 secs=${3:-4}
 # shellcheck source=bench/standalone.sh
 source "$ROOT/bench/standalone.sh"
-calls=(epoll_wait recvfrom read writev write sendto futex accept4 pwrite64)
-events=raw_syscalls:sys_enter
-for c in "${calls[@]}"; do events+=",syscalls:sys_enter_$c"; done
 start_target "$target"
 "$BIN/loadgen" rate --url "$url" --label warmup --rate 500 --duration 2 >/dev/null 2>&1
 # The load runs a second longer on each side than the count, so the count sees only steady load.
@@ -25,15 +22,6 @@ start_target "$target"
     | grep -o 'achieved.*' | head -1 &
 load=$!
 sleep 1
-procs=$main
-for p in $(pgrep -P "$main" || true); do procs+=",$p"; done
-perf stat -x, -e "$events" -p "$procs" -- sleep "$secs" 2>&1 \
-    | awk -F, -v n=$((rate * secs)) -v t="$target" '$3 ~ /sys_enter/ {
-            name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all";
-            c[name] = $1 / n; order[++k] = name }
-        END {printf "%s: system calls per request: %.2f (", t, c["all"];
-             rest = c["all"];
-             for (i = 1; i <= k; i++) if (order[i] != "all") { rest -= c[order[i]];
-                 if (c[order[i]] >= 0.01) printf " %s %.2f", order[i], c[order[i]] }
-             printf " other %.2f )\n", rest}'
+count_syscalls "$secs" $((rate * secs)) request 0 \
+    epoll_wait recvfrom read writev write sendto futex accept4 pwrite64
 wait "$load"
