@@ -580,9 +580,58 @@ pub struct FunctionCallDelta {
 #[derive(Debug, Deserialize)]
 pub struct ChunkView<'a> {
     #[serde(borrow, default)]
-    pub choices: Vec<ChunkChoiceView<'a>>,
+    pub choices: ChunkChoices<'a>,
     #[serde(default)]
     pub usage: Option<Usage>,
+}
+
+/// A chunk's `choices`, read without touching the heap for the usual one (or none): the tap
+/// reads every token's chunk, and a `Vec` here was one allocation per token.
+#[derive(Debug, Default)]
+pub struct ChunkChoices<'a> {
+    first: Option<ChunkChoiceView<'a>>,
+    /// The second choice onwards (`n` > 1); empty, so unallocated, otherwise.
+    more: Vec<ChunkChoiceView<'a>>,
+}
+
+impl<'a> ChunkChoices<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &ChunkChoiceView<'a>> {
+        self.first.iter().chain(&self.more)
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ChunkChoices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = ChunkChoices<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut choices = ChunkChoices::default();
+                while let Some(c) = seq.next_element()? {
+                    match choices.first {
+                        None => choices.first = Some(c),
+                        Some(_) => choices.more.push(c),
+                    }
+                }
+                Ok(choices)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -807,11 +856,49 @@ mod tests {
     fn chunk_view_borrows_content() {
         let c = br#"{"id":"x","choices":[{"index":0,"delta":{"content":"Hel"}}],"usage":null}"#;
         let v: ChunkView = serde_json::from_slice(c).unwrap();
-        let content = &v.choices[0].delta.as_ref().unwrap().content;
+        assert_eq!(v.choices.len(), 1);
+        let content = &v
+            .choices
+            .iter()
+            .next()
+            .unwrap()
+            .delta
+            .as_ref()
+            .unwrap()
+            .content;
         assert!(matches!(
             content,
             Some(CowStr(std::borrow::Cow::Borrowed("Hel")))
         ));
         assert!(v.usage.is_none());
+    }
+
+    #[test]
+    fn chunk_view_reads_every_choice_in_order() {
+        let text = |c: &ChunkChoiceView| {
+            c.delta
+                .as_ref()
+                .unwrap()
+                .content
+                .as_ref()
+                .unwrap()
+                .0
+                .to_string()
+        };
+        let c = br#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"}},{"index":2,"delta":{"content":"c"}}]}"#;
+        let v: ChunkView = serde_json::from_slice(c).unwrap();
+        assert_eq!(v.choices.len(), 3);
+        assert_eq!(
+            v.choices.iter().map(text).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        let usage_only =
+            br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
+        let v: ChunkView = serde_json::from_slice(usage_only).unwrap();
+        assert!(v.choices.is_empty() && v.usage.is_some());
+        assert_eq!(v.choices.iter().count(), 0);
+        let absent: ChunkView = serde_json::from_slice(br#"{"usage":null}"#).unwrap();
+        assert!(absent.choices.is_empty());
+        assert!(serde_json::from_slice::<ChunkView>(br#"{"choices":{"x":1}}"#).is_err());
     }
 }

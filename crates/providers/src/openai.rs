@@ -366,7 +366,7 @@ fn read_chunk(data: &str, summary: &mut StreamSummary) -> Result<(bool, bool), P
     let view: ChunkView = serde_json::from_str(data)
         .map_err(|e| ProviderError::protocol(format!("upstream stream chunk is not JSON: {e}")))?;
     let mut content = false;
-    for c in &view.choices {
+    for c in view.choices.iter() {
         if let Some(d) = &c.delta {
             if let Some(t) = &d.content {
                 content |= !t.0.is_empty();

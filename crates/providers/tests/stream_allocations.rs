@@ -1,0 +1,120 @@
+//! The stream tap reads every chunk of every stream on the request's thread, so reading one must
+//! not touch the heap: this counts the allocations `openai_sse_stream` makes over a long stream
+//! of OpenAI chunks (each event as its own received piece, as upstreams write them).
+#![allow(unsafe_code)] // a counting wrapper around the system allocator, for this test only
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use switchyard_providers::{openai::openai_sse_stream, ProviderError, StreamItem};
+
+/// Counts allocations (and reallocations) made by the thread that armed it.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+fn note() {
+    let _ = ALLOCATIONS.try_with(|c| {
+        if let Some(n) = c.get() {
+            c.set(Some(n + 1));
+        }
+    });
+}
+
+// SAFETY: every call is passed on unchanged to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// Runs `f` and returns what it returned and how many allocations it made on this thread.
+fn counted<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    ALLOCATIONS.with(|c| c.set(Some(0)));
+    let out = f();
+    let n = ALLOCATIONS.with(|c| c.replace(None)).unwrap_or(0);
+    (out, n)
+}
+
+/// A chunk as OpenAI's streaming reference shows it ("The chat completion chunk object",
+/// https://platform.openai.com/docs/api-reference/chat-streaming/streaming).
+fn chunk(i: usize) -> Bytes {
+    Bytes::from(format!(
+        "data: {{\"id\":\"chatcmpl-abc123\",\"object\":\"chat.completion.chunk\",\"created\":1733000000,\
+         \"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\"choices\":[{{\
+         \"index\":0,\"delta\":{{\"content\":\" word{i}\"}},\"logprobs\":null,\"finish_reason\":null}}],\
+         \"usage\":null}}\n\n"
+    ))
+}
+
+#[test]
+fn reading_a_streamed_chunk_allocates_nothing() {
+    const CHUNKS: usize = 2_000;
+    let mut pieces: Vec<Result<Bytes, ProviderError>> = (0..CHUNKS).map(|i| Ok(chunk(i))).collect();
+    pieces.push(Ok(Bytes::from_static(
+        b"data: {\"id\":\"chatcmpl-abc123\",\"object\":\"chat.completion.chunk\",\"choices\":[],\
+          \"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2000,\"total_tokens\":2009}}\n\n",
+    )));
+    pieces.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+    let mut stream = pin!(openai_sse_stream(futures_util::stream::iter(pieces)));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut next = || match stream.as_mut().poll_next(&mut cx) {
+        Poll::Ready(Some(item)) => item.unwrap(),
+        other => panic!("the stream should have an item ready, got {other:?}"),
+    };
+
+    // The first chunk sets the stream up; what matters is every chunk after it.
+    assert!(matches!(next(), StreamItem::Data { content: true, .. }));
+    let (content_chunks, allocations) = counted(|| {
+        (1..CHUNKS)
+            .filter(|_| matches!(next(), StreamItem::Data { content: true, .. }))
+            .count()
+    });
+    assert_eq!(content_chunks, CHUNKS - 1);
+    println!("{allocations} allocations over {content_chunks} chunks");
+    // Only the summary's answer text grows (doubling: about a dozen times for 14 KB); a
+    // per-chunk allocation would make this at least 1,999.
+    assert!(
+        allocations <= 16,
+        "{allocations} allocations over {content_chunks} chunks"
+    );
+
+    assert!(matches!(
+        next(),
+        StreamItem::Data {
+            content: false,
+            usage_only: true,
+            ..
+        }
+    ));
+    let StreamItem::End(summary) = next() else {
+        panic!("expected the end of the stream");
+    };
+    assert_eq!(summary.usage.unwrap().output_tokens, 2_000);
+    assert!(summary.output_text.starts_with(" word0 word1"));
+    assert!(summary.output_text.ends_with(" word1999"));
+}
