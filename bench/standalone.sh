@@ -86,3 +86,25 @@ count_syscalls() {
                                       s["context-switches"], s["cpu-migrations"]
                   printf "\n" }'
 }
+
+# probe_malloc: puts a uprobe on jemalloc's `malloc` in the Switchyard build under test
+# (SWITCHYARD_BIN, else the dist binary) and removes it on exit; count_allocs uses it. Needs root.
+probe_malloc() {
+    local bin
+    bin=$(realpath "${SWITCHYARD_BIN:-$BIN/switchyard}")
+    malloc_event=symalloc$$
+    perf probe -q -x "$bin" -a "$malloc_event=_rjem_malloc"
+    malloc_group=$(perf probe -l 2>/dev/null \
+        | awk -v e=":$malloc_event" 'index($1, e) {split($1, a, ":"); print a[1]; exit}')
+    trap 'perf probe -q -d "$malloc_group:$malloc_event" 2>/dev/null || true; cleanup' EXIT
+}
+
+# count_allocs SECONDS PER UNIT: counts the mallocs of $main's threads over SECONDS (after
+# probe_malloc) and prints them divided by PER as "allocations per UNIT: TOTAL ( THREAD N ... )",
+# threads named without their number.
+count_allocs() {
+    perf stat -x, -e "$malloc_group:$malloc_event" --per-thread -p "$main" -- sleep "$1" 2>&1 \
+        | awk -F, -v n="$2" -v u="$3" '$1 ~ /^switchyard-/ {sub(/-[0-9]+$/, "", $1); t[$1] += $2; all += $2}
+            END {printf "allocations per %s: %.2f (", u, all / n;
+                 for (k in t) printf " %s %.2f", k, t[k] / n; print " )"}'
+}
