@@ -453,12 +453,12 @@ impl Ctx {
         })
     }
 
-    fn outcome(&self, operation: &'static str, route: &str, stream: bool) -> Outcome {
+    fn outcome(&self, operation: &'static str, route: Arc<str>, stream: bool) -> Outcome {
         Outcome {
             id: self.id.clone(),
             started_at_ms: self.started_at_ms,
             operation,
-            route: route.to_string(),
+            route,
             class: self.class.clone(),
             key: self.key.as_ref().map(|k| k.name.to_string()),
             team: self
@@ -529,7 +529,7 @@ fn refuse_as(
     route: &str,
     e: &ApiError,
 ) -> Response {
-    let mut o = ctx.outcome(operation, route, false);
+    let mut o = ctx.outcome(operation, route.into(), false);
     o.status = e.status();
     o.error_type = Some(e.kind.as_str().to_string());
     ctx.finish(gw, o).send();
@@ -693,7 +693,7 @@ async fn serve_chat(
     let stream = request.is_stream();
     let include_usage = request.wants_stream_usage();
     let request = Arc::new(request);
-    let mut finish = ctx.finish(&gw, ctx.outcome("chat", &route.name, stream));
+    let mut finish = ctx.finish(&gw, ctx.outcome("chat", route.name.clone(), stream));
     finish.in_flight = ctx.in_flight.take();
     finish.outcome.request = Some(request.clone());
     // Dropped if the client goes away while we wait: the guard still records the request.
@@ -727,8 +727,8 @@ async fn serve_chat(
         Err(_) => walk.last_target.clone(),
     };
     if let Some(t) = &served_by {
-        finish.outcome.provider = Some(t.provider.name().to_string());
-        finish.outcome.provider_kind = Some(t.provider.kind().to_string());
+        finish.outcome.provider = Some(t.provider_name.clone());
+        finish.outcome.provider_kind = Some(t.provider.kind());
         finish.outcome.target = Some(t.id.clone());
         finish.outcome.model = Some(t.model.clone());
     }
@@ -885,7 +885,7 @@ async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => return refuse(&gw, &ctx, "embeddings", &request.model, &e),
     };
     let request = Arc::new(request);
-    let mut finish = ctx.finish(&gw, ctx.outcome("embeddings", &route.name, false));
+    let mut finish = ctx.finish(&gw, ctx.outcome("embeddings", route.name.clone(), false));
     finish.in_flight = ctx.in_flight.take();
     let mut guard = PendingGuard(Some(finish));
     let self_hosted_only = ctx
@@ -934,8 +934,8 @@ async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(_) => walk.last_target.clone(),
     };
     if let Some(t) = &served_by {
-        finish.outcome.provider = Some(t.provider.name().to_string());
-        finish.outcome.provider_kind = Some(t.provider.kind().to_string());
+        finish.outcome.provider = Some(t.provider_name.clone());
+        finish.outcome.provider_kind = Some(t.provider.kind());
         finish.outcome.target = Some(t.id.clone());
         finish.outcome.model = Some(t.model.clone());
     }
@@ -1005,7 +1005,7 @@ fn cost_of(
     usage: &switchyard_api::TokenUsage,
 ) -> Option<f64> {
     gw.prices
-        .get(&target.id)
+        .get(&*target.id)
         .map(|price| switchyard_meter::cost(price, usage))
 }
 

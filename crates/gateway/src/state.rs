@@ -176,7 +176,7 @@ impl Gateway {
             routes.insert(
                 r.name.clone(),
                 Arc::new(Route {
-                    name: r.name.clone(),
+                    name: r.name.as_str().into(),
                     default,
                     classes,
                 }),

@@ -274,7 +274,7 @@ impl Local {
         let meta = ChunkMeta {
             id: new_id(),
             created: unix_now(),
-            model: call.model.clone(),
+            model: call.model.to_string(),
         };
         if req.is_stream() {
             Ok(ChatOutput::Stream(stream_events(rx, meta)))

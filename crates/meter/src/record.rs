@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use switchyard_api::{openai::ChatRequest, TokenUsage};
 
@@ -13,8 +13,9 @@ pub struct Outcome {
     pub finished_at_ms: i64,
     /// `chat` or `embeddings` (the OpenTelemetry `gen_ai.operation.name`).
     pub operation: &'static str,
-    /// The public model name the client asked for.
-    pub route: String,
+    /// The public model name the client asked for. This and the names below that come from the
+    /// config are shared (`Arc<str>`): a reference count, not an allocation per request.
+    pub route: Arc<str>,
     /// Workload class, when one was assigned.
     pub class: Option<String>,
     /// Virtual key name, its team, and the caller's task label (`x-switchyard-task`).
@@ -23,10 +24,10 @@ pub struct Outcome {
     pub task: Option<String>,
     /// Provider instance name that served the request (or was tried last), its kind
     /// (`gen_ai.provider.name`), the target id, and the model the target was asked for.
-    pub provider: Option<String>,
-    pub provider_kind: Option<String>,
-    pub target: Option<String>,
-    pub model: Option<String>,
+    pub provider: Option<Arc<str>>,
+    pub provider_kind: Option<&'static str>,
+    pub target: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
     /// The model the provider said answered.
     pub response_model: Option<String>,
     pub stream: bool,
@@ -80,15 +81,17 @@ pub struct LedgerRecord {
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
     pub operation: String,
-    pub route: String,
+    /// The names that come from the config are the gateway's shared ones (see [`Outcome`]), so
+    /// the writer does not copy them per row.
+    pub route: Arc<str>,
     pub class: Option<String>,
     pub key: Option<String>,
     pub team: Option<String>,
     pub task: Option<String>,
-    pub provider: Option<String>,
-    pub provider_kind: Option<String>,
-    pub target: Option<String>,
-    pub model: Option<String>,
+    pub provider: Option<Arc<str>>,
+    pub provider_kind: Option<Cow<'static, str>>,
+    pub target: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
     pub response_model: Option<String>,
     pub stream: bool,
     pub status: u16,

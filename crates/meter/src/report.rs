@@ -84,7 +84,7 @@ fn group_of(r: &LedgerRecord, by: GroupBy) -> &str {
     let v = match by {
         GroupBy::Model => r.model.as_deref(),
         GroupBy::Target => r.target.as_deref(),
-        GroupBy::Route => Some(r.route.as_str()),
+        GroupBy::Route => Some(&*r.route),
         GroupBy::Class => r.class.as_deref(),
         GroupBy::Key => r.key.as_deref(),
         GroupBy::Team => r.team.as_deref(),
@@ -340,7 +340,7 @@ mod tests {
             operation: "chat".into(),
             route: "chat".into(),
             model: Some(model.into()),
-            target: Some(format!("p/{model}")),
+            target: Some(format!("p/{model}").into()),
             status: 200,
             input_tokens: 10,
             output_tokens: 5,

@@ -2,6 +2,7 @@
 //! writer behind it: a dedicated thread that turns outcomes into records (token estimates, cost,
 //! energy, carbon), updates the metrics, and writes batches, one transaction each.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -348,7 +349,7 @@ pub fn to_record(
         prices,
         targets,
         o.target.as_deref(),
-        o.provider_kind.as_deref(),
+        o.provider_kind,
         o.model.as_deref(),
     );
     let (cost_usd, price_source) = match price {
@@ -381,7 +382,7 @@ pub fn to_record(
         team: o.team,
         task: o.task,
         provider: o.provider,
-        provider_kind: o.provider_kind,
+        provider_kind: o.provider_kind.map(Cow::Borrowed),
         target: o.target,
         model: o.model,
         response_model: o.response_model,

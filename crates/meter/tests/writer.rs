@@ -23,7 +23,7 @@ fn outcome(id: String) -> Outcome {
         operation: "chat",
         route: "chat".into(),
         provider: Some("openai".into()),
-        provider_kind: Some("openai".into()),
+        provider_kind: Some("openai"),
         target: Some("openai/gpt-4o".into()),
         model: Some("gpt-4o".into()),
         status: 200,

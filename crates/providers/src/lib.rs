@@ -35,8 +35,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct ChatCall {
     /// The client's request as received (its `model` is the public route name).
     pub request: Arc<ChatRequest>,
-    /// The model name the target knows.
-    pub model: String,
+    /// The model name the target knows (the target's own, shared).
+    pub model: Arc<str>,
     /// The JSON body `request` was parsed from, as the client sent it (OpenAI-shaped requests);
     /// an OpenAI-compatible target gets these bytes with only `model` edited.
     pub original: Option<bytes::Bytes>,
@@ -45,7 +45,7 @@ pub struct ChatCall {
 #[derive(Debug, Clone)]
 pub struct EmbeddingsCall {
     pub request: Arc<EmbeddingsRequest>,
-    pub model: String,
+    pub model: Arc<str>,
 }
 
 /// A whole (non-streamed) answer.

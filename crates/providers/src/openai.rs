@@ -236,7 +236,7 @@ impl Provider for OpenAi {
     fn embeddings(&self, call: EmbeddingsCall) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
             let mut req = (*call.request).clone();
-            req.model = call.model.clone();
+            req.model = call.model.to_string();
             let body = serde_json::to_vec(&req).map_err(|e| {
                 ProviderError::new(ProviderErrorKind::InvalidRequest, e.to_string())
             })?;

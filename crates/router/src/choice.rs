@@ -177,7 +177,7 @@ mod tests {
     fn ids(c: &Choice, order: Vec<usize>) -> Vec<String> {
         order
             .into_iter()
-            .map(|i| c.candidates[i].target.id.clone())
+            .map(|i| c.candidates[i].target.id.to_string())
             .collect()
     }
 

@@ -1,5 +1,8 @@
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -64,10 +67,14 @@ impl TargetTimeouts {
 
 /// A provider + model, with its limits and health.
 pub struct Target {
-    /// `provider/model`, the name used in the ledger, metrics and headers.
-    pub id: String,
+    /// `provider/model`, the name used in the ledger, metrics and headers. Names are shared
+    /// (`Arc<str>`): every request hands them to its ledger record, and a reference count is
+    /// no allocation on the request's thread and no free on the ledger's.
+    pub id: Arc<str>,
     pub provider: DynProvider,
-    pub model: String,
+    /// The provider instance's name (`provider.name()`), shared like `id`.
+    pub provider_name: Arc<str>,
+    pub model: Arc<str>,
     pub timeouts: TargetTimeouts,
     pub retry: RetryPolicy,
     pub breaker: CircuitBreaker,
@@ -93,9 +100,10 @@ impl Target {
         price_per_mtok: Option<(f64, f64)>,
     ) -> Self {
         Target {
-            id,
+            id: id.into(),
+            provider_name: provider.name().into(),
             provider,
-            model,
+            model: model.into(),
             timeouts,
             retry,
             breaker,
@@ -145,7 +153,7 @@ impl std::fmt::Debug for Target {
 /// A public model name: the targets that serve it by default, and per workload class.
 #[derive(Debug)]
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
     pub default: crate::Choice,
     pub classes: std::collections::HashMap<String, crate::Choice>,
 }
