@@ -643,11 +643,99 @@ pub struct ChunkChoiceView<'a> {
 #[derive(Debug, Deserialize)]
 pub struct DeltaView<'a> {
     #[serde(borrow, default)]
-    pub content: Option<CowStr<'a>>,
+    pub content: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    pub reasoning_content: Option<CowStr<'a>>,
+    pub reasoning_content: Option<JsonStr<'a>>,
     #[serde(default)]
     pub tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+/// A JSON string as it stands in the input, escapes and all, between its quotes: reading one
+/// never allocates, where a decoded string with an escape in it (a token holding `\n` or `\"`)
+/// costs serde_json a scratch buffer and the caller an owned copy. [`JsonStr::append_to`]
+/// decodes it straight into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonStr<'a>(&'a str);
+
+impl<'a> JsonStr<'a> {
+    /// The text between the quotes, undecoded.
+    pub fn raw(&self) -> &'a str {
+        self.0
+    }
+
+    /// Whether the decoded string is empty (an escape always decodes to something).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends the decoded string (RFC 8259 §7). A `\u` escape naming half a surrogate pair
+    /// alone, which serde_json refuses, becomes U+FFFD: the text only feeds a token estimate,
+    /// and refusing the chunk would end the client's stream.
+    pub fn append_to(&self, out: &mut String) {
+        let mut rest = self.0;
+        while let Some(i) = rest.find('\\') {
+            out.push_str(&rest[..i]);
+            let escape = &rest[i + 1..];
+            let (decoded, used) = match escape.as_bytes().first() {
+                Some(b'"') => ('"', 1),
+                Some(b'\\') => ('\\', 1),
+                Some(b'/') => ('/', 1),
+                Some(b'b') => ('\u{8}', 1),
+                Some(b'f') => ('\u{c}', 1),
+                Some(b'n') => ('\n', 1),
+                Some(b'r') => ('\r', 1),
+                Some(b't') => ('\t', 1),
+                Some(b'u') => {
+                    let (c, n) = unicode_escape(&escape[1..]);
+                    (c, 1 + n)
+                }
+                // Not JSON (the parser has checked it): keep the backslash as text.
+                _ => ('\\', 0),
+            };
+            out.push(decoded);
+            rest = &escape[used..];
+        }
+        out.push_str(rest);
+    }
+}
+
+/// Decodes the hex digits after `\u` (and a low surrogate's `\uXXXX` after a high one):
+/// the character and how many bytes it used.
+fn unicode_escape(s: &str) -> (char, usize) {
+    fn hex4(s: &str) -> Option<u32> {
+        let h = s.get(..4)?;
+        h.bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then(|| u32::from_str_radix(h, 16).ok())
+            .flatten()
+    }
+    let Some(unit) = hex4(s) else {
+        return (char::REPLACEMENT_CHARACTER, 0);
+    };
+    if (0xD800..0xDC00).contains(&unit) {
+        let low = s
+            .get(4..6)
+            .filter(|p| *p == "\\u")
+            .and_then(|_| hex4(&s[6..]));
+        if let Some(low) = low.filter(|l| (0xDC00..0xE000).contains(l)) {
+            let c = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+            return (char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER), 10);
+        }
+    }
+    (
+        char::from_u32(unit).unwrap_or(char::REPLACEMENT_CHARACTER),
+        4,
+    )
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?.get();
+        raw.strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .map(JsonStr)
+            .ok_or_else(|| serde::de::Error::custom("expected a string"))
+    }
 }
 
 /// A string that borrows from the input unless it holds escapes (serde's own `Cow<str>`
@@ -866,11 +954,45 @@ mod tests {
             .as_ref()
             .unwrap()
             .content;
-        assert!(matches!(
-            content,
-            Some(CowStr(std::borrow::Cow::Borrowed("Hel")))
-        ));
+        assert_eq!(content.map(|t| t.raw()), Some("Hel"));
         assert!(v.usage.is_none());
+    }
+
+    #[test]
+    fn json_str_decodes_as_serde_json_does() {
+        let decoded = |json: &str| {
+            let raw: JsonStr = serde_json::from_str(json).unwrap();
+            let mut out = String::from(">");
+            raw.append_to(&mut out);
+            out
+        };
+        for text in [
+            "",
+            "plain",
+            " line\nnext\ttab \"quoted\" back\\slash",
+            "\u{1}\u{8}\u{c}\u{1f} controls",
+            "é ü 中文 😀 as UTF-8",
+        ] {
+            let json = serde_json::to_string(text).unwrap();
+            assert_eq!(decoded(&json), format!(">{text}"), "{json}");
+        }
+        // Escapes serde_json's writer does not produce.
+        for json in [
+            r#""\/path\u00e9\u4e2d""#,
+            r#""smile \ud83d\ude00!""#,
+            r#""\uD83D\uDE00 upper-case hex""#,
+            r#""\b\f\r""#,
+        ] {
+            let expected: String = serde_json::from_str(json).unwrap();
+            assert_eq!(decoded(json), format!(">{expected}"), "{json}");
+        }
+        // Half a surrogate pair alone (which serde_json refuses) is U+FFFD, the rest kept.
+        assert_eq!(decoded(r#""a\ud83db""#), ">a\u{fffd}b");
+        assert_eq!(decoded(r#""a\ude00\ud83d""#), ">a\u{fffd}\u{fffd}");
+        assert_eq!(decoded(r#""\ud83d\u0041""#), ">\u{fffd}A");
+        assert!(serde_json::from_str::<JsonStr>("12").is_err());
+        assert!(serde_json::from_str::<JsonStr>(r#""unterminated"#).is_err());
+        assert!(serde_json::from_str::<JsonStr>(r#""bad \x escape""#).is_err());
     }
 
     #[test]
@@ -882,7 +1004,7 @@ mod tests {
                 .content
                 .as_ref()
                 .unwrap()
-                .0
+                .raw()
                 .to_string()
         };
         let c = br#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"}},{"index":2,"delta":{"content":"c"}}]}"#;

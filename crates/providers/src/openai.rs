@@ -369,12 +369,12 @@ fn read_chunk(data: &str, summary: &mut StreamSummary) -> Result<(bool, bool), P
     for c in view.choices.iter() {
         if let Some(d) = &c.delta {
             if let Some(t) = &d.content {
-                content |= !t.0.is_empty();
-                summary.output_text.push_str(&t.0);
+                content |= !t.is_empty();
+                t.append_to(&mut summary.output_text);
             }
             if let Some(t) = &d.reasoning_content {
-                content |= !t.0.is_empty();
-                summary.output_text.push_str(&t.0);
+                content |= !t.is_empty();
+                t.append_to(&mut summary.output_text);
             }
             content |= d.tool_calls.is_some();
         }

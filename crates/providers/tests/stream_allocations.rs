@@ -60,13 +60,24 @@ fn counted<T>(f: impl FnOnce() -> T) -> (T, u64) {
     (out, n)
 }
 
+/// The `i`th token as text, and as it stands in JSON: every third holds a newline and every
+/// third quotes, so escapes are read too.
+fn token(i: usize) -> (String, String) {
+    match i % 3 {
+        0 => (format!(" word{i}"), format!(" word{i}")),
+        1 => (format!(" line{i}\n"), format!(" line{i}\\n")),
+        _ => (format!(" \"q{i}\""), format!(" \\\"q{i}\\\"")),
+    }
+}
+
 /// A chunk as OpenAI's streaming reference shows it ("The chat completion chunk object",
 /// https://platform.openai.com/docs/api-reference/chat-streaming/streaming).
 fn chunk(i: usize) -> Bytes {
+    let content = token(i).1;
     Bytes::from(format!(
         "data: {{\"id\":\"chatcmpl-abc123\",\"object\":\"chat.completion.chunk\",\"created\":1733000000,\
          \"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\"choices\":[{{\
-         \"index\":0,\"delta\":{{\"content\":\" word{i}\"}},\"logprobs\":null,\"finish_reason\":null}}],\
+         \"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"logprobs\":null,\"finish_reason\":null}}],\
          \"usage\":null}}\n\n"
     ))
 }
@@ -96,8 +107,8 @@ fn reading_a_streamed_chunk_allocates_nothing() {
     });
     assert_eq!(content_chunks, CHUNKS - 1);
     println!("{allocations} allocations over {content_chunks} chunks");
-    // Only the summary's answer text grows (doubling: about a dozen times for 14 KB); a
-    // per-chunk allocation would make this at least 1,999.
+    // Only the summary's answer text grows (doubling: about a dozen times for 19 KB); a
+    // per-chunk allocation would make this at least 1,999, and one per escaped token 1,333.
     assert!(
         allocations <= 16,
         "{allocations} allocations over {content_chunks} chunks"
@@ -115,6 +126,6 @@ fn reading_a_streamed_chunk_allocates_nothing() {
         panic!("expected the end of the stream");
     };
     assert_eq!(summary.usage.unwrap().output_tokens, 2_000);
-    assert!(summary.output_text.starts_with(" word0 word1"));
-    assert!(summary.output_text.ends_with(" word1999"));
+    let expected: String = (0..CHUNKS).map(|i| token(i).0).collect();
+    assert_eq!(summary.output_text, expected);
 }
