@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::openai::CowStr;
+use crate::openai::{CowStr, JsonStr};
 
 /// `POST /v1/messages` request body.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -406,12 +406,14 @@ pub struct BlockDeltaEventView<'a> {
 pub struct BlockDeltaView<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: CowStr<'a>,
+    /// Read as they stand in the event (no allocation for an escape): the translator writes
+    /// them into the OpenAI chunk unchanged and decodes them only for the answer text it keeps.
     #[serde(default, borrow)]
-    pub text: Option<CowStr<'a>>,
+    pub text: Option<JsonStr<'a>>,
     #[serde(default, borrow)]
-    pub partial_json: Option<CowStr<'a>>,
+    pub partial_json: Option<JsonStr<'a>>,
     #[serde(default, borrow)]
-    pub thinking: Option<CowStr<'a>>,
+    pub thinking: Option<JsonStr<'a>>,
 }
 
 /// What the translator reads from `content_block_start`.
@@ -543,10 +545,7 @@ mod tests {
             ]
         );
         let v: BlockDeltaEventView = serde_json::from_str(events[3]).unwrap();
-        assert!(matches!(
-            v.delta.text,
-            Some(CowStr(std::borrow::Cow::Borrowed("Hello")))
-        ));
+        assert_eq!(v.delta.text.map(|t| t.raw()), Some("Hello"));
         assert_eq!(error_type_status("overloaded_error"), 529);
         assert_eq!(error_type_status("api_error"), 500);
     }

@@ -650,29 +650,30 @@ pub struct DeltaView<'a> {
     pub tool_calls: Option<serde::de::IgnoredAny>,
 }
 
-/// A JSON string as it stands in the input, escapes and all, between its quotes: reading one
-/// never allocates, where a decoded string with an escape in it (a token holding `\n` or `\"`)
-/// costs serde_json a scratch buffer and the caller an owned copy. [`JsonStr::append_to`]
-/// decodes it straight into the caller's buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JsonStr<'a>(&'a str);
+/// A JSON string as it stands in the input, quotes, escapes and all: reading one never
+/// allocates, where a decoded string with an escape in it (a token holding `\n` or `\"`) costs
+/// serde_json a scratch buffer and the caller an owned copy. [`JsonStr::append_to`] decodes it
+/// straight into the caller's buffer, and serializing it writes it back as it came.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonStr<'a>(&'a serde_json::value::RawValue);
 
 impl<'a> JsonStr<'a> {
     /// The text between the quotes, undecoded.
     pub fn raw(&self) -> &'a str {
-        self.0
+        let quoted = self.0.get();
+        quoted.get(1..quoted.len() - 1).unwrap_or_default()
     }
 
     /// Whether the decoded string is empty (an escape always decodes to something).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.raw().is_empty()
     }
 
     /// Appends the decoded string (RFC 8259 §7). A `\u` escape naming half a surrogate pair
     /// alone, which serde_json refuses, becomes U+FFFD: the text only feeds a token estimate,
     /// and refusing the chunk would end the client's stream.
     pub fn append_to(&self, out: &mut String) {
-        let mut rest = self.0;
+        let mut rest = self.raw();
         while let Some(i) = rest.find('\\') {
             out.push_str(&rest[..i]);
             let escape = &rest[i + 1..];
@@ -730,11 +731,21 @@ fn unicode_escape(s: &str) -> (char, usize) {
 
 impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?.get();
-        raw.strip_prefix('"')
-            .and_then(|r| r.strip_suffix('"'))
-            .map(JsonStr)
-            .ok_or_else(|| serde::de::Error::custom("expected a string"))
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        let text = raw.get();
+        if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') {
+            Ok(JsonStr(raw))
+        } else {
+            Err(serde::de::Error::custom("expected a string"))
+        }
+    }
+}
+
+/// Written as it was read (serde_json copies a raw value through): the same string, escapes
+/// unchanged.
+impl Serialize for JsonStr<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 
@@ -990,6 +1001,8 @@ mod tests {
         assert_eq!(decoded(r#""a\ud83db""#), ">a\u{fffd}b");
         assert_eq!(decoded(r#""a\ude00\ud83d""#), ">a\u{fffd}\u{fffd}");
         assert_eq!(decoded(r#""\ud83d\u0041""#), ">\u{fffd}A");
+        let raw: JsonStr = serde_json::from_str(r#""a\u00e9\n""#).unwrap();
+        assert_eq!(serde_json::to_string(&raw).unwrap(), r#""a\u00e9\n""#);
         assert!(serde_json::from_str::<JsonStr>("12").is_err());
         assert!(serde_json::from_str::<JsonStr>(r#""unterminated"#).is_err());
         assert!(serde_json::from_str::<JsonStr>(r#""bad \x escape""#).is_err());

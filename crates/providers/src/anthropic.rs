@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -34,8 +34,8 @@ use switchyard_api::{
         ToolResultContent, Usage,
     },
     openai::{
-        ChatCompletion, ChatRequest, Choice, Content, ContentPart, FunctionCall, KnownPart,
-        Message, ResponseMessage, ToolCall, Usage as OpenAiUsage,
+        ChatCompletion, ChatRequest, Choice, Content, ContentPart, FunctionCall, JsonStr,
+        KnownPart, Message, ResponseMessage, ToolCall, Usage as OpenAiUsage,
     },
     sse::SseDecoder,
 };
@@ -703,8 +703,9 @@ struct Translator {
     blocks: Vec<Block>,
     tools: u32,
     output_text: String,
-    /// Reused for every chunk's JSON.
-    buf: Vec<u8>,
+    /// Every chunk's JSON is written here and split off: once the relay has dropped the chunks
+    /// before it, the buffer takes its memory back instead of allocating (`BytesMut::reserve`).
+    buf: BytesMut,
 }
 
 /// The borrowed chunk we write: `chat.completion.chunk`.
@@ -731,10 +732,10 @@ struct DeltaOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
+    content: Option<TextOut<'a>>,
     /// The reasoning field DeepSeek and vLLM use; OpenAI has none for chat completions.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<&'a str>,
+    reasoning_content: Option<TextOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[ToolDeltaOut<'a>; 1]>,
 }
@@ -753,7 +754,16 @@ struct ToolDeltaOut<'a> {
 struct FunctionDeltaOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
-    arguments: &'a str,
+    arguments: TextOut<'a>,
+}
+
+/// A string for the chunk: one of ours, or a delta's own as it stood in Anthropic's event
+/// (written through unchanged, escapes included: no decoding and re-escaping per token).
+#[derive(Serialize, Clone, Copy)]
+#[serde(untagged)]
+enum TextOut<'a> {
+    Str(&'a str),
+    Json(JsonStr<'a>),
 }
 
 #[derive(Deserialize)]
@@ -778,7 +788,7 @@ impl Translator {
             blocks: Vec::new(),
             tools: 0,
             output_text: String::new(),
-            buf: Vec::with_capacity(512),
+            buf: BytesMut::with_capacity(4096),
         }
     }
 
@@ -807,7 +817,7 @@ impl Translator {
                 self.usage = v.message.usage;
                 let delta = DeltaOut {
                     role: Some("assistant"),
-                    content: Some(""),
+                    content: Some(TextOut::Str("")),
                     ..Default::default()
                 };
                 let bytes = self.chunk(delta, None)?;
@@ -834,7 +844,7 @@ impl Translator {
                         if let Some(t) = v.content_block.text.as_deref().filter(|t| !t.is_empty()) {
                             self.output_text.push_str(t);
                             let delta = DeltaOut {
-                                content: Some(t),
+                                content: Some(TextOut::Str(t)),
                                 ..Default::default()
                             };
                             let bytes = self.chunk(delta, None)?;
@@ -849,7 +859,7 @@ impl Translator {
                                 kind: Some("function"),
                                 function: FunctionDeltaOut {
                                     name: v.content_block.name.as_deref(),
-                                    arguments: "",
+                                    arguments: TextOut::Str(""),
                                 },
                             }]),
                             ..Default::default()
@@ -871,32 +881,29 @@ impl Translator {
                 let d = &v.delta;
                 let delta = match (d.kind.0.as_ref(), block) {
                     ("text_delta", _) => {
-                        let t = d.text.as_ref().map(|t| t.0.as_ref()).unwrap_or("");
-                        if t.is_empty() {
+                        let Some(t) = d.text.filter(|t| !t.is_empty()) else {
                             return Ok(false);
-                        }
-                        self.output_text.push_str(t);
+                        };
+                        t.append_to(&mut self.output_text);
                         DeltaOut {
-                            content: Some(t),
+                            content: Some(TextOut::Json(t)),
                             ..Default::default()
                         }
                     }
                     ("thinking_delta", _) => {
-                        let t = d.thinking.as_ref().map(|t| t.0.as_ref()).unwrap_or("");
-                        if t.is_empty() {
+                        let Some(t) = d.thinking.filter(|t| !t.is_empty()) else {
                             return Ok(false);
-                        }
-                        self.output_text.push_str(t);
+                        };
+                        t.append_to(&mut self.output_text);
                         DeltaOut {
-                            reasoning_content: Some(t),
+                            reasoning_content: Some(TextOut::Json(t)),
                             ..Default::default()
                         }
                     }
                     ("input_json_delta", Block::Tool(index)) => {
-                        let j = d.partial_json.as_ref().map(|t| t.0.as_ref()).unwrap_or("");
-                        if j.is_empty() {
+                        let Some(j) = d.partial_json.filter(|j| !j.is_empty()) else {
                             return Ok(false);
-                        }
+                        };
                         DeltaOut {
                             tool_calls: Some([ToolDeltaOut {
                                 index,
@@ -904,7 +911,7 @@ impl Translator {
                                 kind: None,
                                 function: FunctionDeltaOut {
                                     name: None,
-                                    arguments: j,
+                                    arguments: TextOut::Json(j),
                                 },
                             }]),
                             ..Default::default()
@@ -1002,14 +1009,23 @@ impl Translator {
     }
 }
 
-/// `data: {json}\n\n`, built in the reused buffer.
-fn encode(buf: &mut Vec<u8>, chunk: &ChunkOut<'_>) -> Result<Bytes, ProviderError> {
-    buf.clear();
+/// `data: {json}\n\n`, built in the shared buffer and split off it.
+fn encode(buf: &mut BytesMut, chunk: &ChunkOut<'_>) -> Result<Bytes, ProviderError> {
+    use bytes::BufMut as _;
+    // Room for a typical chunk; reclaims the buffer's own memory when nothing holds it.
+    buf.reserve(512);
     buf.extend_from_slice(b"data: ");
-    serde_json::to_writer(&mut *buf, chunk)
-        .map_err(|e| ProviderError::protocol(format!("could not encode a chunk: {e}")))?;
+    let mut writer = buf.writer();
+    let written = serde_json::to_writer(&mut writer, chunk);
+    let buf = writer.into_inner();
+    if let Err(e) = written {
+        buf.clear();
+        return Err(ProviderError::protocol(format!(
+            "could not encode a chunk: {e}"
+        )));
+    }
     buf.extend_from_slice(b"\n\n");
-    Ok(Bytes::copy_from_slice(buf))
+    Ok(buf.split().freeze())
 }
 
 fn data_item(bytes: Bytes, content: bool, usage_only: bool) -> StreamItem {

@@ -13,7 +13,9 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::Stream;
-use switchyard_providers::{openai::openai_sse_stream, ProviderError, StreamItem};
+use switchyard_providers::{
+    anthropic::anthropic_sse_stream, openai::openai_sse_stream, ProviderError, StreamItem,
+};
 
 /// Counts allocations (and reallocations) made by the thread that armed it.
 struct Counting;
@@ -128,4 +130,98 @@ fn reading_a_streamed_chunk_allocates_nothing() {
     assert_eq!(summary.usage.unwrap().output_tokens, 2_000);
     let expected: String = (0..CHUNKS).map(|i| token(i).0).collect();
     assert_eq!(summary.output_text, expected);
+}
+
+/// An Anthropic stream as the Messages streaming reference shows it
+/// (https://docs.anthropic.com/en/docs/build-with-claude/streaming): the tap translates each
+/// `content_block_delta` into an OpenAI chunk, and that too must not allocate per token.
+#[test]
+fn translating_an_anthropic_token_allocates_nothing() {
+    const DELTAS: usize = 2_000;
+    let event =
+        |name: &str, data: String| Ok(Bytes::from(format!("event: {name}\ndata: {data}\n\n")));
+    let mut pieces: Vec<Result<Bytes, ProviderError>> = vec![
+        event(
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":1}}}"#.to_string(),
+        ),
+        event(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_string(),
+        ),
+    ];
+    for i in 0..DELTAS {
+        let text = token(i).1;
+        pieces.push(event(
+            "content_block_delta",
+            format!(r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{text}"}}}}"#),
+        ));
+    }
+    pieces.push(event(
+        "content_block_stop",
+        r#"{"type":"content_block_stop","index":0}"#.to_string(),
+    ));
+    pieces.push(event(
+        "message_delta",
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2000}}"#.to_string(),
+    ));
+    pieces.push(event(
+        "message_stop",
+        r#"{"type":"message_stop"}"#.to_string(),
+    ));
+    let mut stream = pin!(anthropic_sse_stream(futures_util::stream::iter(pieces)));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut next = || match stream.as_mut().poll_next(&mut cx) {
+        Poll::Ready(Some(item)) => item.unwrap(),
+        other => panic!("the stream should have an item ready, got {other:?}"),
+    };
+
+    // The role chunk, then the first token (which sets the stream up).
+    assert!(matches!(next(), StreamItem::Data { content: false, .. }));
+    let mut relayed = Vec::new();
+    let StreamItem::Data {
+        bytes,
+        content: true,
+        ..
+    } = next()
+    else {
+        panic!("expected the first token's chunk");
+    };
+    relayed.push(bytes);
+    let (chunks, allocations) = counted(|| {
+        (1..DELTAS)
+            .map(|_| match next() {
+                StreamItem::Data {
+                    bytes,
+                    content: true,
+                    ..
+                } => bytes,
+                other => panic!("expected a token's chunk, got {other:?}"),
+            })
+            // Each chunk dropped at once, as the relay does once the client has it.
+            .map(|bytes| bytes.len())
+            .count()
+    });
+    println!("{allocations} allocations over {chunks} translated chunks");
+    assert!(
+        allocations <= 16,
+        "{allocations} allocations over {chunks} translated chunks"
+    );
+
+    // What the client gets is OpenAI's chunk with the token's text, escapes included.
+    let first: serde_json::Value =
+        serde_json::from_slice(relayed[0].strip_prefix(b"data: ").unwrap()).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["content"], token(0).0);
+    let mut rest = Vec::new();
+    loop {
+        match next() {
+            StreamItem::Data { .. } => rest.push(()),
+            StreamItem::End(summary) => {
+                assert_eq!(summary.usage.unwrap().output_tokens, 2_000);
+                let expected: String = (0..DELTAS).map(|i| token(i).0).collect();
+                assert_eq!(summary.output_text, expected);
+                break;
+            }
+        }
+    }
 }
