@@ -2,12 +2,12 @@
 //! not touch the heap: this counts the allocations `openai_sse_stream` makes over a long stream
 //! of OpenAI chunks (each event as its own received piece, as upstreams write them).
 #![allow(unsafe_code)] // a counting wrapper around the system allocator, for this test only
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
-    pin::pin,
+    pin::{pin, Pin},
     task::{Context, Poll, Waker},
 };
 
@@ -62,6 +62,16 @@ fn counted<T>(f: impl FnOnce() -> T) -> (T, u64) {
     (out, n)
 }
 
+/// The stream's next item, which must be ready: all of its input is there.
+fn next_ready(
+    stream: Pin<&mut impl Stream<Item = Result<StreamItem, ProviderError>>>,
+) -> StreamItem {
+    match stream.poll_next(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Some(item)) => item.unwrap(),
+        other => panic!("the stream should have an item ready, got {other:?}"),
+    }
+}
+
 /// The `i`th token as text, and as it stands in JSON: every third holds a newline and every
 /// third quotes, so escapes are read too.
 fn token(i: usize) -> (String, String) {
@@ -94,11 +104,7 @@ fn reading_a_streamed_chunk_allocates_nothing() {
     )));
     pieces.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
     let mut stream = pin!(openai_sse_stream(futures_util::stream::iter(pieces)));
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut next = || match stream.as_mut().poll_next(&mut cx) {
-        Poll::Ready(Some(item)) => item.unwrap(),
-        other => panic!("the stream should have an item ready, got {other:?}"),
-    };
+    let mut next = || next_ready(stream.as_mut());
 
     // The first chunk sets the stream up; what matters is every chunk after it.
     assert!(matches!(next(), StreamItem::Data { content: true, .. }));
@@ -170,11 +176,7 @@ fn translating_an_anthropic_token_allocates_nothing() {
         r#"{"type":"message_stop"}"#.to_string(),
     ));
     let mut stream = pin!(anthropic_sse_stream(futures_util::stream::iter(pieces)));
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut next = || match stream.as_mut().poll_next(&mut cx) {
-        Poll::Ready(Some(item)) => item.unwrap(),
-        other => panic!("the stream should have an item ready, got {other:?}"),
-    };
+    let mut next = || next_ready(stream.as_mut());
 
     // The role chunk, then the first token (which sets the stream up).
     assert!(matches!(next(), StreamItem::Data { content: false, .. }));
