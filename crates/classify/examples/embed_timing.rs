@@ -1,6 +1,7 @@
 //! Times one MiniLM embedding at a few prompt lengths, per weight format:
-//! `cargo run --release -p switchyard-classify --example embed_timing [-- f32 q8_0 q8_0-vnni]`.
-//! The thread count is candle's (`RAYON_NUM_THREADS`, default one per core).
+//! `cargo run --release -p switchyard-classify --example embed_timing [-- f32 q8_0 q8_0-vnni i8-vnni]`.
+//! candle's formats use its thread count (`RAYON_NUM_THREADS`, default one per core); `i8-vnni`
+//! runs on the calling thread.
 use std::time::Instant;
 
 use switchyard_classify::{default_model_dir, Embedder, Weights};
@@ -8,7 +9,12 @@ use switchyard_classify::{default_model_dir, Embedder, Weights};
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let formats: Vec<Weights> = if args.is_empty() {
-        vec![Weights::F32, Weights::Q8_0, Weights::Q8_0Vnni]
+        vec![
+            Weights::F32,
+            Weights::Q8_0,
+            Weights::Q8_0Vnni,
+            Weights::I8Vnni,
+        ]
     } else {
         args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?
     };

@@ -1,8 +1,9 @@
 //! A BERT encoder forward for one text at a time, written for all-MiniLM-L6-v2's shape (6
 //! layers, width 384, 12 heads, absolute positions, erf GELU).
 //!
-//! Candle supplies the matrix products with the layer weights (F32 through its `gemm`, or its
-//! quantized kernels); everything between them (embedding lookup, layer norm, attention,
+//! The matrix products with the layer weights are this crate's int8 product (`int8.rs`) on
+//! AVX-512 VNNI, else candle's (F32 through its `gemm`, or its quantized kernels); everything
+//! between them (embedding lookup, layer norm, attention,
 //! GELU, pooling) is plain Rust over `Vec<f32>`, so that:
 //! * one text needs no padding and no attention mask (the hot case: one prompt per request);
 //! * Q, K and V are one matrix product (one thread-pool dispatch instead of three);
@@ -34,12 +35,18 @@ pub enum Weights {
     /// Q8_0 rows padded with zeros to a multiple of 256 so that candle's AVX-512 VNNI kernel
     /// takes every layer; it quantizes the activations per 256 values (coarser: more drift).
     Q8_0Vnni,
+    /// Int8 with one scale per output column, activations one scale per token, multiplied by
+    /// this crate's AVX-512 VNNI product on the calling thread (`int8.rs`).
+    I8Vnni,
 }
 
 impl Weights {
-    /// `Q8_0Vnni` where candle has its VNNI kernel (AVX-512 VNNI or AVX-VNNI), else `F32`:
-    /// without VNNI, candle's Q8_0 product is slower than its F32 one.
+    /// `I8Vnni` on AVX-512 VNNI; else `Q8_0Vnni` where candle has its VNNI kernel (AVX-VNNI),
+    /// else `F32`: without VNNI, candle's Q8_0 product is slower than its F32 one.
     pub fn for_this_cpu() -> Weights {
+        if crate::int8::available() {
+            return Weights::I8Vnni;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             let vnni = (is_x86_feature_detected!("avx512f")
@@ -61,8 +68,9 @@ impl std::str::FromStr for Weights {
             "f32" => Ok(Weights::F32),
             "q8_0" => Ok(Weights::Q8_0),
             "q8_0-vnni" => Ok(Weights::Q8_0Vnni),
+            "i8-vnni" => Ok(Weights::I8Vnni),
             other => Err(format!(
-                "weights \"{other}\": expected f32, q8_0 or q8_0-vnni"
+                "weights \"{other}\": expected f32, q8_0, q8_0-vnni or i8-vnni"
             )),
         }
     }
@@ -74,6 +82,7 @@ impl std::fmt::Display for Weights {
             Weights::F32 => "f32",
             Weights::Q8_0 => "q8_0",
             Weights::Q8_0Vnni => "q8_0-vnni",
+            Weights::I8Vnni => "i8-vnni",
         })
     }
 }
@@ -106,6 +115,8 @@ enum Matrix {
     F32(Tensor),
     /// `n × k_stored`, the columns past `k` zero.
     Quantized { w: QTensor, k_stored: usize },
+    /// `n × k`, this crate's int8 layout.
+    Int8(crate::int8::PackedI8),
 }
 
 /// `y = x · Wᵀ + b` for `m` rows of `k` values.
@@ -127,6 +138,17 @@ impl Linear {
                 let t = w.t().map_err(|e| err("transposing", e))?;
                 return Ok(Linear {
                     matrix: Matrix::F32(t),
+                    bias,
+                    k,
+                });
+            }
+            Weights::I8Vnni => {
+                let values = w
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| err("weight values", e))?;
+                return Ok(Linear {
+                    matrix: Matrix::Int8(crate::int8::PackedI8::new(&values, n, k)?),
                     bias,
                     k,
                 });
@@ -158,6 +180,7 @@ impl Linear {
                 .and_then(|y| y.flatten_all())
                 .and_then(|y| y.to_vec1::<f32>())
                 .map_err(|e| err("matmul", e)),
+            Matrix::Int8(w) => w.matmul(&x, m),
             Matrix::Quantized { w, k_stored } => {
                 let input = if *k_stored == self.k {
                     x.into_owned()

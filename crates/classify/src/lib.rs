@@ -16,6 +16,7 @@
 mod bert;
 pub mod config;
 pub mod embed;
+mod int8;
 mod lru;
 
 use std::sync::{Arc, Mutex};

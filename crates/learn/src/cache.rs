@@ -1,17 +1,31 @@
 //! Prompt embeddings kept on disk between training runs, keyed by a hash of the prompt.
 //!
-//! File layout (little-endian): magic `SYEMB1\0\0`, u32 max_tokens, u32 dims, then per entry
-//! u64 FNV-1a hash of the prompt and `dims` f32 values.
+//! File layout (little-endian): magic `SYEMB2\0\0`, u32 max_tokens, u32 dims, 16 bytes naming
+//! the weight format the embeddings were made with (`Weights`' name, zero-padded), then per
+//! entry u64 FNV-1a hash of the prompt and `dims` f32 values. A file of the first layout (no
+//! weight format) reads as empty, like one made with another token budget or format.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"SYEMB1\0\0";
+const MAGIC: &[u8; 8] = b"SYEMB2\0\0";
+const MAGIC_V1: &[u8; 8] = b"SYEMB1\0\0";
+const HEADER: usize = 32;
 
 #[derive(Debug, Clone, Default)]
 pub struct EmbeddingCache {
     max_tokens: usize,
+    /// The weight format's name, zero-padded: embeddings from another format differ slightly.
+    weights: [u8; 16],
     map: HashMap<u64, Vec<f32>>,
+}
+
+fn format_name(weights: &str) -> [u8; 16] {
+    let mut name = [0u8; 16];
+    for (dst, src) in name.iter_mut().zip(weights.as_bytes()) {
+        *dst = *src;
+    }
+    name
 }
 
 fn fnv1a(text: &str) -> u64 {
@@ -24,20 +38,27 @@ fn fnv1a(text: &str) -> u64 {
 }
 
 impl EmbeddingCache {
-    pub fn new(max_tokens: usize) -> Self {
+    /// An empty cache for embeddings cut at `max_tokens` and made with the weight format
+    /// named `weights` (as `Weights` displays it).
+    pub fn new(max_tokens: usize, weights: &str) -> Self {
         EmbeddingCache {
             max_tokens,
+            weights: format_name(weights),
             map: HashMap::new(),
         }
     }
 
-    /// Reads the cache at `path`; a missing file, or one made with another `max_tokens`, is empty.
-    pub fn load(path: &Path, max_tokens: usize) -> Result<Self, String> {
+    /// Reads the cache at `path`; a missing file, or one made with another `max_tokens` or
+    /// weight format, is empty.
+    pub fn load(path: &Path, max_tokens: usize, weights: &str) -> Result<Self, String> {
         let Ok(bytes) = std::fs::read(path) else {
-            return Ok(Self::new(max_tokens));
+            return Ok(Self::new(max_tokens, weights));
         };
         let bad = || format!("{}: not an embedding cache", path.display());
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        if bytes.get(..8) == Some(MAGIC_V1) {
+            return Ok(Self::new(max_tokens, weights));
+        }
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(bad());
         }
         let u32_at = |o: usize| -> Result<u32, String> {
@@ -47,12 +68,12 @@ impl EmbeddingCache {
                 .map(u32::from_le_bytes)
                 .ok_or_else(bad)
         };
-        if u32_at(8)? as usize != max_tokens {
-            return Ok(Self::new(max_tokens));
+        if u32_at(8)? as usize != max_tokens || bytes[16..HEADER] != format_name(weights) {
+            return Ok(Self::new(max_tokens, weights));
         }
         let dims = u32_at(12)? as usize;
         let entry = 8 + dims * 4;
-        let body = &bytes[16..];
+        let body = &bytes[HEADER..];
         if body.len() % entry != 0 {
             return Err(bad());
         }
@@ -65,15 +86,20 @@ impl EmbeddingCache {
                 .collect();
             map.insert(key, v);
         }
-        Ok(EmbeddingCache { max_tokens, map })
+        Ok(EmbeddingCache {
+            max_tokens,
+            weights: format_name(weights),
+            map,
+        })
     }
 
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let dims = self.map.values().next().map_or(0, Vec::len);
-        let mut out = Vec::with_capacity(16 + self.map.len() * (8 + dims * 4));
+        let mut out = Vec::with_capacity(HEADER + self.map.len() * (8 + dims * 4));
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.max_tokens as u32).to_le_bytes());
         out.extend_from_slice(&(dims as u32).to_le_bytes());
+        out.extend_from_slice(&self.weights);
         for (k, v) in &self.map {
             out.extend_from_slice(&k.to_le_bytes());
             for x in v {
@@ -111,17 +137,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_and_ignores_other_token_budgets() {
+    fn round_trips_and_ignores_other_token_budgets_and_formats() {
         let dir = std::env::temp_dir().join(format!("syemb-{}", std::process::id()));
         let path = dir.join("c.bin");
-        let mut c = EmbeddingCache::new(64);
+        let mut c = EmbeddingCache::new(64, "i8-vnni");
         c.insert("a", vec![1.0, 2.0]);
         c.insert("b", vec![3.0, -4.5]);
         c.save(&path).unwrap();
-        let back = EmbeddingCache::load(&path, 64).unwrap();
+        let back = EmbeddingCache::load(&path, 64, "i8-vnni").unwrap();
         assert_eq!(back.get("b"), Some(&vec![3.0, -4.5]));
         assert_eq!(back.len(), 2);
-        assert!(EmbeddingCache::load(&path, 128).unwrap().is_empty());
+        assert!(EmbeddingCache::load(&path, 128, "i8-vnni")
+            .unwrap()
+            .is_empty());
+        assert!(EmbeddingCache::load(&path, 64, "f32").unwrap().is_empty());
+        // A cache of the first layout, which did not name its weight format, starts over.
+        let mut v1 = b"SYEMB1\0\0".to_vec();
+        v1.extend_from_slice(&64u32.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        std::fs::write(&path, v1).unwrap();
+        assert!(EmbeddingCache::load(&path, 64, "i8-vnni")
+            .unwrap()
+            .is_empty());
+        std::fs::write(&path, b"not a cache").unwrap();
+        assert!(EmbeddingCache::load(&path, 64, "i8-vnni").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

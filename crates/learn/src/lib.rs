@@ -192,9 +192,11 @@ pub fn embed_prompts(
     model_dir: Option<&Path>,
     cache_path: Option<&Path>,
 ) -> Result<Vec<Vec<f32>>, String> {
+    let weights = switchyard_classify::Weights::for_this_cpu();
+    let format = weights.to_string();
     let mut cache = match cache_path {
-        Some(p) => EmbeddingCache::load(p, max_tokens)?,
-        None => EmbeddingCache::new(max_tokens),
+        Some(p) => EmbeddingCache::load(p, max_tokens, &format)?,
+        None => EmbeddingCache::new(max_tokens, &format),
     };
     let missing: Vec<&str> = prompts
         .iter()
@@ -205,7 +207,7 @@ pub fn embed_prompts(
         let dir = model_dir
             .map(Path::to_path_buf)
             .unwrap_or_else(switchyard_classify::default_model_dir);
-        let embedder = Embedder::load(&dir, max_tokens)?;
+        let embedder = Embedder::load_with(&dir, max_tokens, weights)?;
         // Batches of similar length waste little on padding.
         let mut order: Vec<&str> = missing;
         order.sort_by_key(|p| p.len());

@@ -1,0 +1,360 @@
+//! An int8 matrix product for the encoder's layers on AVX-512 VNNI, on the calling thread.
+//!
+//! Weights are quantized once at load, symmetric per output column (one scale per row of the
+//! file's `n × k` matrix); each product quantizes its activations in blocks of 128 values of a
+//! row (one scale per block: one per token drifted further from the F32 forward, since a few of
+//! BERT's hidden dimensions carry outliers). Each block's products sum in 32-bit integers and are
+//! scaled once, instead of once per 32 (candle's Q8_0) — and no width needs padding to 256.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, so an activation `q` (−127…127) is stored as
+//! `q + 128`; the product then carries `128 · Σₖ w`, a constant per column removed at the end.
+//!
+//! Why not candle's quantized kernel: on MiniLM's shapes (≤ 32 rows, widths 384 and 1536) it
+//! padded 384 to 512, spent a tenth of the forward quantizing activations in 256-value blocks,
+//! and needed its thread pool, whose barriers wait on a descheduled thread when the other core
+//! is busy (docs/routing-classes.md, "Classifier cost").
+
+/// Output columns per tile: two 512-bit registers of 32-bit sums.
+const TILE_N: usize = 32;
+/// Activation rows per tile: 8 rows × 2 registers = 16 integer accumulators, half the register
+/// file (the float sums of finished blocks spill, touched once per block).
+const TILE_M: usize = 8;
+/// Activation values sharing one scale.
+const BLOCK: usize = 128;
+
+/// `n × k` weights, quantized and laid out for [`PackedI8::matmul`].
+pub(crate) struct PackedI8 {
+    n: usize,
+    k: usize,
+    /// Tile-major: for each tile of 32 columns, for each group of 4 `k` positions, the 32
+    /// columns' 4 bytes (one 64-byte register holds 16 columns' 4 products).
+    data: Vec<i8>,
+    /// Per column: the weight scale (max |w| / 127).
+    scales: Vec<f32>,
+    /// Per block of `k` and column (block-major): 128 · Σ q over the block, the sum the
+    /// activations' +128 offset adds.
+    offsets: Vec<i32>,
+}
+
+/// Whether this CPU runs [`PackedI8::matmul`] (AVX-512 F, BW and VNNI).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl PackedI8 {
+    /// Quantizes `w` (`n × k`, row-major as the file stores it). `n` must be a multiple of 32
+    /// and `k` of 128.
+    pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Result<PackedI8, String> {
+        if n == 0
+            || !n.is_multiple_of(TILE_N)
+            || k == 0
+            || !k.is_multiple_of(BLOCK)
+            || w.len() != n * k
+        {
+            return Err(format!(
+                "int8 weights: {n} × {k} ({} values); rows must be a multiple of {TILE_N} and \
+                 columns of {BLOCK}",
+                w.len()
+            ));
+        }
+        let mut data = vec![0i8; n * k];
+        let mut scales = Vec::with_capacity(n);
+        let mut offsets = vec![0i32; n * (k / BLOCK)];
+        for (col, row) in w.chunks_exact(k).enumerate() {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (scale, inv) = if max > 0.0 {
+                (max / 127.0, 127.0 / max)
+            } else {
+                (0.0, 0.0)
+            };
+            let (tile, c) = (col / TILE_N, col % TILE_N);
+            for (p, v) in row.iter().enumerate() {
+                let q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                offsets[(p / BLOCK) * n + col] += 128 * i32::from(q);
+                data[((tile * (k / 4) + p / 4) * TILE_N + c) * 4 + p % 4] = q;
+            }
+            scales.push(scale);
+        }
+        Ok(PackedI8 {
+            n,
+            k,
+            data,
+            scales,
+            offsets,
+        })
+    }
+
+    /// `x · Wᵀ` for `m` rows of `k` values: `m × n` values. With AVX-512 VNNI where
+    /// [`available`] says so, else the same integer arithmetic in plain Rust (slow: the encoder
+    /// only chooses int8 weights where the fast product runs, see `Weights::for_this_cpu`).
+    pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>, String> {
+        if x.len() != m * self.k {
+            return Err(format!(
+                "int8 product: {} values for {m} rows of {}",
+                x.len(),
+                self.k
+            ));
+        }
+        let mut out = vec![0f32; m * self.n];
+        let mut acts = vec![0u8; m * self.k];
+        let mut act_scales = vec![0f32; m * (self.k / BLOCK)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if available() {
+                // SAFETY (for both calls): `available()` checked the CPU features the functions
+                // enable; the slices have the lengths the functions index within (checked above
+                // and allocated here).
+                #[allow(unsafe_code)]
+                unsafe {
+                    x86::quantize_rows(x, &mut acts, &mut act_scales);
+                    x86::product(self, &acts, &act_scales, m, &mut out);
+                }
+                return Ok(out);
+            }
+        }
+        self.matmul_portable(x, &mut acts, &mut act_scales, &mut out);
+        Ok(out)
+    }
+
+    /// [`PackedI8::matmul`] in plain Rust, operation for operation the same (so the same result
+    /// to the bit): the tests hold the vector product to it.
+    fn matmul_portable(&self, x: &[f32], acts: &mut [u8], act_scales: &mut [f32], out: &mut [f32]) {
+        let k = self.k;
+        for ((values, bytes), scale) in x
+            .chunks_exact(BLOCK)
+            .zip(acts.chunks_exact_mut(BLOCK))
+            .zip(act_scales.iter_mut())
+        {
+            let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+            *scale = if max > 0.0 { max / 127.0 } else { 0.0 };
+            for (b, v) in bytes.iter_mut().zip(values) {
+                *b = ((v * inv).round_ties_even() as i32 + 128) as u8;
+            }
+        }
+        let blocks = k / BLOCK;
+        for (bytes, (out, a_scales)) in acts.chunks_exact(k).zip(
+            out.chunks_exact_mut(self.n)
+                .zip(act_scales.chunks_exact(blocks)),
+        ) {
+            for (col, y) in out.iter_mut().enumerate() {
+                let (tile, c) = (col / TILE_N, col % TILE_N);
+                let mut total = 0f32;
+                for (b, &a_scale) in a_scales.iter().enumerate() {
+                    let mut sum = 0i32;
+                    for (p, &a) in bytes.iter().enumerate().skip(b * BLOCK).take(BLOCK) {
+                        let q = self.data[((tile * (k / 4) + p / 4) * TILE_N + c) * 4 + p % 4];
+                        sum += i32::from(a) * i32::from(q);
+                    }
+                    let sum = (sum - self.offsets[b * self.n + col]) as f32;
+                    total = sum.mul_add(a_scale, total);
+                }
+                *y = total * self.scales[col];
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)] // AVX-512 intrinsics: raw loads and stores within the checked slices.
+mod x86 {
+    use super::{PackedI8, BLOCK, TILE_M, TILE_N};
+    use std::arch::x86_64::*;
+
+    /// Each block of 128 values of `x` as bytes `q + 128` with `q = round(v / scale)`,
+    /// `scale = max |v| / 127` over the block, into `acts`; the scales into `scales`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_rows(x: &[f32], acts: &mut [u8], scales: &mut [f32]) {
+        for ((values, out), scale) in x
+            .chunks_exact(BLOCK)
+            .zip(acts.chunks_exact_mut(BLOCK))
+            .zip(scales.iter_mut())
+        {
+            let mut max = _mm512_setzero_ps();
+            for p in (0..BLOCK).step_by(16) {
+                max = _mm512_max_ps(max, _mm512_abs_ps(_mm512_loadu_ps(values.as_ptr().add(p))));
+            }
+            let max = _mm512_reduce_max_ps(max);
+            let (s, inv) = if max > 0.0 {
+                (max / 127.0, 127.0 / max)
+            } else {
+                (0.0, 0.0)
+            };
+            *scale = s;
+            let inv = _mm512_set1_ps(inv);
+            let offset = _mm512_set1_epi32(128);
+            for p in (0..BLOCK).step_by(16) {
+                // Rounds to nearest even (MXCSR's default); |v · inv| ≤ 127, so q + 128 fits a byte.
+                let q =
+                    _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(values.as_ptr().add(p)), inv));
+                let bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, offset));
+                _mm_storeu_si128(out.as_mut_ptr().add(p) as *mut __m128i, bytes);
+            }
+        }
+    }
+
+    /// `out = acts · Wᵀ`, tile by tile: 32 columns at a time, their weights (`k × 32` bytes,
+    /// 12–48 KB here) reused from cache by every block of 8 rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn product(
+        w: &PackedI8,
+        acts: &[u8],
+        act_scales: &[f32],
+        m: usize,
+        out: &mut [f32],
+    ) {
+        let k = w.k;
+        for tile in 0..w.n / TILE_N {
+            let weights = w.data.as_ptr().add(tile * k * TILE_N);
+            let col = tile * TILE_N;
+            let mut m0 = 0;
+            while m0 < m {
+                let rows = (m - m0).min(TILE_M);
+                let a = acts.as_ptr().add(m0 * k);
+                let o = out.as_mut_ptr().add(m0 * w.n + col);
+                let s = &act_scales[m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK)];
+                match rows {
+                    8 => block::<8>(w, weights, a, s, col, o),
+                    7 => block::<7>(w, weights, a, s, col, o),
+                    6 => block::<6>(w, weights, a, s, col, o),
+                    5 => block::<5>(w, weights, a, s, col, o),
+                    4 => block::<4>(w, weights, a, s, col, o),
+                    3 => block::<3>(w, weights, a, s, col, o),
+                    2 => block::<2>(w, weights, a, s, col, o),
+                    _ => block::<1>(w, weights, a, s, col, o),
+                }
+                m0 += rows;
+            }
+        }
+    }
+
+    /// `R` rows × 32 columns: per block of 128 values, 2·R integer accumulators, four products
+    /// per byte lane per `vpdpbusd`, then one conversion and scaling per output and block.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn block<const R: usize>(
+        w: &PackedI8,
+        weights: *const i8,
+        acts: *const u8,
+        act_scales: &[f32],
+        col: usize,
+        out: *mut f32,
+    ) {
+        let k = w.k;
+        let blocks = k / BLOCK;
+        let mut total = [[_mm512_setzero_ps(); 2]; R];
+        for b in 0..blocks {
+            let mut acc = [[_mm512_setzero_si512(); 2]; R];
+            for group in b * BLOCK / 4..(b + 1) * BLOCK / 4 {
+                let w0 = _mm512_loadu_si512(weights.add(group * 4 * TILE_N) as *const _);
+                let w1 = _mm512_loadu_si512(weights.add(group * 4 * TILE_N + 64) as *const _);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_epi32(
+                        (acts.add(r * k + group * 4) as *const i32).read_unaligned(),
+                    );
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], a, w0);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], a, w1);
+                }
+            }
+            for half in 0..2 {
+                let offset = _mm512_loadu_si512(
+                    w.offsets.as_ptr().add(b * w.n + col + half * 16) as *const _
+                );
+                for (r, (acc, total)) in acc.iter().zip(total.iter_mut()).enumerate() {
+                    let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[half], offset));
+                    let scale = _mm512_set1_ps(act_scales[r * blocks + b]);
+                    total[half] = _mm512_fmadd_ps(sum, scale, total[half]);
+                }
+            }
+        }
+        for half in 0..2 {
+            let scale = _mm512_loadu_ps(w.scales.as_ptr().add(col + half * 16));
+            for (r, total) in total.iter().enumerate() {
+                _mm512_storeu_ps(
+                    out.add(r * w.n + half * 16),
+                    _mm512_mul_ps(total[half], scale),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random matrix in [-1, 1).
+    fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..rows * cols)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn product_matches_f32_within_quantization_error() {
+        let (n, k) = (64, 384);
+        let w = matrix(n, k, 1);
+        let packed = PackedI8::new(&w, n, k).unwrap_or_else(|e| panic!("{e}"));
+        for m in [1, 3, 8, 13] {
+            let x = matrix(m, k, 2 + m as u64);
+            let got = packed.matmul(&x, m).unwrap_or_else(|e| panic!("{e}"));
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|p| x[i * k + p] * w[j * k + p]).sum();
+                    let g = got[i * n + j];
+                    // Each factor rounded by up to half a step (1/254 of its row's maximum):
+                    // over 384 terms with random signs the error's deviation is about 0.04,
+                    // the sums' own about 6.5, so a wrong layout or offset cannot pass 0.25.
+                    assert!((g - want).abs() < 0.25, "row {i} col {j}: {g} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_product_equals_the_portable_one_to_the_bit() {
+        if !available() {
+            // Not skipped silently: a CPU without AVX-512 VNNI has only the portable product,
+            // which the test above checks; the encoder never picks int8 weights there.
+            eprintln!("this CPU lacks AVX-512 VNNI: only the portable int8 product runs here");
+            return;
+        }
+        let (n, k) = (96, 1536);
+        let w = matrix(n, k, 7);
+        let packed = PackedI8::new(&w, n, k).unwrap_or_else(|e| panic!("{e}"));
+        for m in 1..=17 {
+            let x: Vec<f32> = matrix(m, k, 100 + m as u64)
+                .iter()
+                .map(|v| v * 3.0)
+                .collect();
+            let fast = packed.matmul(&x, m).unwrap_or_else(|e| panic!("{e}"));
+            let mut slow = vec![0f32; m * n];
+            let (mut acts, mut scales) = (vec![0u8; m * k], vec![0f32; m * k / BLOCK]);
+            packed.matmul_portable(&x, &mut acts, &mut scales, &mut slow);
+            assert_eq!(fast, slow, "{m} rows");
+        }
+    }
+
+    #[test]
+    fn shapes_it_cannot_tile_are_refused() {
+        assert!(PackedI8::new(&[0.0; 16 * 128], 16, 128).is_err());
+        assert!(PackedI8::new(&[0.0; 32 * 64], 32, 64).is_err());
+        let p = PackedI8::new(&[0.0; 32 * 128], 32, 128).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.matmul(&[0.0; 127], 1).is_err());
+        // All zeros (scales 0) multiply to zeros, not NaN.
+        let y = p.matmul(&[0.0; 256], 2).unwrap_or_else(|e| panic!("{e}"));
+        assert!(y.iter().all(|v| *v == 0.0));
+    }
+}
