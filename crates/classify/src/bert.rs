@@ -3,8 +3,8 @@
 //!
 //! The matrix products with the layer weights are this crate's int8 product (`int8.rs`) on
 //! AVX-512 VNNI, else candle's (F32 through its `gemm`, or its quantized kernels); everything
-//! between them (embedding lookup, layer norm, attention,
-//! GELU, pooling) is plain Rust over `Vec<f32>`, so that:
+//! between them (embedding lookup, layer norm, attention, GELU, pooling) is plain Rust over
+//! `Vec<f32>`, so that:
 //! * one text needs no padding and no attention mask (the hot case: one prompt per request);
 //! * Q, K and V are one matrix product (one thread-pool dispatch instead of three);
 //! * GELU's erf and softmax's exp are polynomials the compiler vectorises, not a libm call per
@@ -35,8 +35,8 @@ pub enum Weights {
     /// Q8_0 rows padded with zeros to a multiple of 256 so that candle's AVX-512 VNNI kernel
     /// takes every layer; it quantizes the activations per 256 values (coarser: more drift).
     Q8_0Vnni,
-    /// Int8 with one scale per output column, activations one scale per token, multiplied by
-    /// this crate's AVX-512 VNNI product on the calling thread (`int8.rs`).
+    /// Int8 with one scale per output column, the activations one scale per 128 values,
+    /// multiplied by this crate's AVX-512 VNNI product on the calling thread (`int8.rs`).
     I8Vnni,
 }
 
