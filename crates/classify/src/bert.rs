@@ -212,10 +212,13 @@ struct Norm {
 
 impl Norm {
     /// Layer norm of one row in place (biased variance, as PyTorch).
+    #[inline(always)]
     fn apply(&self, row: &mut [f32], eps: f32) {
         let width = row.len() as f32;
         let mean = sum_of(row) / width;
-        row.iter_mut().for_each(|v| *v -= mean);
+        for v in row.iter_mut() {
+            *v -= mean;
+        }
         let inv = 1.0 / (sum_of_squares(row) / width + eps).sqrt();
         for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
             *v = *v * inv * g + b;
@@ -378,6 +381,29 @@ impl BertEncoder {
     /// The mean over the tokens of the last layer's output (sentence-transformers' mean
     /// pooling; with one unpadded text every token counts), L2-normalised.
     pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: this CPU has the features `embed_avx2` is compiled for (checked above).
+                #[allow(unsafe_code)]
+                return unsafe { self.embed_avx2(ids, type_ids) };
+            }
+        }
+        self.embed_with(ids, type_ids)
+    }
+
+    /// [`BertEncoder::embed`] compiled for AVX2 and FMA: a build for the baseline x86-64 (the
+    /// default) otherwise runs the steps between the matrix products (layer norms, GELU,
+    /// attention) 4 floats wide, which cost the gateway's build about a third of the forward
+    /// (docs/routing-classes.md, "Classifier cost"). Everything it calls here is inlined into it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn embed_avx2(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+        self.embed_with(ids, type_ids)
+    }
+
+    #[inline(always)]
+    fn embed_with(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
         let len = ids.len();
         let h = self.hidden;
         if len == 0 || len > self.max_positions || type_ids.len() != len {
@@ -400,8 +426,9 @@ impl BertEncoder {
                 *v = w + t + p;
             }
         }
-        x.chunks_exact_mut(h)
-            .for_each(|row| self.embed_norm.apply(row, self.eps));
+        for row in x.chunks_exact_mut(h) {
+            self.embed_norm.apply(row, self.eps);
+        }
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, len)?;
         }
@@ -417,49 +444,53 @@ impl BertEncoder {
         Ok(mean)
     }
 
+    /// The steps between the products run on this thread, in plain loops (a closure would be
+    /// compiled apart from `embed_avx2`, without its features). Spreading them over candle's pool
+    /// was tried: no faster idle, and with a core busy elsewhere every extra barrier can wait on
+    /// a descheduled thread.
+    #[inline(always)]
     fn layer_forward(&self, layer: &Layer, x: &[f32], len: usize) -> Result<Vec<f32>> {
         let h = self.hidden;
         let mut qkv = layer.qkv.forward(Cow::Borrowed(x), len)?;
-        for_each_row(&mut qkv, 3 * h, |_, row| add(row, &layer.qkv.bias));
+        for row in qkv.chunks_exact_mut(3 * h) {
+            add(row, &layer.qkv.bias);
+        }
         let ctx = attention(&qkv, len, h, self.heads)?;
         let mut a = layer.attn_out.forward(Cow::Owned(ctx), len)?;
-        for_each_row(&mut a, h, |i, row| {
+        for (row, residual) in a.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
             add(row, &layer.attn_out.bias);
-            add(row, &x[i * h..(i + 1) * h]);
+            add(row, residual);
             layer.attn_norm.apply(row, self.eps);
-        });
+        }
         let mut up = layer.up.forward(Cow::Borrowed(&a), len)?;
         let width = layer.up.bias.len();
-        for_each_row(&mut up, width, |_, row| {
+        for row in up.chunks_exact_mut(width) {
             add(row, &layer.up.bias);
-            row.iter_mut().for_each(|v| *v = gelu(*v));
-        });
+            for v in row.iter_mut() {
+                *v = gelu(*v);
+            }
+        }
         let mut out = layer.down.forward(Cow::Owned(up), len)?;
-        for_each_row(&mut out, h, |i, row| {
+        for (row, residual) in out.chunks_exact_mut(h).zip(a.chunks_exact(h)) {
             add(row, &layer.down.bias);
-            add(row, &a[i * h..(i + 1) * h]);
+            add(row, residual);
             layer.out_norm.apply(row, self.eps);
-        });
+        }
         Ok(out)
     }
 }
 
 /// Row `i` of a table of rows of `width`, if there is one.
+#[inline(always)]
 fn table_row(table: &[f32], i: u32, width: usize) -> Option<&[f32]> {
     let start = i as usize * width;
     table.get(start..start + width)
 }
 
+#[inline(always)]
 fn add(row: &mut [f32], other: &[f32]) {
-    row.iter_mut().zip(other).for_each(|(v, o)| *v += o);
-}
-
-/// Runs `f(row index, row)` over the rows of `width` in `buf`, on this thread. Spreading these
-/// steps over candle's pool too was tried: no faster on an idle machine, and with a core busy
-/// elsewhere the p99 rose, since every extra pool barrier can wait on a descheduled thread.
-fn for_each_row(buf: &mut [f32], width: usize, mut f: impl FnMut(usize, &mut [f32])) {
-    for (i, row) in buf.chunks_exact_mut(width).enumerate() {
-        f(i, row);
+    for (v, o) in row.iter_mut().zip(other) {
+        *v += o;
     }
 }
 
@@ -467,8 +498,7 @@ fn for_each_row(buf: &mut [f32], width: usize, mut f: impl FnMut(usize, &mut [f3
 const KEY_BLOCK: usize = 32;
 
 /// Softmax(Q·Kᵀ/√d)·V per head over `len` rows of `[Q | K | V]`; no mask (one unpadded text).
-/// Not inlined, so that profiles show it apart from the rest of the forward.
-#[inline(never)]
+#[inline(always)]
 fn attention(qkv: &[f32], len: usize, hidden: usize, heads: usize) -> Result<Vec<f32>> {
     // The head width is a constant inside the loops so their accumulators stay in registers.
     match hidden / heads {
@@ -478,6 +508,7 @@ fn attention(qkv: &[f32], len: usize, hidden: usize, heads: usize) -> Result<Vec
     }
 }
 
+#[inline(always)]
 fn attention_heads<const D: usize>(
     qkv: &[f32],
     len: usize,
@@ -502,7 +533,7 @@ fn attention_heads<const D: usize>(
     }
     let mut ctx = vec![0f32; len * hidden];
     let mut scores = vec![0f32; padded];
-    for_each_row(&mut ctx, hidden, |i, out| {
+    for (i, out) in ctx.chunks_exact_mut(hidden).enumerate() {
         let row = &qkv[i * stride..(i + 1) * stride];
         for head in 0..heads {
             let head_keys = &keys_t[head * D * padded..(head + 1) * D * padded];
@@ -523,7 +554,9 @@ fn attention_heads<const D: usize>(
             }
             let live = &mut scores[..len];
             let max = max_of(live);
-            live.iter_mut().for_each(|s| *s = exp(*s - max));
+            for s in live.iter_mut() {
+                *s = exp(*s - max);
+            }
             let inv_sum = 1.0 / sum_of(live);
             let mut acc = [0f32; D];
             for (&p, v) in live.iter().zip(&values[head * len..(head + 1) * len]) {
@@ -535,12 +568,13 @@ fn attention_heads<const D: usize>(
                 *o = a * inv_sum;
             }
         }
-    });
+    }
     ctx
 }
 
 /// Sum in 8 independent lanes (a single running sum would not vectorise: float addition is
 /// not associative, so the compiler keeps the order).
+#[inline(always)]
 fn sum_of(v: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);
@@ -554,6 +588,7 @@ fn sum_of(v: &[f32]) -> f32 {
 }
 
 /// Σ x², in 8 lanes as [`sum_of`].
+#[inline(always)]
 fn sum_of_squares(v: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);
@@ -567,6 +602,7 @@ fn sum_of_squares(v: &[f32]) -> f32 {
 }
 
 /// Maximum in 8 independent lanes (see [`sum_of`]); inputs are never NaN here.
+#[inline(always)]
 fn max_of(v: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = v.chunks_exact(8);
@@ -583,12 +619,14 @@ fn max_of(v: &[f32]) -> f32 {
 }
 
 /// GELU, erf form (BERT's `gelu`): x/2 · (1 + erf(x/√2)).
+#[inline(always)]
 fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// erf as a rational function of x (odd degree 13 over even degree 8), clamped to ±4 where erf
 /// is ±1 in f32: Eigen's `generic_fast_erf_float` (max error ≈ 1e-7 on [-4, 4]).
+#[inline(always)]
 fn erf(x: f32) -> f32 {
     // Numerator (in x², then times x) and denominator coefficients, highest power first.
     const P: [f64; 7] = [
@@ -616,6 +654,7 @@ fn erf(x: f32) -> f32 {
 
 /// eˣ for x ≤ 0 (softmax after subtracting the maximum): 2ⁿ · e^r with |r| ≤ ln2/2 and a
 /// degree-6 Taylor polynomial for e^r (relative error < 2e-7). Inputs below -87 give ≈ 1.6e-38.
+#[inline(always)]
 fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
