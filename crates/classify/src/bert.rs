@@ -49,11 +49,7 @@ impl Weights {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let vnni = (is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512vnni")
-                && is_x86_feature_detected!("avx512bw"))
-                || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"));
-            if vnni {
+            if is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2") {
                 return Weights::Q8_0Vnni;
             }
         }
@@ -393,9 +389,8 @@ impl BertEncoder {
     }
 
     /// [`BertEncoder::embed`] compiled for AVX2 and FMA: a build for the baseline x86-64 (the
-    /// default) otherwise runs the steps between the matrix products (layer norms, GELU,
-    /// attention) 4 floats wide, which cost the gateway's build about a third of the forward
-    /// (docs/routing-classes.md, "Classifier cost"). Everything it calls here is inlined into it.
+    /// default, as the gateway is built) otherwise runs the steps between the matrix products
+    /// (layer norms, GELU, attention) 4 floats wide. Everything it calls here is inlined into it.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn embed_avx2(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
