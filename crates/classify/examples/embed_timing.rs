@@ -1,7 +1,9 @@
 //! Times one MiniLM embedding at a few prompt lengths, per weight format:
 //! `cargo run --release -p switchyard-classify --example embed_timing [-- f32 q8_0 q8_0-vnni i8-vnni]`.
 //! candle's formats use its thread count (`RAYON_NUM_THREADS`, default one per core); `i8-vnni`
-//! runs on the calling thread.
+//! runs on the calling thread. `EMBED_WORDS=30` times one length (words, comma-separated);
+//! `EMBED_REPEATS` sets the embeddings timed per length (200), e.g. for a longer profile;
+//! `EMBED_PAUSE_MS=20` sleeps between embeddings (as a gateway at 50 req/s idles between them).
 use std::time::Instant;
 
 use switchyard_classify::{default_model_dir, Embedder, Weights};
@@ -20,15 +22,29 @@ fn main() -> Result<(), String> {
     };
     for weights in formats {
         let e = Embedder::load_with(&default_model_dir(), 128, weights)?;
-        for words in [8usize, 14, 30, 60, 200] {
+        let lengths: Vec<usize> = match std::env::var("EMBED_WORDS") {
+            Ok(v) => v.split(',').filter_map(|w| w.trim().parse().ok()).collect(),
+            Err(_) => vec![8, 14, 30, 60, 200],
+        };
+        for &words in &lengths {
             let text = "the quick brown fox jumps over a lazy dog ".repeat(words / 9 + 1);
             let text: String = text.split(' ').take(words).collect::<Vec<_>>().join(" ");
             let toks = e.token_count(&text)?;
             e.embed(&text)?;
-            let n = 200;
+            let n: usize = std::env::var("EMBED_REPEATS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200);
             let mut times = Vec::with_capacity(n);
+            let pause = std::env::var("EMBED_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis);
             let cpu0 = cpu_ms();
             for _ in 0..n {
+                if let Some(pause) = pause {
+                    std::thread::sleep(pause);
+                }
                 let t = Instant::now();
                 e.embed(&text)?;
                 times.push(t.elapsed().as_secs_f64() * 1e3);

@@ -379,26 +379,40 @@ impl BertEncoder {
     pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            let fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if fma && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                // SAFETY: this CPU has the features `embed_avx512` is compiled for (checked above).
+                #[allow(unsafe_code)]
+                return unsafe { self.embed_avx512(ids, type_ids) };
+            }
+            if fma {
                 // SAFETY: this CPU has the features `embed_avx2` is compiled for (checked above).
                 #[allow(unsafe_code)]
                 return unsafe { self.embed_avx2(ids, type_ids) };
             }
         }
-        self.embed_with(ids, type_ids)
+        self.embed_with::<false>(ids, type_ids)
     }
 
     /// [`BertEncoder::embed`] compiled for AVX2 and FMA: a build for the baseline x86-64 (the
     /// default, as the gateway is built) otherwise runs the steps between the matrix products
-    /// (layer norms, GELU, attention) 4 floats wide. Everything it calls here is inlined into it.
+    /// (layer norms, GELU, attention) 4 floats wide and without fused multiply-adds. Everything
+    /// it calls here is inlined into it.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn embed_avx2(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
-        self.embed_with(ids, type_ids)
+        self.embed_with::<true>(ids, type_ids)
+    }
+
+    /// The same, 16 floats wide where the CPU has AVX-512 (where the int8 product runs).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
+    fn embed_avx512(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+        self.embed_with::<true>(ids, type_ids)
     }
 
     #[inline(always)]
-    fn embed_with(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+    fn embed_with<const FMA: bool>(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
         let len = ids.len();
         let h = self.hidden;
         if len == 0 || len > self.max_positions || type_ids.len() != len {
@@ -425,7 +439,7 @@ impl BertEncoder {
             self.embed_norm.apply(row, self.eps);
         }
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, len)?;
+            x = self.layer_forward::<FMA>(layer, &x, len)?;
         }
         let mut mean = vec![0f32; h];
         for row in x.chunks_exact(h) {
@@ -444,7 +458,12 @@ impl BertEncoder {
     /// was tried: no faster idle, and with a core busy elsewhere every extra barrier can wait on
     /// a descheduled thread.
     #[inline(always)]
-    fn layer_forward(&self, layer: &Layer, x: &[f32], len: usize) -> Result<Vec<f32>> {
+    fn layer_forward<const FMA: bool>(
+        &self,
+        layer: &Layer,
+        x: &[f32],
+        len: usize,
+    ) -> Result<Vec<f32>> {
         let h = self.hidden;
         let mut qkv = layer.qkv.forward(Cow::Borrowed(x), len)?;
         for row in qkv.chunks_exact_mut(3 * h) {
@@ -462,7 +481,7 @@ impl BertEncoder {
         for row in up.chunks_exact_mut(width) {
             add(row, &layer.up.bias);
             for v in row.iter_mut() {
-                *v = gelu(*v);
+                *v = gelu::<FMA>(*v);
             }
         }
         let mut out = layer.down.forward(Cow::Owned(up), len)?;
@@ -615,14 +634,14 @@ fn max_of(v: &[f32]) -> f32 {
 
 /// GELU, erf form (BERT's `gelu`): x/2 · (1 + erf(x/√2)).
 #[inline(always)]
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+fn gelu<const FMA: bool>(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// erf as a rational function of x (odd degree 13 over even degree 8), clamped to ±4 where erf
 /// is ±1 in f32: Eigen's `generic_fast_erf_float` (max error ≈ 1e-7 on [-4, 4]).
 #[inline(always)]
-fn erf(x: f32) -> f32 {
+fn erf<const FMA: bool>(x: f32) -> f32 {
     // Numerator (in x², then times x) and denominator coefficients, highest power first.
     const P: [f64; 7] = [
         -2.726_142_258_013_06e-10,
@@ -642,9 +661,21 @@ fn erf(x: f32) -> f32 {
     ];
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let p = P.iter().fold(0f32, |acc, &c| acc * x2 + c as f32);
-    let q = Q.iter().fold(0f32, |acc, &c| acc * x2 + c as f32);
+    let p = P.iter().fold(0f32, |acc, &c| fma::<FMA>(acc, x2, c as f32));
+    let q = Q.iter().fold(0f32, |acc, &c| fma::<FMA>(acc, x2, c as f32));
     x * p / q
+}
+
+/// `a · b + c`: one fused instruction where the caller is compiled with FMA (`FMA` true:
+/// `embed_avx2`, `embed_avx512`), a multiply and an add elsewhere (`mul_add` there would be a
+/// software `fmaf` call per element).
+#[inline(always)]
+fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 /// eˣ for x ≤ 0 (softmax after subtracting the maximum): 2ⁿ · e^r with |r| ≤ ln2/2 and a
@@ -686,8 +717,77 @@ mod tests {
             (3.0, 0.999_977_9),
             (5.0, 1.0),
         ] {
-            assert!((erf(x) - want).abs() < 1e-6, "erf({x}) = {}", erf(x));
-            assert!((erf(-x) + want).abs() < 1e-6, "erf({}) = {}", -x, erf(-x));
+            assert!(
+                (erf::<false>(x) - want).abs() < 1e-6,
+                "erf({x}) = {}",
+                erf::<false>(x)
+            );
+            assert!(
+                (erf::<true>(x) - want).abs() < 1e-6,
+                "fused erf({x}) = {}",
+                erf::<true>(x)
+            );
+            assert!(
+                (erf::<false>(-x) + want).abs() < 1e-6,
+                "erf({}) = {}",
+                -x,
+                erf::<false>(-x)
+            );
+        }
+    }
+
+    /// Every compiled copy of the forward this CPU can run (plain, AVX2+FMA, AVX-512) gives
+    /// the same embedding up to float rounding: they differ only in vector width and fused
+    /// multiply-adds, so a wrong copy (say, a loop the wider one gets wrong) shows here.
+    #[test]
+    fn each_compiled_forward_gives_the_same_embedding() {
+        let dir = crate::default_model_dir();
+        let config: BertConfig = std::fs::read_to_string(dir.join("config.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("model files missing from {}: {e}", dir.display()));
+        let encoder = BertEncoder::load(&config, &dir.join("model.safetensors"), Weights::F32)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // [CLS] a run of word pieces [SEP]: any valid ids make a valid forward. The copies read
+        // 1.2e-7 apart at most here (12-03); 1e-5 leaves room for other CPUs' rounding.
+        let ids: Vec<u32> = std::iter::once(101)
+            .chain((0..30).map(|i| 2000 + 37 * i))
+            .chain(std::iter::once(102))
+            .collect();
+        let types = vec![0; ids.len()];
+        let plain = encoder
+            .embed_with::<false>(&ids, &types)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut copies = vec![("dispatched", encoder.embed(&ids, &types))];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: the features were checked on the line above.
+                #[allow(unsafe_code)]
+                copies.push(("avx2", unsafe { encoder.embed_avx2(&ids, &types) }));
+            } else {
+                eprintln!("this CPU lacks AVX2+FMA: that copy is not compared here");
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                copies.push(("avx512", unsafe { encoder.embed_avx512(&ids, &types) }));
+            } else {
+                eprintln!("this CPU lacks AVX-512: that copy is not compared here");
+            }
+        }
+        for (name, got) in copies {
+            let got = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got.len(), plain.len(), "{name}");
+            let cosine: f32 = got.iter().zip(&plain).map(|(a, b)| a * b).sum();
+            let max_diff = got
+                .iter()
+                .zip(&plain)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                cosine > 0.999_99 && max_diff < 1e-5,
+                "{name}: cosine {cosine}, largest difference {max_diff}"
+            );
         }
     }
 
