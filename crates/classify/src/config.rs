@@ -117,6 +117,21 @@ pub struct SemanticConfig {
     /// each), so a repeated prompt skips MiniLM. 0 turns the cache off.
     #[serde(default = "default_cache_entries")]
     pub cache_entries: usize,
+    /// MiniLM forwards that run at once (each holds one core for a few ms); requests past it
+    /// wait in arrival order. Default: the machine's CPU count. A prompt found in the cache
+    /// does not wait.
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
+    /// The longest a request waits for a free forward, in ms; past it the request takes
+    /// `busy_class` (or `classes.default`) without the semantic step, so an overloaded
+    /// classifier adds at most this wait instead of a growing queue. Unset: requests wait.
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
+    /// The class a request takes when `max_wait_ms` passed (default: `classes.default`). A
+    /// class in `policies.self_hosted_only` (e.g. `sensitive`) keeps such requests on
+    /// self-hosted targets: the safe choice when the examples decide what is sensitive.
+    #[serde(default)]
+    pub busy_class: Option<String>,
 }
 
 fn default_max_tokens() -> usize {
@@ -142,6 +157,9 @@ impl Default for SemanticConfig {
             min_similarity: default_min_similarity(),
             examples: BTreeMap::new(),
             cache_entries: default_cache_entries(),
+            max_concurrent: None,
+            max_wait_ms: None,
+            busy_class: None,
         }
     }
 }
@@ -271,6 +289,19 @@ impl ClassesConfig {
                     "classes.semantic.min_similarity: {} is not a cosine similarity in -1..=1",
                     s.min_similarity
                 ));
+            }
+            if s.max_concurrent == Some(0) {
+                return Err("classes.semantic.max_concurrent: must be at least 1".into());
+            }
+            if let Some(busy) = &s.busy_class {
+                self.check_class_ref("classes.semantic.busy_class", busy)?;
+                if s.max_wait_ms.is_none() {
+                    return Err(
+                        "classes.semantic.busy_class: set max_wait_ms too (without a \
+                                wait limit requests wait, and busy_class is never used)"
+                            .into(),
+                    );
+                }
             }
         }
         Ok(())

@@ -19,6 +19,7 @@ pub mod embed;
 mod int8;
 mod lru;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use regex::Regex;
@@ -55,17 +56,21 @@ pub enum ClassifiedBy {
     Semantic {
         score: f32,
     },
+    /// Every MiniLM forward was taken for longer than `max_wait_ms`: `busy_class` or the default.
+    Busy,
     Default,
 }
 
 impl ClassifiedBy {
-    /// Short text for logs and the ledger: `header`, `key_default`, `rule:NAME`, `semantic`, `default`.
+    /// Short text for logs and the ledger: `header`, `key_default`, `rule:NAME`, `semantic`,
+    /// `busy`, `default`.
     pub fn label(&self) -> String {
         match self {
             ClassifiedBy::Header => "header".into(),
             ClassifiedBy::KeyDefault => "key_default".into(),
             ClassifiedBy::Rule { name } => format!("rule:{name}"),
             ClassifiedBy::Semantic { .. } => "semantic".into(),
+            ClassifiedBy::Busy => "busy".into(),
             ClassifiedBy::Default => "default".into(),
         }
     }
@@ -139,9 +144,40 @@ struct Semantic {
     /// (class, unit embedding) per example; for [`Vote::Centroid`], one unit centroid per class.
     points: Vec<(String, Vec<f32>)>,
     cache: Mutex<lru::EmbeddingLru>,
+    gate: Gate,
+}
+
+/// How many MiniLM forwards run at once on the async path, how long a request waits for one,
+/// and what it was counted as.
+struct Gate {
+    /// Fair (first come, first served) permits, one per forward.
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    max_wait: Option<std::time::Duration>,
+    busy_class: Option<String>,
+    waiting: AtomicU64,
+    busy: AtomicU64,
+}
+
+/// The semantic step's load, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemanticLoad {
+    /// Forwards that may run at once (`max_concurrent`).
+    pub max_concurrent: usize,
+    /// Forwards running now.
+    pub running: usize,
+    /// Requests waiting for a forward now.
+    pub waiting: u64,
+    /// Requests that waited `max_wait_ms` and took the busy class, since start.
+    pub busy_total: u64,
 }
 
 impl Semantic {
+    /// The embedding of `text` if the cache holds it.
+    fn cached(&self, text: &str) -> Option<Vec<f32>> {
+        self.lock_cache().get(lru::text_key(text))
+    }
+
     /// The embedding of `text`, from the cache when this exact text was embedded recently.
     fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
         let key = lru::text_key(text);
@@ -275,6 +311,20 @@ impl Classifier {
         self.semantic.as_ref().map(|s| s.lock_cache().stats())
     }
 
+    /// Forwards running and requests waiting for one on the async path, and how many took the
+    /// busy class (none without the semantic step).
+    pub fn semantic_load(&self) -> Option<SemanticLoad> {
+        self.semantic.as_ref().map(|s| {
+            let max = s.gate.max_concurrent();
+            SemanticLoad {
+                max_concurrent: max,
+                running: max.saturating_sub(s.gate.permits.available_permits()),
+                waiting: s.gate.waiting.load(Ordering::Relaxed),
+                busy_total: s.gate.busy.load(Ordering::Relaxed),
+            }
+        })
+    }
+
     /// The loaded MiniLM, if the semantic step is configured (to share with other users).
     pub fn embedder(&self) -> Option<&Arc<Embedder>> {
         self.semantic.as_ref().map(|s| &s.embedder)
@@ -354,7 +404,9 @@ impl Classifier {
         }
     }
 
-    /// As [`Classifier::classify`], but the MiniLM step (only) runs on tokio's blocking pool.
+    /// As [`Classifier::classify`], but the MiniLM step (only) runs on tokio's blocking pool, at
+    /// most `max_concurrent` at once; a request that waited `max_wait_ms` for its turn takes the
+    /// busy class instead. A prompt whose embedding is cached neither waits nor leaves the task.
     pub async fn classify_async(
         self: &Arc<Self>,
         req: &ChatRequest,
@@ -364,9 +416,25 @@ impl Classifier {
         match self.early(req, header_class, key_default)? {
             Early::Done(c) => Ok(c),
             Early::NeedsSemantic => {
+                let Some(s) = &self.semantic else {
+                    return Ok(self.default_classification());
+                };
                 let text = self.semantic_input(req);
+                if let Some(emb) = s.cached(&text) {
+                    return Ok(self.vote_on(s, &emb));
+                }
+                let Some(permit) = s.gate.enter().await else {
+                    return Ok(Classification {
+                        class: s.gate.busy_class.clone().or_else(|| self.default.clone()),
+                        by: ClassifiedBy::Busy,
+                    });
+                };
                 let this = Arc::clone(self);
-                match tokio::task::spawn_blocking(move || this.semantic_step(&text)).await {
+                let step = move || {
+                    let _forward = permit;
+                    this.semantic_step(&text)
+                };
+                match tokio::task::spawn_blocking(step).await {
                     Ok(c) => Ok(c),
                     Err(e) => {
                         tracing::warn!(error = %e, "semantic classification task failed; using the default class");
@@ -402,7 +470,12 @@ impl Classifier {
                 return self.default_classification();
             }
         };
-        match s.vote(&emb) {
+        self.vote_on(s, &emb)
+    }
+
+    /// The class the examples vote for `emb`, or the default below the minimum similarity.
+    fn vote_on(&self, s: &Semantic, emb: &[f32]) -> Classification {
+        match s.vote(emb) {
             Some((class, score)) if score >= s.min_similarity => Classification {
                 class: Some(class),
                 by: ClassifiedBy::Semantic { score },
@@ -446,6 +519,42 @@ impl Semantic {
     }
 }
 
+impl Gate {
+    /// A permit to run one forward, after waiting for it at most `max_wait`; none (counted as
+    /// busy) when the wait ran out.
+    async fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // The uncontended case takes no timer.
+        if let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(p);
+        }
+        // Counted while waiting, also if the request is dropped meanwhile (client gone).
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&self.waiting);
+        let wait = Arc::clone(&self.permits).acquire_owned();
+        let permit = match self.max_wait {
+            Some(limit) => tokio::time::timeout(limit, wait).await.ok(),
+            None => Some(wait.await),
+        };
+        drop(waiting);
+        // The semaphore is never closed, so `acquire_owned` does not fail.
+        let permit = permit.and_then(Result::ok);
+        if permit.is_none() {
+            self.busy.fetch_add(1, Ordering::Relaxed);
+        }
+        permit
+    }
+
+    fn max_concurrent(&self) -> usize {
+        self.max
+    }
+}
+
 fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result<Semantic, String> {
     let embedder = match embedder {
         Some(e) => e,
@@ -477,6 +586,9 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
             }
         }
     }
+    let max_concurrent = s
+        .max_concurrent
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     Ok(Semantic {
         embedder,
         vote: s.vote,
@@ -484,5 +596,141 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
         min_similarity: s.min_similarity,
         points,
         cache: Mutex::new(lru::EmbeddingLru::new(s.cache_entries)),
+        gate: Gate {
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            max: max_concurrent,
+            max_wait: s.max_wait_ms.map(std::time::Duration::from_millis),
+            busy_class: s.busy_class.clone(),
+            waiting: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_api::openai::Message;
+
+    /// The tests' classes (tests/data/classes.toml) with the semantic step's gate set as given.
+    fn classifier(max_wait_ms: Option<u64>, busy_class: Option<&str>) -> Arc<Classifier> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/classes.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut config: ClassesConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let semantic = config
+            .semantic
+            .as_mut()
+            .unwrap_or_else(|| panic!("no semantic"));
+        semantic.max_tokens = 32;
+        semantic.max_concurrent = Some(1);
+        semantic.max_wait_ms = max_wait_ms;
+        semantic.busy_class = busy_class.map(str::to_string);
+        // Needs MiniLM (scripts/fetch-models.sh); fails loudly without it.
+        Arc::new(Classifier::build(&config).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn user(text: &str) -> ChatRequest {
+        ChatRequest {
+            model: "default".into(),
+            messages: vec![Message::text("user", text)],
+            ..Default::default()
+        }
+    }
+
+    /// Takes every forward, as requests running MiniLM would.
+    fn hold_forwards(c: &Classifier) -> tokio::sync::OwnedSemaphorePermit {
+        let s = c.semantic.as_ref().unwrap_or_else(|| panic!("no semantic"));
+        Arc::clone(&s.gate.permits)
+            .try_acquire_owned()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const PROMPT: &str = "Condense this quarterly report into three bullet points for the board.";
+
+    #[tokio::test]
+    async fn a_request_that_waited_max_wait_takes_the_busy_class() {
+        let c = classifier(Some(20), Some("sensitive"));
+        let held = hold_forwards(&c);
+        let out = c
+            .classify_async(&user(PROMPT), None, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.class.as_deref(), Some("sensitive"));
+        assert_eq!(out.by, ClassifiedBy::Busy);
+        let load = c.semantic_load().unwrap_or_else(|| panic!("no load"));
+        assert_eq!((load.running, load.waiting, load.busy_total), (1, 0, 1));
+        // Once a forward is free the same prompt gets its semantic class.
+        drop(held);
+        let out = c
+            .classify_async(&user(PROMPT), None, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(out.by, ClassifiedBy::Semantic { .. }), "{out:?}");
+        assert_eq!(out.class.as_deref(), Some("summarization"));
+    }
+
+    #[tokio::test]
+    async fn without_a_busy_class_the_default_class_applies() {
+        let c = classifier(Some(5), None);
+        let _held = hold_forwards(&c);
+        let out = c
+            .classify_async(&user(PROMPT), None, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (out.class.as_deref(), out.by),
+            (Some("chat"), ClassifiedBy::Busy)
+        );
+    }
+
+    #[tokio::test]
+    async fn without_max_wait_a_request_waits_for_its_turn() {
+        let c = classifier(None, None);
+        let held = hold_forwards(&c);
+        let request = user(PROMPT);
+        let mut waiting = std::pin::pin!(c.classify_async(&request, None, None));
+        // Far longer than any wait limit a config would set: still waiting, and counted.
+        let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut waiting).await;
+        assert!(
+            early.is_err(),
+            "classified while every forward was taken: {early:?}"
+        );
+        let load = c.semantic_load().unwrap_or_else(|| panic!("no load"));
+        assert_eq!((load.waiting, load.busy_total), (1, 0));
+        drop(held);
+        let out = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.class.as_deref(), Some("summarization"));
+        assert_eq!(c.semantic_load().map(|l| l.waiting), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_waiting_is_no_longer_counted() {
+        let c = classifier(None, None);
+        let _held = hold_forwards(&c);
+        let request = user(PROMPT);
+        {
+            let mut waiting = std::pin::pin!(c.classify_async(&request, None, None));
+            let early =
+                tokio::time::timeout(std::time::Duration::from_millis(20), &mut waiting).await;
+            assert!(early.is_err());
+            assert_eq!(c.semantic_load().map(|l| l.waiting), Some(1));
+        }
+        assert_eq!(c.semantic_load().map(|l| l.waiting), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_cached_prompt_does_not_wait_for_a_forward() {
+        let c = classifier(Some(5), Some("sensitive"));
+        let first = c
+            .classify_async(&user(PROMPT), None, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _held = hold_forwards(&c);
+        let again = c
+            .classify_async(&user(PROMPT), None, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, first);
+        assert_eq!(c.semantic_load().map(|l| l.busy_total), Some(0));
+    }
 }

@@ -309,6 +309,39 @@ fn validation_names_the_key_at_fault() {
     s.examples.insert("zzz".into(), vec!["hello".into()]);
     c.semantic = Some(s);
     check(c, "classes.semantic.examples.zzz");
+    // The semantic step's gate: a forward at least, a defined busy class, and one only with a
+    // wait limit (without one requests wait and the busy class would never apply).
+    let semantic = |edit: fn(&mut switchyard_classify::SemanticConfig)| {
+        let mut c = config(vec![]);
+        let mut s = switchyard_classify::SemanticConfig::default();
+        s.examples.insert("a".into(), vec!["hello".into()]);
+        edit(&mut s);
+        c.semantic = Some(s);
+        c
+    };
+    check(
+        semantic(|s| s.max_concurrent = Some(0)),
+        "classes.semantic.max_concurrent",
+    );
+    check(
+        semantic(|s| {
+            s.max_wait_ms = Some(5);
+            s.busy_class = Some("zzz".into());
+        }),
+        "classes.semantic.busy_class",
+    );
+    check(
+        semantic(|s| s.busy_class = Some("a".into())),
+        "classes.semantic.busy_class",
+    );
+    let mut ok = semantic(|s| {
+        s.max_concurrent = Some(1);
+        s.max_wait_ms = Some(5);
+        s.busy_class = Some("a".into());
+    });
+    ok.validate().unwrap();
+    ok.semantic.as_mut().unwrap().busy_class = None;
+    ok.validate().unwrap();
 }
 
 #[test]

@@ -268,6 +268,26 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         "Requests refused with 503 because max_in_flight were being served.",
         gw.admission.refused() as f64,
     );
+    if let Some(load) = gw.classifier.as_ref().and_then(|c| c.semantic_load()) {
+        series(
+            "switchyard_classifier_forwards_running",
+            "gauge",
+            "MiniLM forwards of the semantic class step running now (limit: classes.semantic.max_concurrent).",
+            load.running as f64,
+        );
+        series(
+            "switchyard_classifier_waiting",
+            "gauge",
+            "Requests waiting for a MiniLM forward now.",
+            load.waiting as f64,
+        );
+        series(
+            "switchyard_classifier_busy_total",
+            "counter",
+            "Requests that waited classes.semantic.max_wait_ms for a forward and took the busy class instead.",
+            load.busy_total as f64,
+        );
+    }
     if let Some((in_use, free)) = crate::memory::heap_bytes() {
         let _ = writeln!(
             out,

@@ -381,6 +381,23 @@ targets = [{{ provider = "local", model = "summarizer" }}]
         .await,
         "local/summarizer"
     );
+    // The semantic step's load is on /metrics: nothing running or waiting now, none busy.
+    let metrics = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "switchyard_classifier_forwards_running 0\n",
+        "switchyard_classifier_waiting 0\n",
+        "switchyard_classifier_busy_total 0\n",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "{line:?} missing from /metrics:\n{metrics}"
+        );
+    }
     let classes = gw.classes().await;
     assert_eq!(
         classes,
