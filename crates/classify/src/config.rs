@@ -118,8 +118,8 @@ pub struct SemanticConfig {
     #[serde(default = "default_cache_entries")]
     pub cache_entries: usize,
     /// MiniLM forwards that run at once (each holds one core for a few ms); requests past it
-    /// wait in arrival order. Default: the machine's CPU count. A prompt found in the cache
-    /// does not wait.
+    /// wait in arrival order. Default: twice the machine's CPU count. A prompt found in the
+    /// cache does not wait.
     #[serde(default)]
     pub max_concurrent: Option<usize>,
     /// The longest a request waits for a free forward, in ms; past it the request takes
