@@ -124,7 +124,8 @@ pub struct SemanticConfig {
     pub max_concurrent: Option<usize>,
     /// The longest a request waits for a free forward, in ms; past it the request takes
     /// `busy_class` (or `classes.default`) without the semantic step, so an overloaded
-    /// classifier adds at most this wait instead of a growing queue. Unset: requests wait.
+    /// classifier adds at most this wait instead of a growing queue. Unset: requests wait; 0:
+    /// a request that finds every forward taken does not wait at all.
     #[serde(default)]
     pub max_wait_ms: Option<u64>,
     /// The class a request takes when `max_wait_ms` passed (default: `classes.default`). A

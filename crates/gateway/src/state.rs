@@ -182,6 +182,19 @@ impl Gateway {
                 }),
             );
         }
+        if let Some(busy) = cfg
+            .classes
+            .as_ref()
+            .and_then(|c| busy_class_outside_self_hosted(c, &cfg.policies.self_hosted_only))
+        {
+            tracing::warn!(
+                busy_class = %busy,
+                self_hosted_only = ?cfg.policies.self_hosted_only,
+                "classes.semantic.max_wait_ms is set and the requests it skips take a class outside \
+                 policies.self_hosted_only: while the classifier is overloaded, prompts its examples \
+                 would keep self-hosted may reach any target (set busy_class to a self-hosted class)"
+            );
+        }
         let classifier = match &cfg.classes {
             Some(c) => Some(Arc::new(Classifier::build(c).map_err(|message| {
                 BuildError {
@@ -225,6 +238,26 @@ impl Gateway {
             draining: std::sync::atomic::AtomicBool::new(false),
             started_at: std::time::Instant::now(),
         })
+    }
+}
+
+/// With a wait limit on the semantic step, a request it had no time for takes `busy_class` (or
+/// the default class). When classes are kept self-hosted and that class is not one of them, a
+/// prompt the examples would have called, say, `sensitive` may reach any target while the
+/// classifier is overloaded: allowed (the operator may accept it), but said at start-up. The
+/// class (`(none)` for no class) when that is so.
+fn busy_class_outside_self_hosted(
+    classes: &switchyard_classify::ClassesConfig,
+    kept: &[String],
+) -> Option<String> {
+    let s = classes.semantic.as_ref()?;
+    if s.max_wait_ms.is_none() || kept.is_empty() {
+        return None;
+    }
+    match s.busy_class.as_ref().or(classes.default.as_ref()) {
+        Some(b) if kept.contains(b) => None,
+        Some(b) => Some(b.clone()),
+        None => Some("(none)".into()),
     }
 }
 
@@ -376,5 +409,58 @@ impl TargetBuilder<'_> {
             balancer,
             learned,
         })
+    }
+}
+
+#[cfg(test)]
+mod busy_class_tests {
+    use super::busy_class_outside_self_hosted;
+
+    #[test]
+    fn a_busy_class_outside_self_hosted_classes_is_named() {
+        let mut classes: switchyard_classify::ClassesConfig = toml::from_str(
+            r#"
+            names = ["chat", "sensitive"]
+            default = "chat"
+            [semantic]
+            max_wait_ms = 5
+            [semantic.examples]
+            sensitive = ["my passport number is"]
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let kept = vec!["sensitive".to_string()];
+        // No busy class: the default, `chat`, is not kept self-hosted.
+        assert_eq!(
+            busy_class_outside_self_hosted(&classes, &kept).as_deref(),
+            Some("chat")
+        );
+        // Nothing is kept self-hosted: nothing to warn about.
+        assert_eq!(busy_class_outside_self_hosted(&classes, &[]), None);
+        let semantic = classes
+            .semantic
+            .as_mut()
+            .unwrap_or_else(|| panic!("semantic"));
+        semantic.busy_class = Some("sensitive".into());
+        assert_eq!(busy_class_outside_self_hosted(&classes, &kept), None);
+        // Without a wait limit requests wait for the classifier: no class is skipped to.
+        let semantic = classes
+            .semantic
+            .as_mut()
+            .unwrap_or_else(|| panic!("semantic"));
+        semantic.busy_class = None;
+        semantic.max_wait_ms = None;
+        assert_eq!(busy_class_outside_self_hosted(&classes, &kept), None);
+        // No default and no busy class: such requests go unclassified.
+        classes.default = None;
+        let semantic = classes
+            .semantic
+            .as_mut()
+            .unwrap_or_else(|| panic!("semantic"));
+        semantic.max_wait_ms = Some(0);
+        assert_eq!(
+            busy_class_outside_self_hosted(&classes, &kept).as_deref(),
+            Some("(none)")
+        );
     }
 }
