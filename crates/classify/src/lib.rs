@@ -587,7 +587,7 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
         }
     }
     // Twice the CPUs by default: with one per CPU, a forward preempted by another process left
-    // its core idle while requests waited (docs/routing-classes.md, "How a request gets its class").
+    // its core idle while requests waited (docs/routing-classes.md, "Past the classifier's capacity").
     let max_concurrent = s
         .max_concurrent
         .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()));
