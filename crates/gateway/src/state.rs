@@ -145,7 +145,7 @@ impl Gateway {
             instances: HashMap::new(),
             targets: HashMap::new(),
             prices: HashMap::new(),
-            embedder: None,
+            embedders: Embedders::default(),
         };
         let mut routes = HashMap::new();
         let mut route_names = Vec::new();
@@ -270,8 +270,30 @@ struct TargetBuilder<'a> {
     instances: HashMap<(String, u64), DynProvider>,
     targets: HashMap<String, Arc<Target>>,
     prices: HashMap<String, switchyard_meter::Price>,
-    /// MiniLM for learned routers, loaded once.
-    embedder: Option<Arc<switchyard_classify::Embedder>>,
+    /// MiniLM for learned routers, loaded once per model folder and token budget.
+    embedders: Embedders,
+}
+
+/// Loaded MiniLM embedders by (model folder, word pieces embedded): routers trained with the
+/// same ones share one; a router trained on another budget gets its own, since the budget is
+/// part of what its scores were fitted on.
+#[derive(Default)]
+struct Embedders(HashMap<(std::path::PathBuf, usize), Arc<switchyard_classify::Embedder>>);
+
+impl Embedders {
+    fn get(
+        &mut self,
+        dir: &std::path::Path,
+        max_tokens: usize,
+    ) -> Result<Arc<switchyard_classify::Embedder>, String> {
+        let key = (dir.to_path_buf(), max_tokens);
+        if let Some(e) = self.0.get(&key) {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(switchyard_classify::Embedder::load(dir, max_tokens)?);
+        self.0.insert(key, e.clone());
+        Ok(e)
+    }
 }
 
 /// The `learned` policy: a trained router over MiniLM embeddings of the last user message.
@@ -361,21 +383,11 @@ impl TargetBuilder<'_> {
                 if let Some(share) = l.strong_share {
                     router.set_strong_share(share);
                 }
-                let embedder = match &self.embedder {
-                    Some(e) => e.clone(),
-                    None => {
-                        let dir = l
-                            .model_dir
-                            .clone()
-                            .unwrap_or_else(switchyard_classify::default_model_dir);
-                        let e = Arc::new(
-                            switchyard_classify::Embedder::load(&dir, router.max_tokens)
-                                .map_err(lerr)?,
-                        );
-                        self.embedder = Some(e.clone());
-                        e
-                    }
-                };
+                let dir = l
+                    .model_dir
+                    .clone()
+                    .unwrap_or_else(switchyard_classify::default_model_dir);
+                let embedder = self.embedders.get(&dir, router.max_tokens).map_err(lerr)?;
                 Some(Arc::new(LearnedPredictor { router, embedder }))
             }
             None => None,
@@ -409,6 +421,25 @@ impl TargetBuilder<'_> {
             balancer,
             learned,
         })
+    }
+}
+
+#[cfg(test)]
+mod embedders_tests {
+    use super::Embedders;
+
+    /// Needs MiniLM (scripts/fetch-models.sh); fails loudly without it.
+    #[test]
+    fn routers_share_an_embedder_only_with_the_same_token_budget() {
+        let dir = switchyard_classify::default_model_dir();
+        let mut embedders = Embedders::default();
+        let load = |e: &mut Embedders, n| e.get(&dir, n).unwrap_or_else(|e| panic!("{e}"));
+        let a = load(&mut embedders, 64);
+        let b = load(&mut embedders, 64);
+        let c = load(&mut embedders, 32);
+        assert!(std::sync::Arc::ptr_eq(&a, &b), "same budget: one embedder");
+        assert!(!std::sync::Arc::ptr_eq(&a, &c), "another budget: its own");
+        assert_eq!((a.max_tokens(), c.max_tokens()), (64, 32));
     }
 }
 
