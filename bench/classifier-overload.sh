@@ -4,7 +4,7 @@
 # rate, configured as shipped (`waits`: past `max_concurrent` forwards requests queue) and with
 # `classes.semantic.max_wait_ms` set (`bounded`: a request that waited that long skips MiniLM
 # and takes the busy class), alternating in rounds: latency, and the share of requests that
-# took the busy class (`switchyard_classifier_busy_total` from /metrics).
+# took the busy class (`switchyard_minilm_busy_total` from /metrics).
 #
 #   bench/classifier-overload.sh ROUNDS RATE SECONDS [MAX_WAIT_MS=5]
 #   e.g. bench/classifier-overload.sh 3 600 10
@@ -32,9 +32,9 @@ for round in $(seq "$rounds"); do
         start_build "$BIN/switchyard" "$cfg"
         # A warm-up below capacity (MiniLM's weights and the connection pool), not counted.
         "$BIN/loadgen" rate --url "$url" --label warmup --rate 50 --duration 2 >/dev/null 2>&1
-        busy0=$(curl -s http://127.0.0.1:4000/metrics | awk '/^switchyard_classifier_busy_total /{print $2}')
+        busy0=$(curl -s http://127.0.0.1:4000/metrics | awk '/^switchyard_minilm_busy_total /{print $2}')
         result=$("$BIN/loadgen" rate --url "$url" --label "$name" --rate "$rate" --duration "$secs" 2>/dev/null)
-        busy1=$(curl -s http://127.0.0.1:4000/metrics | awk '/^switchyard_classifier_busy_total /{print $2}')
+        busy1=$(curl -s http://127.0.0.1:4000/metrics | awk '/^switchyard_minilm_busy_total /{print $2}')
         kill "$gw"
         wait "$gw" 2>/dev/null || true
         python3 - "$round" "$name" "$result" "${busy0:-nan}" "${busy1:-nan}" <<'PY'

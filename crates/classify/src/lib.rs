@@ -144,31 +144,32 @@ struct Semantic {
     /// (class, unit embedding) per example; for [`Vote::Centroid`], one unit centroid per class.
     points: Vec<(String, Vec<f32>)>,
     cache: Mutex<lru::EmbeddingLru>,
-    gate: Gate,
+    gate: Arc<ForwardGate>,
+    busy_class: Option<String>,
 }
 
-/// How many MiniLM forwards run at once on the async path, how long a request waits for one,
-/// and what it was counted as.
-struct Gate {
+/// How many MiniLM forwards run at once on the async path and how long a request waits for
+/// one. One per gateway: the semantic step and the learned routers share it, since their
+/// forwards share the cores.
+pub struct ForwardGate {
     /// Fair (first come, first served) permits, one per forward.
     permits: Arc<tokio::sync::Semaphore>,
     max: usize,
     max_wait: Option<std::time::Duration>,
-    busy_class: Option<String>,
     waiting: AtomicU64,
     busy: AtomicU64,
 }
 
-/// The semantic step's load, for metrics.
+/// A gate's load, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SemanticLoad {
+pub struct ForwardLoad {
     /// Forwards that may run at once (`max_concurrent`).
     pub max_concurrent: usize,
     /// Forwards running now.
     pub running: usize,
     /// Requests waiting for a forward now.
     pub waiting: u64,
-    /// Requests that waited `max_wait_ms` and took the busy class, since start.
+    /// Requests that waited `max_wait_ms` and went without their forward, since start.
     pub busy_total: u64,
 }
 
@@ -311,18 +312,10 @@ impl Classifier {
         self.semantic.as_ref().map(|s| s.lock_cache().stats())
     }
 
-    /// Forwards running and requests waiting for one on the async path, and how many took the
-    /// busy class (none without the semantic step).
-    pub fn semantic_load(&self) -> Option<SemanticLoad> {
-        self.semantic.as_ref().map(|s| {
-            let max = s.gate.max_concurrent();
-            SemanticLoad {
-                max_concurrent: max,
-                running: max.saturating_sub(s.gate.permits.available_permits()),
-                waiting: s.gate.waiting.load(Ordering::Relaxed),
-                busy_total: s.gate.busy.load(Ordering::Relaxed),
-            }
-        })
+    /// The gate the semantic step's forwards pass (none without that step), to share with the
+    /// learned routers and to read its load.
+    pub fn forward_gate(&self) -> Option<&Arc<ForwardGate>> {
+        self.semantic.as_ref().map(|s| &s.gate)
     }
 
     /// The loaded MiniLM, if the semantic step is configured (to share with other users).
@@ -425,7 +418,7 @@ impl Classifier {
                 }
                 let Some(permit) = s.gate.enter().await else {
                     return Ok(Classification {
-                        class: s.gate.busy_class.clone().or_else(|| self.default.clone()),
+                        class: s.busy_class.clone().or_else(|| self.default.clone()),
                         by: ClassifiedBy::Busy,
                     });
                 };
@@ -519,10 +512,26 @@ impl Semantic {
     }
 }
 
-impl Gate {
-    /// A permit to run one forward, after waiting for it at most `max_wait`; none (counted as
-    /// busy) when the wait ran out.
-    async fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+impl ForwardGate {
+    /// At most `max_concurrent` forwards at once (default: twice the CPU count: with one per
+    /// CPU, a forward preempted by another process left its core idle while requests waited,
+    /// docs/routing-classes.md, "Past the classifier's capacity"); a request waits at most
+    /// `max_wait` for its turn (none: as long as it takes).
+    pub fn new(max_concurrent: Option<usize>, max_wait: Option<std::time::Duration>) -> Self {
+        let max = max_concurrent
+            .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()));
+        ForwardGate {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            max_wait,
+            waiting: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        }
+    }
+
+    /// A permit to run one forward (hold it until the forward ends), after waiting for it at
+    /// most `max_wait`; none (counted as busy) when the wait ran out.
+    pub async fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         // The uncontended case takes no timer.
         if let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
             return Some(p);
@@ -550,8 +559,14 @@ impl Gate {
         permit
     }
 
-    fn max_concurrent(&self) -> usize {
-        self.max
+    /// Forwards running, requests waiting, and requests that went without a forward.
+    pub fn load(&self) -> ForwardLoad {
+        ForwardLoad {
+            max_concurrent: self.max,
+            running: self.max.saturating_sub(self.permits.available_permits()),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            busy_total: self.busy.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -586,11 +601,6 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
             }
         }
     }
-    // Twice the CPUs by default: with one per CPU, a forward preempted by another process left
-    // its core idle while requests waited (docs/routing-classes.md, "Past the classifier's capacity").
-    let max_concurrent = s
-        .max_concurrent
-        .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()));
     Ok(Semantic {
         embedder,
         vote: s.vote,
@@ -598,14 +608,11 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
         min_similarity: s.min_similarity,
         points,
         cache: Mutex::new(lru::EmbeddingLru::new(s.cache_entries)),
-        gate: Gate {
-            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
-            max: max_concurrent,
-            max_wait: s.max_wait_ms.map(std::time::Duration::from_millis),
-            busy_class: s.busy_class.clone(),
-            waiting: AtomicU64::new(0),
-            busy: AtomicU64::new(0),
-        },
+        gate: Arc::new(ForwardGate::new(
+            s.max_concurrent,
+            s.max_wait_ms.map(std::time::Duration::from_millis),
+        )),
+        busy_class: s.busy_class.clone(),
     })
 }
 
@@ -639,6 +646,12 @@ mod tests {
         }
     }
 
+    fn load_of(c: &Classifier) -> ForwardLoad {
+        c.forward_gate()
+            .unwrap_or_else(|| panic!("no semantic step"))
+            .load()
+    }
+
     /// Takes every forward, as requests running MiniLM would.
     fn hold_forwards(c: &Classifier) -> tokio::sync::OwnedSemaphorePermit {
         let s = c.semantic.as_ref().unwrap_or_else(|| panic!("no semantic"));
@@ -659,7 +672,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.class.as_deref(), Some("sensitive"));
         assert_eq!(out.by, ClassifiedBy::Busy);
-        let load = c.semantic_load().unwrap_or_else(|| panic!("no load"));
+        let load = load_of(&c);
         assert_eq!((load.running, load.waiting, load.busy_total), (1, 0, 1));
         // Once a forward is free the same prompt gets its semantic class.
         drop(held);
@@ -697,12 +710,12 @@ mod tests {
             early.is_err(),
             "classified while every forward was taken: {early:?}"
         );
-        let load = c.semantic_load().unwrap_or_else(|| panic!("no load"));
+        let load = load_of(&c);
         assert_eq!((load.waiting, load.busy_total), (1, 0));
         drop(held);
         let out = waiting.await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.class.as_deref(), Some("summarization"));
-        assert_eq!(c.semantic_load().map(|l| l.waiting), Some(0));
+        assert_eq!(Some(load_of(&c).waiting), Some(0));
     }
 
     #[tokio::test]
@@ -715,9 +728,9 @@ mod tests {
             let early =
                 tokio::time::timeout(std::time::Duration::from_millis(20), &mut waiting).await;
             assert!(early.is_err());
-            assert_eq!(c.semantic_load().map(|l| l.waiting), Some(1));
+            assert_eq!(Some(load_of(&c).waiting), Some(1));
         }
-        assert_eq!(c.semantic_load().map(|l| l.waiting), Some(0));
+        assert_eq!(Some(load_of(&c).waiting), Some(0));
     }
 
     #[tokio::test]
@@ -733,6 +746,6 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again, first);
-        assert_eq!(c.semantic_load().map(|l| l.busy_total), Some(0));
+        assert_eq!(Some(load_of(&c).busy_total), Some(0));
     }
 }

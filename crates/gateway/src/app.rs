@@ -268,23 +268,23 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         "Requests refused with 503 because max_in_flight were being served.",
         gw.admission.refused() as f64,
     );
-    if let Some(load) = gw.classifier.as_ref().and_then(|c| c.semantic_load()) {
+    if let Some(load) = gw.minilm.as_ref().map(|g| g.load()) {
         series(
-            "switchyard_classifier_forwards_running",
+            "switchyard_minilm_forwards_running",
             "gauge",
-            "MiniLM forwards of the semantic class step running now (limit: classes.semantic.max_concurrent).",
+            "MiniLM forwards (semantic class step, learned routers) running now (limit: classes.semantic.max_concurrent).",
             load.running as f64,
         );
         series(
-            "switchyard_classifier_waiting",
+            "switchyard_minilm_waiting",
             "gauge",
             "Requests waiting for a MiniLM forward now.",
             load.waiting as f64,
         );
         series(
-            "switchyard_classifier_busy_total",
+            "switchyard_minilm_busy_total",
             "counter",
-            "Requests that waited classes.semantic.max_wait_ms for a forward and took the busy class instead.",
+            "Requests that waited classes.semantic.max_wait_ms for a MiniLM forward and went without it (the busy class; a learned route's config order).",
             load.busy_total as f64,
         );
     }
@@ -627,6 +627,36 @@ async fn anthropic_messages<B: RequestBody>(
     }
 }
 
+/// Whether the learned router sends this request to the strong model (MiniLM, off the async
+/// workers); none, so the route keeps its config order, on a router error or when no forward
+/// came free within `classes.semantic.max_wait_ms`.
+async fn learned_wants_strong(
+    gw: &Gateway,
+    router: Arc<dyn switchyard_router::StrongPredictor>,
+    text: String,
+) -> Option<bool> {
+    // The forward waits its turn with the semantic step's: one bound on MiniLM per gateway.
+    let permit = match &gw.minilm {
+        Some(gate) => Some(gate.enter().await?),
+        None => None,
+    };
+    let decide = move || {
+        let _forward = permit;
+        router.wants_strong(&text)
+    };
+    match tokio::task::spawn_blocking(decide).await {
+        Ok(Ok(strong)) => Some(strong),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "learned router failed; using config order");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "learned router task failed; using config order");
+            None
+        }
+    }
+}
+
 /// Validate → route → call with fallback → answer, for both faces.
 /// `original`: the JSON body `request` was parsed from, when the client spoke OpenAI's API.
 async fn serve_chat(
@@ -677,19 +707,8 @@ async fn serve_chat(
     // The learned policy: does this request need the strong model? (MiniLM: off the workers.)
     let strong = match &choice.learned {
         Some(p) if choice.policy == switchyard_router::ChoicePolicy::Learned => {
-            let p = p.clone();
             let text = switchyard_classify::semantic_text(&request, 4096);
-            match tokio::task::spawn_blocking(move || p.wants_strong(&text)).await {
-                Ok(Ok(s)) => Some(s),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "learned router failed; using config order");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "learned router task failed; using config order");
-                    None
-                }
-            }
+            learned_wants_strong(&gw, p.clone(), text).await
         }
         _ => None,
     };

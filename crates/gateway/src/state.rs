@@ -34,6 +34,10 @@ pub struct Gateway {
     /// Assigns workload classes; `None` when no `[classes]` are configured (the header and key
     /// default then pass through as free-form labels).
     pub classifier: Option<Arc<Classifier>>,
+    /// The bound on MiniLM forwards, shared by the semantic class step and the learned routers
+    /// (the classifier's, with its `max_concurrent` and `max_wait_ms`, else the defaults); none
+    /// when neither runs MiniLM.
+    pub minilm: Option<Arc<switchyard_classify::ForwardGate>>,
     /// Classes that may only use self-hosted targets.
     pub self_hosted_only: Vec<String>,
     pub max_body_bytes: usize,
@@ -223,6 +227,13 @@ impl Gateway {
             );
         }
         let prices = builder.prices;
+        let minilm = match classifier.as_ref().and_then(|c| c.forward_gate()) {
+            Some(gate) => Some(gate.clone()),
+            None if !builder.embedders.0.is_empty() => {
+                Some(Arc::new(switchyard_classify::ForwardGate::new(None, None)))
+            }
+            None => None,
+        };
         Ok(Gateway {
             routes,
             route_names,
@@ -230,6 +241,7 @@ impl Gateway {
             meter,
             prices,
             classifier,
+            minilm,
             self_hosted_only: cfg.policies.self_hosted_only.clone(),
             max_body_bytes: cfg.max_body_bytes,
             connections: cfg.connections.clone(),

@@ -389,9 +389,9 @@ targets = [{{ provider = "local", model = "summarizer" }}]
         .await
         .unwrap();
     for line in [
-        "switchyard_classifier_forwards_running 0\n",
-        "switchyard_classifier_waiting 0\n",
-        "switchyard_classifier_busy_total 0\n",
+        "switchyard_minilm_forwards_running 0\n",
+        "switchyard_minilm_waiting 0\n",
+        "switchyard_minilm_busy_total 0\n",
     ] {
         assert!(
             metrics.contains(line),
@@ -488,6 +488,18 @@ async fn the_learned_policy_sends_hard_prompts_to_the_strong_model() {
     assert_eq!(
         gw.target_of(msg("auto", "What color is grass?"), &[]).await,
         "local/weak"
+    );
+    // Its forwards pass the gateway's MiniLM bound (no [classes] here: the defaults).
+    let metrics = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_minilm_forwards_running 0\n")
+            && metrics.contains("switchyard_minilm_busy_total 0\n"),
+        "MiniLM's load missing from /metrics:\n{metrics}"
     );
     gw.classes().await;
 }
