@@ -391,7 +391,12 @@ impl BertEncoder {
                 return unsafe { self.embed_avx2(ids, type_ids) };
             }
         }
-        self.embed_with::<false>(ids, type_ids)
+        // aarch64 always has fused multiply-adds (NEON); other targets are not assumed to.
+        if cfg!(target_arch = "aarch64") {
+            self.embed_with::<true>(ids, type_ids)
+        } else {
+            self.embed_with::<false>(ids, type_ids)
+        }
     }
 
     /// [`BertEncoder::embed`] compiled for AVX2 and FMA: a build for the baseline x86-64 (the
