@@ -55,6 +55,14 @@ impl Gw {
             .to_string()
     }
 
+    /// The `/metrics` text.
+    async fn metrics(&self) -> String {
+        let r = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
     async fn classes(self) -> Vec<Option<String>> {
         self.gw.shutdown().await.unwrap();
         let conn = rusqlite::Connection::open(&self.ledger).unwrap();
@@ -382,12 +390,7 @@ targets = [{{ provider = "local", model = "summarizer" }}]
         "local/summarizer"
     );
     // The semantic step's load is on /metrics: nothing running or waiting now, none busy.
-    let metrics = reqwest::get(format!("{}/metrics", gw.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     for line in [
         "switchyard_minilm_forwards_running 0\n",
         "switchyard_minilm_waiting 0\n",
@@ -490,12 +493,7 @@ async fn the_learned_policy_sends_hard_prompts_to_the_strong_model() {
         "local/weak"
     );
     // Its forwards pass the gateway's MiniLM bound (no [classes] here: the defaults).
-    let metrics = reqwest::get(format!("{}/metrics", gw.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("switchyard_minilm_forwards_running 0\n")
             && metrics.contains("switchyard_minilm_busy_total 0\n"),
