@@ -652,6 +652,13 @@ mod tests {
             .load()
     }
 
+    /// Classifies [`PROMPT`] on the async path.
+    async fn classify(c: &Arc<Classifier>) -> Classification {
+        c.classify_async(&user(PROMPT), None, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Takes every forward, as requests running MiniLM would.
     fn hold_forwards(c: &Classifier) -> tokio::sync::OwnedSemaphorePermit {
         let s = c.semantic.as_ref().unwrap_or_else(|| panic!("no semantic"));
@@ -666,20 +673,14 @@ mod tests {
     async fn a_request_that_waited_max_wait_takes_the_busy_class() {
         let c = classifier(Some(20), Some("sensitive"));
         let held = hold_forwards(&c);
-        let out = c
-            .classify_async(&user(PROMPT), None, None)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = classify(&c).await;
         assert_eq!(out.class.as_deref(), Some("sensitive"));
         assert_eq!(out.by, ClassifiedBy::Busy);
         let load = load_of(&c);
         assert_eq!((load.running, load.waiting, load.busy_total), (1, 0, 1));
         // Once a forward is free the same prompt gets its semantic class.
         drop(held);
-        let out = c
-            .classify_async(&user(PROMPT), None, None)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = classify(&c).await;
         assert!(matches!(out.by, ClassifiedBy::Semantic { .. }), "{out:?}");
         assert_eq!(out.class.as_deref(), Some("summarization"));
     }
@@ -688,10 +689,7 @@ mod tests {
     async fn without_a_busy_class_the_default_class_applies() {
         let c = classifier(Some(5), None);
         let _held = hold_forwards(&c);
-        let out = c
-            .classify_async(&user(PROMPT), None, None)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = classify(&c).await;
         assert_eq!(
             (out.class.as_deref(), out.by),
             (Some("chat"), ClassifiedBy::Busy)
@@ -715,7 +713,7 @@ mod tests {
         drop(held);
         let out = waiting.await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.class.as_deref(), Some("summarization"));
-        assert_eq!(Some(load_of(&c).waiting), Some(0));
+        assert_eq!(load_of(&c).waiting, 0);
     }
 
     #[tokio::test]
@@ -728,24 +726,18 @@ mod tests {
             let early =
                 tokio::time::timeout(std::time::Duration::from_millis(20), &mut waiting).await;
             assert!(early.is_err());
-            assert_eq!(Some(load_of(&c).waiting), Some(1));
+            assert_eq!(load_of(&c).waiting, 1);
         }
-        assert_eq!(Some(load_of(&c).waiting), Some(0));
+        assert_eq!(load_of(&c).waiting, 0);
     }
 
     #[tokio::test]
     async fn a_cached_prompt_does_not_wait_for_a_forward() {
         let c = classifier(Some(5), Some("sensitive"));
-        let first = c
-            .classify_async(&user(PROMPT), None, None)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let first = classify(&c).await;
         let _held = hold_forwards(&c);
-        let again = c
-            .classify_async(&user(PROMPT), None, None)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let again = classify(&c).await;
         assert_eq!(again, first);
-        assert_eq!(Some(load_of(&c).busy_total), Some(0));
+        assert_eq!(load_of(&c).busy_total, 0);
     }
 }

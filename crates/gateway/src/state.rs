@@ -229,7 +229,7 @@ impl Gateway {
         let prices = builder.prices;
         let minilm = match classifier.as_ref().and_then(|c| c.forward_gate()) {
             Some(gate) => Some(gate.clone()),
-            None if !builder.embedders.0.is_empty() => {
+            None if !builder.embedders.is_empty() => {
                 Some(Arc::new(switchyard_classify::ForwardGate::new(None, None)))
             }
             None => None,
@@ -293,6 +293,11 @@ struct TargetBuilder<'a> {
 struct Embedders(HashMap<(std::path::PathBuf, usize), Arc<switchyard_classify::Embedder>>);
 
 impl Embedders {
+    /// Whether any learned router loaded MiniLM.
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn get(
         &mut self,
         dir: &std::path::Path,
