@@ -3,7 +3,9 @@
 //! candle's formats use its thread count (`RAYON_NUM_THREADS`, default one per core); `i8-vnni`
 //! runs on the calling thread. `EMBED_WORDS=30` times one length (words, comma-separated);
 //! `EMBED_REPEATS` sets the embeddings timed per length (200), e.g. for a longer profile;
-//! `EMBED_PAUSE_MS=20` sleeps between embeddings (as a gateway at 50 req/s idles between them).
+//! `EMBED_PAUSE_MS=20` sleeps between embeddings (as a gateway at 50 req/s idles between them);
+//! `EMBED_SPLIT=0` keeps `i8-vnni`'s products on the calling thread (by default they are shared
+//! with a helper thread when the machine has a second CPU).
 use std::time::Instant;
 
 use switchyard_classify::{default_model_dir, Embedder, Weights};
@@ -21,7 +23,8 @@ fn main() -> Result<(), String> {
         args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?
     };
     for weights in formats {
-        let e = Embedder::load_with(&default_model_dir(), 128, weights)?;
+        let mut e = Embedder::load_with(&default_model_dir(), 128, weights)?;
+        e.set_split_forward(std::env::var("EMBED_SPLIT").map_or(true, |v| v != "0"));
         let lengths: Vec<usize> = match std::env::var("EMBED_WORDS") {
             Ok(v) => v.split(',').filter_map(|w| w.trim().parse().ok()).collect(),
             Err(_) => vec![8, 14, 30, 60, 200],
@@ -50,11 +53,16 @@ fn main() -> Result<(), String> {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
             let cpu = (cpu_ms() - cpu0) / n as f64;
+            let split = switchyard_classify::split_counts();
             times.sort_by(f64::total_cmp);
             println!(
-                "{weights:<10} {toks:>4} tokens: p50 {:.2} ms, p99 {:.2} ms wall, {cpu:.2} ms CPU per embedding",
+                "{weights:<10} {toks:>4} tokens: p50 {:.2} ms, p99 {:.2} ms wall, {cpu:.2} ms CPU per \
+                 embedding (helpers {}: {} tiles helped, {} taken back so far)",
                 times[n / 2],
                 times[n * 99 / 100],
+                split.helpers,
+                split.helped_tiles,
+                split.taken_back_tiles,
             );
         }
     }

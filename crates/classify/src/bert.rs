@@ -11,10 +11,14 @@
 //!   element.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Tensor};
 use serde::Deserialize;
+
+use crate::crew::CrewGuard;
+use crate::int8::Epilogue;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -112,13 +116,13 @@ enum Matrix {
     /// `n × k_stored`, the columns past `k` zero.
     Quantized { w: QTensor, k_stored: usize },
     /// `n × k`, this crate's int8 layout.
-    Int8(crate::int8::PackedI8),
+    Int8(Arc<crate::int8::PackedI8>),
 }
 
 /// `y = x · Wᵀ + b` for `m` rows of `k` values.
 struct Linear {
     matrix: Matrix,
-    bias: Vec<f32>,
+    bias: Arc<[f32]>,
     k: usize,
 }
 
@@ -134,7 +138,7 @@ impl Linear {
                 let t = w.t().map_err(|e| err("transposing", e))?;
                 return Ok(Linear {
                     matrix: Matrix::F32(t),
-                    bias,
+                    bias: bias.into(),
                     k,
                 });
             }
@@ -144,8 +148,8 @@ impl Linear {
                     .and_then(|t| t.to_vec1::<f32>())
                     .map_err(|e| err("weight values", e))?;
                 return Ok(Linear {
-                    matrix: Matrix::Int8(crate::int8::PackedI8::new(&values, n, k)?),
-                    bias,
+                    matrix: Matrix::Int8(Arc::new(crate::int8::PackedI8::new(&values, n, k)?)),
+                    bias: bias.into(),
                     k,
                 });
             }
@@ -162,21 +166,58 @@ impl Linear {
         let q = QTensor::quantize(&padded, GgmlDType::Q8_0).map_err(|e| err("quantizing", e))?;
         Ok(Linear {
             matrix: Matrix::Quantized { w: q, k_stored },
-            bias,
+            bias: bias.into(),
             k,
         })
     }
 
     /// `x · Wᵀ`, without the bias: the callers add it in their pass over the rows. An owned
-    /// `x` of the stored width is handed to candle as it is, without a copy.
-    fn forward(&self, x: Cow<'_, [f32]>, m: usize) -> Result<Vec<f32>> {
+    /// `x` of the stored width is handed to candle as it is, without a copy. With a crew, an
+    /// int8 product's tiles are shared with its helpers.
+    fn forward(&self, x: Cow<'_, [f32]>, m: usize, crew: Option<&CrewGuard>) -> Result<Vec<f32>> {
+        self.forward_then(x, m, Epilogue::default(), crew)
+            .map(|(y, _)| y)
+    }
+
+    /// [`Linear::forward`] plus the bias (and GELU with `gelu`) where the int8 product applies
+    /// them tile by tile; the flag says whether it did (else the caller does).
+    fn forward_biased(
+        &self,
+        x: Cow<'_, [f32]>,
+        m: usize,
+        gelu: bool,
+        crew: Option<&CrewGuard>,
+    ) -> Result<(Vec<f32>, bool)> {
+        let epilogue = Epilogue {
+            bias: Some(self.bias.clone()),
+            gelu,
+        };
+        self.forward_then(x, m, epilogue, crew)
+    }
+
+    fn forward_then(
+        &self,
+        x: Cow<'_, [f32]>,
+        m: usize,
+        epilogue: Epilogue,
+        crew: Option<&CrewGuard>,
+    ) -> Result<(Vec<f32>, bool)> {
+        let applied = epilogue.bias.is_some();
         match &self.matrix {
             Matrix::F32(wt) => Tensor::from_slice(&x, (m, self.k), &Device::Cpu)
                 .and_then(|x| x.matmul(wt))
                 .and_then(|y| y.flatten_all())
                 .and_then(|y| y.to_vec1::<f32>())
+                .map(|y| (y, false))
                 .map_err(|e| err("matmul", e)),
-            Matrix::Int8(w) => w.matmul(&x, m),
+            Matrix::Int8(w) => {
+                let acts = w.quantize(&x, m)?;
+                let y = match crew {
+                    Some(crew) => crew.product(w, acts, epilogue),
+                    None => w.product(&acts, &epilogue),
+                };
+                Ok((y, applied))
+            }
             Matrix::Quantized { w, k_stored } => {
                 let input = if *k_stored == self.k {
                     x.into_owned()
@@ -192,7 +233,7 @@ impl Linear {
                 };
                 let layout = Layout::contiguous((m, *k_stored));
                 match w.cpu_fwd(&CpuStorage::F32(input), &layout) {
-                    Ok((CpuStorage::F32(v), _)) => Ok(v),
+                    Ok((CpuStorage::F32(v), _)) => Ok((v, false)),
                     Ok(_) => Err("quantized matmul returned a non-F32 result".into()),
                     Err(e) => Err(err("quantized matmul", e)),
                 }
@@ -243,6 +284,8 @@ pub(crate) struct BertEncoder {
     heads: usize,
     max_positions: usize,
     eps: f32,
+    /// Share the int8 products with the helper threads when they are free ([`crate::crew`]).
+    pub(crate) split: bool,
 }
 
 /// The named tensors of `model.safetensors`, taken out as they are used.
@@ -371,31 +414,34 @@ impl BertEncoder {
             heads,
             max_positions: config.max_position_embeddings,
             eps: config.layer_norm_eps as f32,
+            split: true,
         })
     }
 
     /// The mean over the tokens of the last layer's output (sentence-transformers' mean
     /// pooling; with one unpadded text every token counts), L2-normalised.
     pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+        let crew = if self.split { crate::crew::join() } else { None };
+        let crew = crew.as_ref();
         #[cfg(target_arch = "x86_64")]
         {
             let fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
             if fma && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
                 // SAFETY: this CPU has the features `embed_avx512` is compiled for (checked above).
                 #[allow(unsafe_code)]
-                return unsafe { self.embed_avx512(ids, type_ids) };
+                return unsafe { self.embed_avx512(ids, type_ids, crew) };
             }
             if fma {
                 // SAFETY: this CPU has the features `embed_avx2` is compiled for (checked above).
                 #[allow(unsafe_code)]
-                return unsafe { self.embed_avx2(ids, type_ids) };
+                return unsafe { self.embed_avx2(ids, type_ids, crew) };
             }
         }
         // aarch64 always has fused multiply-adds (NEON); other targets are not assumed to.
         if cfg!(target_arch = "aarch64") {
-            self.embed_with::<true>(ids, type_ids)
+            self.embed_with::<true>(ids, type_ids, crew)
         } else {
-            self.embed_with::<false>(ids, type_ids)
+            self.embed_with::<false>(ids, type_ids, crew)
         }
     }
 
@@ -405,19 +451,34 @@ impl BertEncoder {
     /// it calls here is inlined into it.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn embed_avx2(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
-        self.embed_with::<true>(ids, type_ids)
+    fn embed_avx2(
+        &self,
+        ids: &[u32],
+        type_ids: &[u32],
+        crew: Option<&CrewGuard>,
+    ) -> Result<Vec<f32>> {
+        self.embed_with::<true>(ids, type_ids, crew)
     }
 
     /// The same, 16 floats wide where the CPU has AVX-512 (where the int8 product runs).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
-    fn embed_avx512(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
-        self.embed_with::<true>(ids, type_ids)
+    fn embed_avx512(
+        &self,
+        ids: &[u32],
+        type_ids: &[u32],
+        crew: Option<&CrewGuard>,
+    ) -> Result<Vec<f32>> {
+        self.embed_with::<true>(ids, type_ids, crew)
     }
 
     #[inline(always)]
-    fn embed_with<const FMA: bool>(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+    fn embed_with<const FMA: bool>(
+        &self,
+        ids: &[u32],
+        type_ids: &[u32],
+        crew: Option<&CrewGuard>,
+    ) -> Result<Vec<f32>> {
         let len = ids.len();
         let h = self.hidden;
         if len == 0 || len > self.max_positions || type_ids.len() != len {
@@ -444,7 +505,7 @@ impl BertEncoder {
             self.embed_norm.apply(row, self.eps);
         }
         for layer in &self.layers {
-            x = self.layer_forward::<FMA>(layer, &x, len)?;
+            x = self.layer_forward::<FMA>(layer, &x, len, crew)?;
         }
         let mut mean = vec![0f32; h];
         for row in x.chunks_exact(h) {
@@ -468,28 +529,33 @@ impl BertEncoder {
         layer: &Layer,
         x: &[f32],
         len: usize,
+        crew: Option<&CrewGuard>,
     ) -> Result<Vec<f32>> {
         let h = self.hidden;
-        let mut qkv = layer.qkv.forward(Cow::Borrowed(x), len)?;
-        for row in qkv.chunks_exact_mut(3 * h) {
-            add(row, &layer.qkv.bias);
+        let (mut qkv, biased) = layer.qkv.forward_biased(Cow::Borrowed(x), len, false, crew)?;
+        if !biased {
+            for row in qkv.chunks_exact_mut(3 * h) {
+                add(row, &layer.qkv.bias);
+            }
         }
         let ctx = attention(&qkv, len, h, self.heads)?;
-        let mut a = layer.attn_out.forward(Cow::Owned(ctx), len)?;
+        let mut a = layer.attn_out.forward(Cow::Owned(ctx), len, crew)?;
         for (row, residual) in a.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
             add(row, &layer.attn_out.bias);
             add(row, residual);
             layer.attn_norm.apply(row, self.eps);
         }
-        let mut up = layer.up.forward(Cow::Borrowed(&a), len)?;
-        let width = layer.up.bias.len();
-        for row in up.chunks_exact_mut(width) {
-            add(row, &layer.up.bias);
-            for v in row.iter_mut() {
-                *v = gelu::<FMA>(*v);
+        let (mut up, activated) = layer.up.forward_biased(Cow::Borrowed(&a), len, true, crew)?;
+        if !activated {
+            let width = layer.up.bias.len();
+            for row in up.chunks_exact_mut(width) {
+                add(row, &layer.up.bias);
+                for v in row.iter_mut() {
+                    *v = gelu::<FMA>(*v);
+                }
             }
         }
-        let mut out = layer.down.forward(Cow::Owned(up), len)?;
+        let mut out = layer.down.forward(Cow::Owned(up), len, crew)?;
         for (row, residual) in out.chunks_exact_mut(h).zip(a.chunks_exact(h)) {
             add(row, &layer.down.bias);
             add(row, residual);
@@ -639,7 +705,7 @@ fn max_of(v: &[f32]) -> f32 {
 
 /// GELU, erf form (BERT's `gelu`): x/2 · (1 + erf(x/√2)).
 #[inline(always)]
-fn gelu<const FMA: bool>(x: f32) -> f32 {
+pub(crate) fn gelu<const FMA: bool>(x: f32) -> f32 {
     0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
@@ -761,7 +827,7 @@ mod tests {
             .collect();
         let types = vec![0; ids.len()];
         let plain = encoder
-            .embed_with::<false>(&ids, &types)
+            .embed_with::<false>(&ids, &types, None)
             .unwrap_or_else(|e| panic!("{e}"));
         let mut copies = vec![("dispatched", encoder.embed(&ids, &types))];
         #[cfg(target_arch = "x86_64")]
@@ -769,14 +835,14 @@ mod tests {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 // SAFETY: the features were checked on the line above.
                 #[allow(unsafe_code)]
-                copies.push(("avx2", unsafe { encoder.embed_avx2(&ids, &types) }));
+                copies.push(("avx2", unsafe { encoder.embed_avx2(&ids, &types, None) }));
             } else {
                 eprintln!("this CPU lacks AVX2+FMA: that copy is not compared here");
             }
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
                 // SAFETY: as above.
                 #[allow(unsafe_code)]
-                copies.push(("avx512", unsafe { encoder.embed_avx512(&ids, &types) }));
+                copies.push(("avx512", unsafe { encoder.embed_avx512(&ids, &types, None) }));
             } else {
                 eprintln!("this CPU lacks AVX-512: that copy is not compared here");
             }
@@ -794,6 +860,40 @@ mod tests {
                 "{name}: cosine {cosine}, largest difference {max_diff}"
             );
         }
+    }
+
+    #[test]
+    fn a_forward_shared_with_helpers_gives_the_embedding_of_one_alone() {
+        assert!(
+            crate::int8::available(),
+            "this CPU lacks AVX-512 VNNI: forwards are shared only where the int8 product runs"
+        );
+        let dir = crate::default_model_dir();
+        let config: BertConfig = std::fs::read_to_string(dir.join("config.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("model files missing from {}: {e}", dir.display()));
+        let mut encoder =
+            BertEncoder::load(&config, &dir.join("model.safetensors"), Weights::I8Vnni)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<u32> = std::iter::once(101)
+            .chain((0..40).map(|i| 3000 + 53 * i))
+            .chain(std::iter::once(102))
+            .collect();
+        let types = vec![0; ids.len()];
+        encoder.split = false;
+        let alone = encoder.embed(&ids, &types).unwrap_or_else(|e| panic!("{e}"));
+        encoder.split = true;
+        let helped = crate::crew::split_counts().helped_tiles;
+        // The helper sleeps between forwards, so the first ones may finish before it wakes.
+        for _ in 0..100 {
+            let shared = encoder.embed(&ids, &types).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(shared, alone);
+            if crate::crew::split_counts().helped_tiles > helped {
+                return;
+            }
+        }
+        panic!("no tile of 100 forwards was computed by a helper");
     }
 
     #[test]

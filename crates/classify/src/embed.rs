@@ -128,6 +128,13 @@ impl Embedder {
         self.max_tokens
     }
 
+    /// Whether a forward shares its int8 products with the process's helper threads when no
+    /// other forward holds them (default on; they exist on machines with a second CPU). Off, it
+    /// runs on the calling thread alone.
+    pub fn set_split_forward(&mut self, on: bool) {
+        self.encoder.split = on;
+    }
+
     /// How the layer weights are stored and multiplied.
     pub fn weights(&self) -> Weights {
         self.weights

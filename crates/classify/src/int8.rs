@@ -15,7 +15,7 @@
 //! is busy (docs/routing-classes.md, "Classifier cost").
 
 /// Output columns per tile: two 512-bit registers of 32-bit sums.
-const TILE_N: usize = 32;
+pub(crate) const TILE_N: usize = 32;
 /// Activation rows per tile: 8 rows × 2 registers = 16 integer accumulators, half the register
 /// file (the float sums of finished blocks spill, touched once per block).
 const TILE_M: usize = 8;
@@ -96,7 +96,24 @@ impl PackedI8 {
     /// `x · Wᵀ` for `m` rows of `k` values: `m × n` values. With AVX-512 VNNI where
     /// [`available`] says so, else the same integer arithmetic in plain Rust (slow: the encoder
     /// only chooses int8 weights where the fast product runs, see `Weights::for_this_cpu`).
+    #[cfg(test)]
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>, String> {
+        let acts = self.quantize(x, m)?;
+        Ok(self.product(&acts, &Epilogue::default()))
+    }
+
+    /// Column tiles of the product ([`PackedI8::tile`] computes one).
+    pub(crate) fn tiles(&self) -> usize {
+        self.n / TILE_N
+    }
+
+    /// Output columns.
+    pub(crate) fn width(&self) -> usize {
+        self.n
+    }
+
+    /// `x` (`m` rows of `k` values) quantized as the products take it.
+    pub(crate) fn quantize(&self, x: &[f32], m: usize) -> Result<Acts, String> {
         if x.len() != m * self.k {
             return Err(format!(
                 "int8 product: {} values for {m} rows of {}",
@@ -104,43 +121,83 @@ impl PackedI8 {
                 self.k
             ));
         }
-        let mut out = vec![0f32; m * self.n];
-        let mut acts = vec![0u8; m * self.k];
-        let mut act_scales = vec![0f32; m * (self.k / BLOCK)];
+        let mut acts = Acts {
+            bytes: vec![0u8; m * self.k],
+            scales: vec![0f32; m * (self.k / BLOCK)],
+            m,
+        };
         #[cfg(target_arch = "x86_64")]
         {
             if available() {
-                // SAFETY (for both calls): `available()` checked the CPU features the functions
-                // enable; the slices have the lengths the functions index within (checked above
-                // and allocated here).
+                // SAFETY: `available()` checked the features it enables; the slices have the
+                // lengths it indexes within (checked and allocated above).
                 #[allow(unsafe_code)]
                 unsafe {
-                    x86::quantize_rows(x, &mut acts, &mut act_scales);
-                    x86::product(self, &acts, &act_scales, m, &mut out);
-                }
-                return Ok(out);
+                    x86::quantize_rows(x, &mut acts.bytes, &mut acts.scales)
+                };
+                return Ok(acts);
             }
         }
-        self.matmul_portable(x, &mut acts, &mut act_scales, &mut out);
-        Ok(out)
+        quantize_portable(x, &mut acts.bytes, &mut acts.scales);
+        Ok(acts)
     }
 
-    /// [`PackedI8::matmul`] in plain Rust, operation for operation the same (so the same result
-    /// to the bit): the tests hold the vector product to it.
-    fn matmul_portable(&self, x: &[f32], acts: &mut [u8], act_scales: &mut [f32], out: &mut [f32]) {
-        let k = self.k;
-        for ((values, bytes), scale) in x
-            .chunks_exact(BLOCK)
-            .zip(acts.chunks_exact_mut(BLOCK))
-            .zip(act_scales.iter_mut())
+    /// `acts · Wᵀ` with `epilogue` applied, every tile on this thread.
+    pub(crate) fn product(&self, acts: &Acts, epilogue: &Epilogue) -> Vec<f32> {
+        let len = acts.m * self.n;
+        #[cfg(target_arch = "x86_64")]
         {
-            let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-            *scale = if max > 0.0 { max / 127.0 } else { 0.0 };
-            for (b, v) in bytes.iter_mut().zip(values) {
-                *b = ((v * inv).round_ties_even() as i32 + 128) as u8;
+            if available() {
+                // Not zeroed first: the tiles write every value (zeroing cost 3% of a forward).
+                let mut out = Vec::with_capacity(len);
+                for tile in 0..self.tiles() {
+                    // SAFETY: `available()`; `out` has room for `m × n` values, `acts` came from
+                    // `quantize` on this matrix.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        x86::tile(self, acts, tile, out.as_mut_ptr(), epilogue)
+                    };
+                }
+                // SAFETY: the tiles together wrote all `m × n` values.
+                #[allow(unsafe_code)]
+                unsafe {
+                    out.set_len(len)
+                };
+                return out;
             }
         }
+        let mut out = vec![0f32; len];
+        self.matmul_portable(&acts.bytes, &acts.scales, &mut out);
+        if let Some(bias) = &epilogue.bias {
+            for row in out.chunks_exact_mut(self.n) {
+                for (v, b) in row.iter_mut().zip(bias.iter()) {
+                    *v += b;
+                    if epilogue.gelu {
+                        *v = crate::bert::gelu::<false>(*v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Tile `tile`'s 32 columns of `acts · Wᵀ` (all `m` rows), `epilogue` applied, written into
+    /// `out` (`m × n` values, row-major). Only those columns are touched, so threads may write
+    /// different tiles of one output at once.
+    ///
+    /// # Safety
+    /// [`available`] must be true, `out` valid for `acts.m × n` values, `acts` from
+    /// [`PackedI8::quantize`] on this matrix, `tile < self.tiles()`, the bias (if any) `n` long.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn tile(&self, acts: &Acts, tile: usize, out: *mut f32, epilogue: &Epilogue) {
+        x86::tile(self, acts, tile, out, epilogue)
+    }
+
+    /// The product in plain Rust, operation for operation the vector one (so the same result
+    /// to the bit): the tests hold the vector product to it.
+    fn matmul_portable(&self, acts: &[u8], act_scales: &[f32], out: &mut [f32]) {
+        let k = self.k;
         let blocks = k / BLOCK;
         for (bytes, (out, a_scales)) in acts.chunks_exact(k).zip(
             out.chunks_exact_mut(self.n)
@@ -164,10 +221,48 @@ impl PackedI8 {
     }
 }
 
+/// Activations quantized for the products: `m` rows of bytes `q + 128`, a scale per block.
+pub(crate) struct Acts {
+    bytes: Vec<u8>,
+    scales: Vec<f32>,
+    m: usize,
+}
+
+impl Acts {
+    pub(crate) fn rows(&self) -> usize {
+        self.m
+    }
+}
+
+/// What a tile does to its outputs once summed: add the layer's bias, then GELU. Applied by the
+/// thread that computed the tile, so it is shared out with the products.
+#[derive(Clone, Default)]
+pub(crate) struct Epilogue {
+    pub(crate) bias: Option<std::sync::Arc<[f32]>>,
+    pub(crate) gelu: bool,
+}
+
+/// Blocks of 128 values as bytes `q + 128`, a scale each (the vector `quantize_rows`' arithmetic).
+fn quantize_portable(x: &[f32], acts: &mut [u8], act_scales: &mut [f32]) {
+    for ((values, bytes), scale) in x
+        .chunks_exact(BLOCK)
+        .zip(acts.chunks_exact_mut(BLOCK))
+        .zip(act_scales.iter_mut())
+    {
+        let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+        *scale = if max > 0.0 { max / 127.0 } else { 0.0 };
+        for (b, v) in bytes.iter_mut().zip(values) {
+            *b = ((v * inv).round_ties_even() as i32 + 128) as u8;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // AVX-512 intrinsics: raw loads and stores within the checked slices.
 mod x86 {
-    use super::{PackedI8, BLOCK, TILE_M, TILE_N};
+    use super::{Acts, Epilogue, PackedI8, BLOCK, TILE_M, TILE_N};
+    use crate::bert::gelu;
     use std::arch::x86_64::*;
 
     /// Each block of 128 values of `x` as bytes `q + 128` with `q = round(v / scale)`,
@@ -202,37 +297,49 @@ mod x86 {
         }
     }
 
-    /// `out = acts · Wᵀ`, tile by tile: 32 columns at a time, their weights (`k × 32` bytes,
-    /// 12–48 KB here) reused from cache by every block of 8 rows.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn product(
+    /// One tile of `acts · Wᵀ`: 32 columns, their weights (`k × 32` bytes, 12–48 KB here)
+    /// reused from cache by every block of 8 rows; then the epilogue on those columns.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile(
         w: &PackedI8,
-        acts: &[u8],
-        act_scales: &[f32],
-        m: usize,
-        out: &mut [f32],
+        acts: &Acts,
+        tile: usize,
+        out: *mut f32,
+        epilogue: &Epilogue,
     ) {
-        let k = w.k;
-        for tile in 0..w.n / TILE_N {
-            let weights = w.data.as_ptr().add(tile * k * TILE_N);
-            let col = tile * TILE_N;
-            let mut m0 = 0;
-            while m0 < m {
-                let rows = (m - m0).min(TILE_M);
-                let a = acts.as_ptr().add(m0 * k);
-                let o = out.as_mut_ptr().add(m0 * w.n + col);
-                let s = &act_scales[m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK)];
-                match rows {
-                    8 => block::<8>(w, weights, a, s, col, o),
-                    7 => block::<7>(w, weights, a, s, col, o),
-                    6 => block::<6>(w, weights, a, s, col, o),
-                    5 => block::<5>(w, weights, a, s, col, o),
-                    4 => block::<4>(w, weights, a, s, col, o),
-                    3 => block::<3>(w, weights, a, s, col, o),
-                    2 => block::<2>(w, weights, a, s, col, o),
-                    _ => block::<1>(w, weights, a, s, col, o),
+        let (k, m) = (w.k, acts.m);
+        let weights = w.data.as_ptr().add(tile * k * TILE_N);
+        let col = tile * TILE_N;
+        let mut m0 = 0;
+        while m0 < m {
+            let rows = (m - m0).min(TILE_M);
+            let a = acts.bytes.as_ptr().add(m0 * k);
+            let o = out.add(m0 * w.n + col);
+            let s = &acts.scales[m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK)];
+            match rows {
+                8 => block::<8>(w, weights, a, s, col, o),
+                7 => block::<7>(w, weights, a, s, col, o),
+                6 => block::<6>(w, weights, a, s, col, o),
+                5 => block::<5>(w, weights, a, s, col, o),
+                4 => block::<4>(w, weights, a, s, col, o),
+                3 => block::<3>(w, weights, a, s, col, o),
+                2 => block::<2>(w, weights, a, s, col, o),
+                _ => block::<1>(w, weights, a, s, col, o),
+            }
+            m0 += rows;
+        }
+        if let Some(bias) = &epilogue.bias {
+            let bias = &bias[col..col + TILE_N];
+            for r in 0..m {
+                let row = std::slice::from_raw_parts_mut(out.add(r * w.n + col), TILE_N);
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
                 }
-                m0 += rows;
+                if epilogue.gelu {
+                    for v in row.iter_mut() {
+                        *v = gelu::<true>(*v);
+                    }
+                }
             }
         }
     }
@@ -342,7 +449,8 @@ mod tests {
             let fast = packed.matmul(&x, m).unwrap_or_else(|e| panic!("{e}"));
             let mut slow = vec![0f32; m * n];
             let (mut acts, mut scales) = (vec![0u8; m * k], vec![0f32; m * k / BLOCK]);
-            packed.matmul_portable(&x, &mut acts, &mut scales, &mut slow);
+            quantize_portable(&x, &mut acts, &mut scales);
+            packed.matmul_portable(&acts, &scales, &mut slow);
             assert_eq!(fast, slow, "{m} rows");
         }
     }

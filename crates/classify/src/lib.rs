@@ -15,6 +15,7 @@
 
 mod bert;
 pub mod config;
+mod crew;
 pub mod embed;
 mod int8;
 mod lru;
@@ -26,6 +27,7 @@ use regex::Regex;
 use serde::Serialize;
 use switchyard_api::openai::ChatRequest;
 
+pub use crew::{split_counts, SplitCounts};
 pub use config::{ClassesConfig, RuleConfig, SemanticConfig, Vote};
 pub use embed::{
     default_model_dir, dot, Embedder, Weights, DEFAULT_MAX_TOKENS, DEFAULT_SEMANTIC_MAX_TOKENS,

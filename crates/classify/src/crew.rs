@@ -1,0 +1,451 @@
+//! One forward's int8 products shared between the thread running it and helper threads.
+//!
+//! Why: at the default 32 word pieces a forward is about 3 ms of one core, three quarters of it
+//! int8 products, against a 5 ms budget for the classifier's added p99; at the rates where one
+//! forward runs at a time the gateway's other core is mostly idle. A product's 32-column tiles
+//! are independent, so the caller and the helpers claim them from one counter, and each tile's
+//! bias and GELU are applied by whoever computed it.
+//!
+//! Why not a pool's fork-join (candle's was tried, docs/routing-classes.md): its barrier waits
+//! for every worker, and a worker descheduled by a busy core holds the forward for a time slice.
+//! Here the caller never waits for a tile nobody has started (it claims every tile a helper has
+//! not), and a tile a helper claimed but has not finished by a deadline (three times the caller's
+//! own mean tile time, plus 5 µs) is computed again by the caller into a fresh output; the late
+//! helper writes into the old one, which the job keeps alive until the helper lets go of it.
+//!
+//! One crew per process (the helpers are threads; one fewer than the CPUs, at most 3), held by
+//! one forward at a time: a forward that finds it held runs alone, as every forward did before.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crate::int8::{Acts, Epilogue, PackedI8, TILE_N};
+
+/// Tile states. A tile stays `PENDING` from its claim until the claimant marks it, so a pending
+/// tile after the caller's claims ran out is a helper's.
+const PENDING: u8 = 0;
+const BY_CALLER: u8 = 1;
+const BY_HELPER: u8 = 2;
+const TAKEN_BACK: u8 = 3;
+
+/// How long a helper polls for the next product of a forward in progress before it sleeps (the
+/// steps between products take tens of microseconds; a wake-up on this VM costs about as much).
+const HELPER_POLL: Duration = Duration::from_millis(1);
+
+/// Tiles helpers computed, and tiles the caller took back from a late helper, since start.
+static HELPED_TILES: AtomicU64 = AtomicU64::new(0);
+static TAKEN_BACK_TILES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts of the shared products since the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SplitCounts {
+    /// Helper threads (0: every forward runs alone).
+    pub helpers: usize,
+    /// Product tiles computed by a helper.
+    pub helped_tiles: u64,
+    /// Tiles a helper claimed but had not finished in time, computed again by the caller.
+    pub taken_back_tiles: u64,
+}
+
+/// The counts so far (without starting the helpers).
+pub fn split_counts() -> SplitCounts {
+    SplitCounts {
+        helpers: CREW.get().map_or(0, |c| c.helpers.len()),
+        helped_tiles: HELPED_TILES.load(Ordering::Relaxed),
+        taken_back_tiles: TAKEN_BACK_TILES.load(Ordering::Relaxed),
+    }
+}
+
+/// One product in flight.
+struct Job {
+    weights: Arc<PackedI8>,
+    acts: Acts,
+    epilogue: Epilogue,
+    /// The caller's output buffer (`rows × width`).
+    out: *mut f32,
+    next: AtomicUsize,
+    state: Box<[AtomicU8]>,
+    /// Outputs the caller gave up on while a late helper may still write into them.
+    abandoned: Mutex<Vec<Vec<f32>>>,
+}
+
+// SAFETY: `out` points into a buffer that outlives every write through it: the caller keeps it
+// until every tile is accounted for, or moves it into `abandoned`, freed with the job. Threads
+// write disjoint tiles (one claim each from `next`).
+#[allow(unsafe_code)]
+unsafe impl Send for Job {}
+#[allow(unsafe_code)]
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// A helper's part: claim tiles until none are left or the caller took one back.
+    fn help(&self) {
+        loop {
+            let t = self.next.fetch_add(1, Ordering::Relaxed);
+            if t >= self.state.len() {
+                return;
+            }
+            #[cfg(test)]
+            tests::pause_if_asked();
+            // SAFETY: a crew exists only where `int8::available()`; `out` and `acts` belong to
+            // this product (see `Job`), `t` is below the tile count.
+            #[allow(unsafe_code)]
+            unsafe {
+                self.weights.tile(&self.acts, t, self.out, &self.epilogue)
+            };
+            if self.state[t]
+                .compare_exchange(PENDING, BY_HELPER, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+            {
+                // Taken back: the caller has moved on to a fresh output.
+                return;
+            }
+            HELPED_TILES.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct HelperSlot {
+    thread: OnceLock<Thread>,
+    asleep: AtomicBool,
+}
+
+struct Crew {
+    /// A forward holds the crew.
+    held: AtomicBool,
+    posted: Mutex<Option<Arc<Job>>>,
+    /// Bumped at every post; helpers poll it.
+    generation: AtomicU64,
+    helpers: Vec<HelperSlot>,
+}
+
+static CREW: OnceLock<Crew> = OnceLock::new();
+static STARTED: OnceLock<bool> = OnceLock::new();
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing in the critical sections can panic; a poisoned lock still holds a valid value.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn helper_count() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let helpers = cpus.saturating_sub(1).min(3);
+    // The tests exercise sharing on any machine.
+    if cfg!(test) {
+        helpers.max(1)
+    } else {
+        helpers
+    }
+}
+
+/// The crew, its helpers started on first use; none without helpers or the int8 product.
+fn crew() -> Option<&'static Crew> {
+    if !crate::int8::available() {
+        return None;
+    }
+    let crew = CREW.get_or_init(|| Crew {
+        held: AtomicBool::new(false),
+        posted: Mutex::new(None),
+        generation: AtomicU64::new(0),
+        helpers: (0..helper_count())
+            .map(|_| HelperSlot {
+                thread: OnceLock::new(),
+                asleep: AtomicBool::new(false),
+            })
+            .collect(),
+    });
+    let started = *STARTED.get_or_init(|| {
+        crew.helpers.iter().enumerate().all(|(i, slot)| {
+            std::thread::Builder::new()
+                .name(format!("minilm-helper-{i}"))
+                .spawn(move || helper_loop(crew, slot))
+                .map_err(|e| tracing::warn!(error = %e, "starting a MiniLM helper thread"))
+                .is_ok()
+        })
+    });
+    (started && !crew.helpers.is_empty()).then_some(crew)
+}
+
+fn helper_loop(crew: &'static Crew, me: &'static HelperSlot) {
+    let _ = me.thread.set(std::thread::current());
+    let mut seen = crew.generation.load(Ordering::Acquire);
+    let mut idle_since = Instant::now();
+    let mut polls = 0u32;
+    loop {
+        let generation = crew.generation.load(Ordering::Acquire);
+        if generation != seen {
+            seen = generation;
+            let job = lock(&crew.posted).clone();
+            if let Some(job) = job {
+                job.help();
+            }
+            idle_since = Instant::now();
+            continue;
+        }
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(64)
+            && (!crew.held.load(Ordering::Relaxed) || idle_since.elapsed() > HELPER_POLL)
+        {
+            // Sleep; a post after the store below sees `asleep` and unparks (both SeqCst), and
+            // an unpark before `park` makes it return at once.
+            me.asleep.store(true, Ordering::SeqCst);
+            if crew.generation.load(Ordering::SeqCst) == seen {
+                std::thread::park();
+            }
+            me.asleep.store(false, Ordering::SeqCst);
+            idle_since = Instant::now();
+            continue;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// The crew, held for one forward; `None` when another forward holds it (or there is none).
+pub(crate) fn join() -> Option<CrewGuard> {
+    let crew = crew()?;
+    crew.held
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .ok()?;
+    Some(CrewGuard { crew })
+}
+
+pub(crate) struct CrewGuard {
+    crew: &'static Crew,
+}
+
+impl Drop for CrewGuard {
+    fn drop(&mut self) {
+        *lock(&self.crew.posted) = None;
+        self.crew.held.store(false, Ordering::Release);
+    }
+}
+
+impl CrewGuard {
+    /// `acts · Wᵀ` with `epilogue`, the tiles shared with the helpers; the same values as
+    /// [`PackedI8::product`].
+    pub(crate) fn product(
+        &self,
+        weights: &Arc<PackedI8>,
+        acts: Acts,
+        epilogue: Epilogue,
+    ) -> Vec<f32> {
+        let (tiles, width, rows) = (weights.tiles(), weights.width(), acts.rows());
+        let len = rows * width;
+        // Not zeroed first: the tiles write every value.
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let job = Arc::new(Job {
+            weights: weights.clone(),
+            acts,
+            epilogue,
+            out: out.as_mut_ptr(),
+            next: AtomicUsize::new(0),
+            state: (0..tiles).map(|_| AtomicU8::new(PENDING)).collect(),
+            abandoned: Mutex::new(Vec::new()),
+        });
+        *lock(&self.crew.posted) = Some(job.clone());
+        self.crew.generation.fetch_add(1, Ordering::SeqCst);
+        for slot in &self.crew.helpers {
+            if slot.asleep.swap(false, Ordering::SeqCst) {
+                if let Some(thread) = slot.thread.get() {
+                    thread.unpark();
+                }
+            }
+        }
+
+        let start = Instant::now();
+        let mut mine = 0u32;
+        loop {
+            let t = job.next.fetch_add(1, Ordering::Relaxed);
+            if t >= tiles {
+                break;
+            }
+            // SAFETY: as in `Job::help`; this thread claimed `t`.
+            #[allow(unsafe_code)]
+            unsafe {
+                job.weights.tile(&job.acts, t, job.out, &job.epilogue)
+            };
+            job.state[t].store(BY_CALLER, Ordering::Relaxed);
+            mine += 1;
+        }
+        let deadline = Instant::now() + start.elapsed() / mine.max(1) * 3 + Duration::from_micros(5);
+        let mut spins = 0u32;
+        loop {
+            if job
+                .state
+                .iter()
+                .all(|s| s.load(Ordering::Acquire) != PENDING)
+            {
+                // SAFETY: every tile is written (by this thread, or by a helper before its
+                // Release that the Acquire loads above saw).
+                #[allow(unsafe_code)]
+                unsafe {
+                    out.set_len(len)
+                };
+                return out;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(16) && Instant::now() >= deadline {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+
+        // A helper is late (descheduled, most likely): take its tiles back.
+        let taken: Vec<usize> = (0..tiles)
+            .filter(|&t| {
+                job.state[t]
+                    .compare_exchange(PENDING, TAKEN_BACK, Ordering::Acquire, Ordering::Acquire)
+                    .is_ok()
+            })
+            .collect();
+        if taken.is_empty() {
+            // SAFETY: as above (the failed exchanges read each tile's state with Acquire).
+            #[allow(unsafe_code)]
+            unsafe {
+                out.set_len(len)
+            };
+            return out;
+        }
+        TAKEN_BACK_TILES.fetch_add(taken.len() as u64, Ordering::Relaxed);
+        let mut fresh: Vec<f32> = Vec::with_capacity(len);
+        for t in (0..tiles).filter(|t| !taken.contains(t)) {
+            for r in 0..rows {
+                let at = r * width + t * TILE_N;
+                // SAFETY: tile `t` is finished (its state was read with Acquire after the
+                // writer's Release, or written by this thread); a late helper writes only the
+                // taken tiles' columns, so these values are not being written. `fresh` has room
+                // for `len` values.
+                #[allow(unsafe_code)]
+                unsafe {
+                    std::ptr::copy_nonoverlapping(job.out.add(at), fresh.as_mut_ptr().add(at), TILE_N)
+                };
+            }
+        }
+        for &t in &taken {
+            // SAFETY: as above, into this thread's own buffer.
+            #[allow(unsafe_code)]
+            unsafe {
+                job.weights.tile(&job.acts, t, fresh.as_mut_ptr(), &job.epilogue)
+            };
+        }
+        // SAFETY: the finished tiles were copied and the taken ones computed: every value.
+        #[allow(unsafe_code)]
+        unsafe {
+            fresh.set_len(len)
+        };
+        // `out` (its length still 0) stays allocated until the late helper lets go of the job.
+        lock(&job.abandoned).push(out);
+        fresh
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Microseconds a helper sleeps after claiming a tile (to make it late on purpose).
+    static PAUSE_US: AtomicU64 = AtomicU64::new(0);
+    /// These tests hold the one crew; under `cargo test` they run on threads of one process.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    /// The crew, waiting while a forward elsewhere in this process holds it.
+    fn join_waiting() -> CrewGuard {
+        for _ in 0..10_000 {
+            if let Some(crew) = join() {
+                return crew;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("no crew (this CPU lacks AVX-512 VNNI, or a forward held it for 10 s)");
+    }
+
+    pub(super) fn pause_if_asked() {
+        let us = PAUSE_US.load(Ordering::Relaxed);
+        if us > 0 {
+            std::thread::sleep(Duration::from_micros(us));
+        }
+    }
+
+    fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..rows * cols)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Shares products until a helper has computed tiles (it starts asleep), checking each
+    /// against the product on one thread; returns the counts' change.
+    fn shared_products_match(pause_us: u64) -> (u64, u64) {
+        assert!(
+            crate::int8::available(),
+            "this CPU lacks AVX-512 VNNI: the shared product exists only where the int8 one runs"
+        );
+        let _one = lock(&ONE_AT_A_TIME);
+        PAUSE_US.store(pause_us, Ordering::Relaxed);
+        let (n, k, m) = (32 * 24, 1536, 32);
+        let weights = Arc::new(
+            PackedI8::new(&matrix(n, k, 3), n, k).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let bias: Arc<[f32]> = matrix(1, n, 4).into();
+        let epilogue = Epilogue {
+            bias: Some(bias),
+            gelu: true,
+        };
+        let x = matrix(m, k, 5);
+        let alone = weights.product(
+            &weights.quantize(&x, m).unwrap_or_else(|e| panic!("{e}")),
+            &epilogue,
+        );
+        let before = split_counts();
+        for _ in 0..200 {
+            let crew = join_waiting();
+            let acts = weights.quantize(&x, m).unwrap_or_else(|e| panic!("{e}"));
+            let shared = crew.product(&weights, acts, epilogue.clone());
+            assert_eq!(shared, alone);
+            let now = split_counts();
+            if now.helped_tiles + now.taken_back_tiles
+                > before.helped_tiles + before.taken_back_tiles
+            {
+                PAUSE_US.store(0, Ordering::Relaxed);
+                return (
+                    now.helped_tiles - before.helped_tiles,
+                    now.taken_back_tiles - before.taken_back_tiles,
+                );
+            }
+            drop(crew);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("the helper never took a tile in 200 products");
+    }
+
+    #[test]
+    fn a_shared_product_equals_the_product_alone() {
+        let (helped, _) = shared_products_match(0);
+        assert!(helped > 0);
+    }
+
+    #[test]
+    fn tiles_of_a_late_helper_are_taken_back() {
+        // The helper sleeps 50 ms after each claim: the caller finishes the rest, gives it a few
+        // tiles' time, then computes its tile itself, and the output is still exact.
+        let (_, taken_back) = shared_products_match(50_000);
+        assert!(taken_back > 0);
+        // The late helper's write lands in the abandoned buffer, not in a later product.
+        std::thread::sleep(Duration::from_millis(60));
+        shared_products_match(0);
+    }
+
+    #[test]
+    fn one_forward_holds_the_crew_at_a_time() {
+        let _one = lock(&ONE_AT_A_TIME);
+        let first = join_waiting();
+        assert!(join().is_none());
+        drop(first);
+        join_waiting();
+    }
+}
