@@ -421,7 +421,11 @@ impl BertEncoder {
     /// The mean over the tokens of the last layer's output (sentence-transformers' mean
     /// pooling; with one unpadded text every token counts), L2-normalised.
     pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
-        let crew = if self.split { crate::crew::join() } else { None };
+        let crew = if self.split {
+            crate::crew::join()
+        } else {
+            None
+        };
         let crew = crew.as_ref();
         #[cfg(target_arch = "x86_64")]
         {
@@ -532,20 +536,30 @@ impl BertEncoder {
         crew: Option<&CrewGuard>,
     ) -> Result<Vec<f32>> {
         let h = self.hidden;
-        let (mut qkv, biased) = layer.qkv.forward_biased(Cow::Borrowed(x), len, false, crew)?;
+        let (mut qkv, biased) = layer
+            .qkv
+            .forward_biased(Cow::Borrowed(x), len, false, crew)?;
         if !biased {
             for row in qkv.chunks_exact_mut(3 * h) {
                 add(row, &layer.qkv.bias);
             }
         }
-        let ctx = attention(&qkv, len, h, self.heads)?;
+        let ctx = match crew {
+            Some(crew) => {
+                check_head_width(h, self.heads)?;
+                crew.attention(qkv, len, h, self.heads)
+            }
+            None => attention(&qkv, len, h, self.heads)?,
+        };
         let mut a = layer.attn_out.forward(Cow::Owned(ctx), len, crew)?;
         for (row, residual) in a.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
             add(row, &layer.attn_out.bias);
             add(row, residual);
             layer.attn_norm.apply(row, self.eps);
         }
-        let (mut up, activated) = layer.up.forward_biased(Cow::Borrowed(&a), len, true, crew)?;
+        let (mut up, activated) = layer
+            .up
+            .forward_biased(Cow::Borrowed(&a), len, true, crew)?;
         if !activated {
             let width = layer.up.bias.len();
             for row in up.chunks_exact_mut(width) {
@@ -585,76 +599,131 @@ const KEY_BLOCK: usize = 32;
 /// Softmax(Q·Kᵀ/√d)·V per head over `len` rows of `[Q | K | V]`; no mask (one unpadded text).
 #[inline(always)]
 fn attention(qkv: &[f32], len: usize, hidden: usize, heads: usize) -> Result<Vec<f32>> {
-    // The head width is a constant inside the loops so their accumulators stay in registers.
+    check_head_width(hidden, heads)?;
+    let mut ctx = Vec::with_capacity(len * hidden);
+    for head in 0..heads {
+        // SAFETY: `ctx` has room for `len × hidden` values; the head width is checked.
+        #[allow(unsafe_code)]
+        unsafe {
+            attention_head_of_width(qkv, len, hidden, heads, head, ctx.as_mut_ptr())
+        };
+    }
+    // SAFETY: each head wrote its columns of every row: all values.
+    #[allow(unsafe_code)]
+    unsafe {
+        ctx.set_len(len * hidden)
+    };
+    Ok(ctx)
+}
+
+/// Heads of width 32 or 64 are supported.
+fn check_head_width(hidden: usize, heads: usize) -> Result<()> {
     match hidden / heads {
-        32 => Ok(attention_heads::<32>(qkv, len, hidden, heads)),
-        64 => Ok(attention_heads::<64>(qkv, len, hidden, heads)),
+        32 | 64 => Ok(()),
         d => Err(format!("attention heads of width {d} (32 or 64 supported)")),
     }
 }
 
-#[inline(always)]
-fn attention_heads<const D: usize>(
+/// One head's columns of the attention output, for a helper thread ([`crate::crew`]), compiled
+/// as `embed_avx512` compiles the forward's own attention (so the same values).
+///
+/// # Safety
+/// As [`attention_head`]; the CPU has AVX2, FMA, AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
+#[allow(unsafe_code)]
+pub(crate) unsafe fn attention_head_avx512(
     qkv: &[f32],
     len: usize,
     hidden: usize,
     heads: usize,
-) -> Vec<f32> {
+    head: usize,
+    out: *mut f32,
+) {
+    attention_head_of_width(qkv, len, hidden, heads, head, out)
+}
+
+/// # Safety
+/// As [`attention_head`]; a head width other than 32 or 64 writes nothing.
+#[inline(always)]
+#[allow(unsafe_code)]
+unsafe fn attention_head_of_width(
+    qkv: &[f32],
+    len: usize,
+    hidden: usize,
+    heads: usize,
+    head: usize,
+    out: *mut f32,
+) {
+    // The head width is a constant inside the loops so their accumulators stay in registers.
+    match hidden / heads {
+        32 => attention_head::<32>(qkv, len, hidden, head, out),
+        64 => attention_head::<64>(qkv, len, hidden, head, out),
+        _ => {}
+    }
+}
+
+/// Head `head`'s `D` columns of every output row, written through `out`.
+///
+/// # Safety
+/// `out` is valid for `len × hidden` values, `qkv` holds `len` rows of `3 × hidden`, and
+/// `(head + 1) × D ≤ hidden`; no other thread writes these columns meanwhile.
+#[inline(always)]
+#[allow(unsafe_code)]
+unsafe fn attention_head<const D: usize>(
+    qkv: &[f32],
+    len: usize,
+    hidden: usize,
+    head: usize,
+    out: *mut f32,
+) {
     let scale = 1.0 / (D as f32).sqrt();
     let stride = 3 * hidden;
     let padded = len.next_multiple_of(KEY_BLOCK);
-    // Per head: the keys transposed (D rows of `padded` positions, the padding zero), so a block
-    // of scores accumulates in registers; the values as rows of D.
-    let mut keys_t = vec![0f32; heads * D * padded];
-    let mut values = vec![[0f32; D]; heads * len];
+    // The keys transposed (D rows of `padded` positions, the padding zero), so a block of
+    // scores accumulates in registers; the values as rows of D.
+    let mut keys_t = vec![0f32; D * padded];
+    let mut values = vec![[0f32; D]; len];
     for (j, row) in qkv.chunks_exact(stride).enumerate() {
-        for head in 0..heads {
-            let head_keys = &mut keys_t[head * D * padded..(head + 1) * D * padded];
-            for (c, &k) in row[hidden + head * D..][..D].iter().enumerate() {
-                head_keys[c * padded + j] = k;
-            }
-            values[head * len + j].copy_from_slice(&row[2 * hidden + head * D..][..D]);
+        for (c, &k) in row[hidden + head * D..][..D].iter().enumerate() {
+            keys_t[c * padded + j] = k;
         }
+        values[j].copy_from_slice(&row[2 * hidden + head * D..][..D]);
     }
-    let mut ctx = vec![0f32; len * hidden];
     let mut scores = vec![0f32; padded];
-    for (i, out) in ctx.chunks_exact_mut(hidden).enumerate() {
-        let row = &qkv[i * stride..(i + 1) * stride];
-        for head in 0..heads {
-            let head_keys = &keys_t[head * D * padded..(head + 1) * D * padded];
-            let mut q = [0f32; D];
-            for (dst, src) in q.iter_mut().zip(&row[head * D..]) {
-                *dst = src * scale;
-            }
-            for (jb, block) in scores.chunks_exact_mut(KEY_BLOCK).enumerate() {
-                // Several registers of independent sums, so the additions do not wait on each other.
-                let mut acc = [0f32; KEY_BLOCK];
-                for (&qc, keys) in q.iter().zip(head_keys.chunks_exact(padded)) {
-                    let keys = &keys[jb * KEY_BLOCK..(jb + 1) * KEY_BLOCK];
-                    for (a, k) in acc.iter_mut().zip(keys) {
-                        *a += qc * k;
-                    }
-                }
-                block.copy_from_slice(&acc);
-            }
-            let live = &mut scores[..len];
-            let max = max_of(live);
-            for s in live.iter_mut() {
-                *s = exp(*s - max);
-            }
-            let inv_sum = 1.0 / sum_of(live);
-            let mut acc = [0f32; D];
-            for (&p, v) in live.iter().zip(&values[head * len..(head + 1) * len]) {
-                for (a, v) in acc.iter_mut().zip(v) {
-                    *a += p * v;
+    for (i, row) in qkv.chunks_exact(stride).enumerate() {
+        let mut q = [0f32; D];
+        for (dst, src) in q.iter_mut().zip(&row[head * D..]) {
+            *dst = src * scale;
+        }
+        for (jb, block) in scores.chunks_exact_mut(KEY_BLOCK).enumerate() {
+            // Several registers of independent sums, so the additions do not wait on each other.
+            let mut acc = [0f32; KEY_BLOCK];
+            for (&qc, keys) in q.iter().zip(keys_t.chunks_exact(padded)) {
+                let keys = &keys[jb * KEY_BLOCK..(jb + 1) * KEY_BLOCK];
+                for (a, k) in acc.iter_mut().zip(keys) {
+                    *a += qc * k;
                 }
             }
-            for (o, a) in out[head * D..(head + 1) * D].iter_mut().zip(&acc) {
-                *o = a * inv_sum;
+            block.copy_from_slice(&acc);
+        }
+        let live = &mut scores[..len];
+        let max = max_of(live);
+        for s in live.iter_mut() {
+            *s = exp(*s - max);
+        }
+        let inv_sum = 1.0 / sum_of(live);
+        let mut acc = [0f32; D];
+        for (&p, v) in live.iter().zip(&values) {
+            for (a, v) in acc.iter_mut().zip(v) {
+                *a += p * v;
             }
         }
+        let o = std::slice::from_raw_parts_mut(out.add(i * hidden + head * D), D);
+        for (o, a) in o.iter_mut().zip(&acc) {
+            *o = a * inv_sum;
+        }
     }
-    ctx
 }
 
 /// Sum in 8 independent lanes (a single running sum would not vectorise: float addition is
@@ -842,7 +911,9 @@ mod tests {
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
                 // SAFETY: as above.
                 #[allow(unsafe_code)]
-                copies.push(("avx512", unsafe { encoder.embed_avx512(&ids, &types, None) }));
+                copies.push(("avx512", unsafe {
+                    encoder.embed_avx512(&ids, &types, None)
+                }));
             } else {
                 eprintln!("this CPU lacks AVX-512: that copy is not compared here");
             }
@@ -882,12 +953,16 @@ mod tests {
             .collect();
         let types = vec![0; ids.len()];
         encoder.split = false;
-        let alone = encoder.embed(&ids, &types).unwrap_or_else(|e| panic!("{e}"));
+        let alone = encoder
+            .embed(&ids, &types)
+            .unwrap_or_else(|e| panic!("{e}"));
         encoder.split = true;
         let helped = crate::crew::split_counts().helped_tiles;
         // The helper sleeps between forwards, so the first ones may finish before it wakes.
         for _ in 0..100 {
-            let shared = encoder.embed(&ids, &types).unwrap_or_else(|e| panic!("{e}"));
+            let shared = encoder
+                .embed(&ids, &types)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(shared, alone);
             if crate::crew::split_counts().helped_tiles > helped {
                 return;

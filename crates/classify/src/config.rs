@@ -133,6 +133,16 @@ pub struct SemanticConfig {
     /// self-hosted targets: the safe choice when the examples decide what is sensitive.
     #[serde(default)]
     pub busy_class: Option<String>,
+    /// A forward shares its int8 matrix products with a helper thread (one per CPU past the
+    /// first, at most 3), when no other forward holds them: on 2 cores about a third less time
+    /// per forward, for more CPU in all (docs/routing-classes.md, "Sharing a forward"). Off,
+    /// each forward runs on its one thread.
+    #[serde(default = "default_split_forward")]
+    pub split_forward: bool,
+}
+
+fn default_split_forward() -> bool {
+    true
 }
 
 fn default_max_tokens() -> usize {
@@ -161,6 +171,7 @@ impl Default for SemanticConfig {
             max_concurrent: None,
             max_wait_ms: None,
             busy_class: None,
+            split_forward: default_split_forward(),
         }
     }
 }

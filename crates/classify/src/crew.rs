@@ -16,7 +16,7 @@
 //! One crew per process (the helpers are threads; one fewer than the CPUs, at most 3), held by
 //! one forward at a time: a forward that finds it held runs alone, as every forward did before.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -58,11 +58,29 @@ pub fn split_counts() -> SplitCounts {
     }
 }
 
-/// One product in flight.
+/// What a job's items are: tiles of an int8 product, or attention heads.
+enum Work {
+    Product {
+        weights: Arc<PackedI8>,
+        acts: Acts,
+        epilogue: Epilogue,
+    },
+    Attention {
+        qkv: Vec<f32>,
+        len: usize,
+        hidden: usize,
+        heads: usize,
+    },
+}
+
+/// One step in flight: items that each write their own block of columns of a `rows × width`
+/// output (a tile's 32 columns, a head's 32).
 struct Job {
-    weights: Arc<PackedI8>,
-    acts: Acts,
-    epilogue: Epilogue,
+    work: Work,
+    rows: usize,
+    width: usize,
+    /// Columns per item.
+    block: usize,
     /// The caller's output buffer (`rows × width`).
     out: *mut f32,
     next: AtomicUsize,
@@ -72,15 +90,41 @@ struct Job {
 }
 
 // SAFETY: `out` points into a buffer that outlives every write through it: the caller keeps it
-// until every tile is accounted for, or moves it into `abandoned`, freed with the job. Threads
-// write disjoint tiles (one claim each from `next`).
+// until every item is accounted for, or moves it into `abandoned`, freed with the job. Threads
+// write disjoint column blocks (one claim each from `next`).
 #[allow(unsafe_code)]
 unsafe impl Send for Job {}
 #[allow(unsafe_code)]
 unsafe impl Sync for Job {}
 
 impl Job {
-    /// A helper's part: claim tiles until none are left or the caller took one back.
+    /// Item `i` into `out`.
+    ///
+    /// # Safety
+    /// `out` is valid for `rows × width` values; `i` is below the item count and claimed by
+    /// this thread (or taken back into a buffer of its own); the crew exists only where
+    /// `int8::available()`, so the CPU has the features the kernels are compiled for.
+    #[allow(unsafe_code)]
+    unsafe fn run(&self, i: usize, out: *mut f32) {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (i, out); // no crew off x86-64: `crew()` needs the int8 product
+        #[cfg(target_arch = "x86_64")]
+        match &self.work {
+            Work::Product {
+                weights,
+                acts,
+                epilogue,
+            } => weights.tile(acts, i, out, epilogue),
+            Work::Attention {
+                qkv,
+                len,
+                hidden,
+                heads,
+            } => crate::bert::attention_head_avx512(qkv, *len, *hidden, *heads, i, out),
+        }
+    }
+
+    /// A helper's part: claim items until none are left or the caller took one back.
     fn help(&self) {
         loop {
             let t = self.next.fetch_add(1, Ordering::Relaxed);
@@ -89,11 +133,10 @@ impl Job {
             }
             #[cfg(test)]
             tests::pause_if_asked();
-            // SAFETY: a crew exists only where `int8::available()`; `out` and `acts` belong to
-            // this product (see `Job`), `t` is below the tile count.
+            // SAFETY: see `Job::run`; this thread claimed `t`.
             #[allow(unsafe_code)]
             unsafe {
-                self.weights.tile(&self.acts, t, self.out, &self.epilogue)
+                self.run(t, self.out)
             };
             if self.state[t]
                 .compare_exchange(PENDING, BY_HELPER, Ordering::Release, Ordering::Relaxed)
@@ -109,6 +152,10 @@ impl Job {
 
 struct HelperSlot {
     thread: OnceLock<Thread>,
+    /// The helper's thread id (0 until it starts), for its CPU affinity.
+    tid: AtomicI32,
+    /// The CPU the helper is kept off (-1: none).
+    kept_off: AtomicI32,
     asleep: AtomicBool,
 }
 
@@ -152,6 +199,8 @@ fn crew() -> Option<&'static Crew> {
         helpers: (0..helper_count())
             .map(|_| HelperSlot {
                 thread: OnceLock::new(),
+                tid: AtomicI32::new(0),
+                kept_off: AtomicI32::new(-1),
                 asleep: AtomicBool::new(false),
             })
             .collect(),
@@ -168,7 +217,70 @@ fn crew() -> Option<&'static Crew> {
     (started && !crew.helpers.is_empty()).then_some(crew)
 }
 
+/// The CPU this thread runs on (-1 where unknown).
+fn current_cpu() -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: no arguments; reads the CPU number (vDSO / rdpid).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::sched_getcpu()
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        -1
+    }
+}
+
+/// Lets a helper run on any CPU the process may use except `cpu` (the forward's). Why: this
+/// benchmark machine's kernel (a VM that packs threads onto few CPUs) woke a sleeping helper on
+/// the waker's CPU, where it waited out the caller's time slice (1.3–1.5 ms) with the other
+/// CPU idle; kept off the caller's CPU, it wakes where it can run.
+fn keep_off_cpu(slot: &HelperSlot, cpu: i32) {
+    if cpu < 0 || slot.kept_off.load(Ordering::Relaxed) == cpu {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let (Some(allowed), tid) = (ALLOWED_CPUS.get(), slot.tid.load(Ordering::Relaxed)) else {
+            return;
+        };
+        if tid == 0 {
+            return;
+        }
+        // SAFETY: `cpu_set_t` is plain data; the call gets a valid pointer and its size.
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut set = *allowed;
+            libc::CPU_CLR(cpu as usize, &mut set);
+            if libc::CPU_COUNT(&set) == 0
+                || libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+            {
+                return;
+            }
+        }
+        slot.kept_off.store(cpu, Ordering::Relaxed);
+    }
+}
+
+/// The CPUs the process may use, read when the helpers start.
+#[cfg(target_os = "linux")]
+static ALLOWED_CPUS: OnceLock<libc::cpu_set_t> = OnceLock::new();
+
 fn helper_loop(crew: &'static Crew, me: &'static HelperSlot) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: as in `move_off_cpu`.
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                let _ = ALLOWED_CPUS.set(set);
+            }
+            me.tid.store(libc::gettid(), Ordering::Relaxed);
+        }
+    }
     let _ = me.thread.set(std::thread::current());
     let mut seen = crew.generation.load(Ordering::Acquire);
     let mut idle_since = Instant::now();
@@ -208,6 +320,10 @@ pub(crate) fn join() -> Option<CrewGuard> {
     crew.held
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
         .ok()?;
+    let cpu = current_cpu();
+    for slot in &crew.helpers {
+        keep_off_cpu(slot, cpu);
+    }
     Some(CrewGuard { crew })
 }
 
@@ -232,16 +348,44 @@ impl CrewGuard {
         epilogue: Epilogue,
     ) -> Vec<f32> {
         let (tiles, width, rows) = (weights.tiles(), weights.width(), acts.rows());
-        let len = rows * width;
-        // Not zeroed first: the tiles write every value.
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        let job = Arc::new(Job {
+        let work = Work::Product {
             weights: weights.clone(),
             acts,
             epilogue,
+        };
+        self.share(work, tiles, rows, width, TILE_N)
+    }
+
+    /// Attention over `len` rows of `[Q | K | V]`, the heads shared with the helpers; the same
+    /// values as the forward's own attention. Heads must be 32 wide (MiniLM's).
+    pub(crate) fn attention(
+        &self,
+        qkv: Vec<f32>,
+        len: usize,
+        hidden: usize,
+        heads: usize,
+    ) -> Vec<f32> {
+        let work = Work::Attention {
+            qkv,
+            len,
+            hidden,
+            heads,
+        };
+        self.share(work, heads, len, hidden, hidden / heads)
+    }
+
+    fn share(&self, work: Work, items: usize, rows: usize, width: usize, block: usize) -> Vec<f32> {
+        let len = rows * width;
+        // Not zeroed first: the items write every value.
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let job = Arc::new(Job {
+            work,
+            rows,
+            width,
+            block,
             out: out.as_mut_ptr(),
             next: AtomicUsize::new(0),
-            state: (0..tiles).map(|_| AtomicU8::new(PENDING)).collect(),
+            state: (0..items).map(|_| AtomicU8::new(PENDING)).collect(),
             abandoned: Mutex::new(Vec::new()),
         });
         *lock(&self.crew.posted) = Some(job.clone());
@@ -258,18 +402,19 @@ impl CrewGuard {
         let mut mine = 0u32;
         loop {
             let t = job.next.fetch_add(1, Ordering::Relaxed);
-            if t >= tiles {
+            if t >= items {
                 break;
             }
-            // SAFETY: as in `Job::help`; this thread claimed `t`.
+            // SAFETY: see `Job::run`; this thread claimed `t`.
             #[allow(unsafe_code)]
             unsafe {
-                job.weights.tile(&job.acts, t, job.out, &job.epilogue)
+                job.run(t, job.out)
             };
             job.state[t].store(BY_CALLER, Ordering::Relaxed);
             mine += 1;
         }
-        let deadline = Instant::now() + start.elapsed() / mine.max(1) * 3 + Duration::from_micros(5);
+        let deadline =
+            Instant::now() + start.elapsed() / mine.max(1) * 3 + Duration::from_micros(5);
         let mut spins = 0u32;
         loop {
             if job
@@ -277,7 +422,7 @@ impl CrewGuard {
                 .iter()
                 .all(|s| s.load(Ordering::Acquire) != PENDING)
             {
-                // SAFETY: every tile is written (by this thread, or by a helper before its
+                // SAFETY: every item is written (by this thread, or by a helper before its
                 // Release that the Acquire loads above saw).
                 #[allow(unsafe_code)]
                 unsafe {
@@ -292,8 +437,8 @@ impl CrewGuard {
             std::hint::spin_loop();
         }
 
-        // A helper is late (descheduled, most likely): take its tiles back.
-        let taken: Vec<usize> = (0..tiles)
+        // A helper is late (descheduled, most likely): take its items back.
+        let taken: Vec<usize> = (0..items)
             .filter(|&t| {
                 job.state[t]
                     .compare_exchange(PENDING, TAKEN_BACK, Ordering::Acquire, Ordering::Acquire)
@@ -301,7 +446,7 @@ impl CrewGuard {
             })
             .collect();
         if taken.is_empty() {
-            // SAFETY: as above (the failed exchanges read each tile's state with Acquire).
+            // SAFETY: as above (the failed exchanges read each item's state with Acquire).
             #[allow(unsafe_code)]
             unsafe {
                 out.set_len(len)
@@ -310,16 +455,20 @@ impl CrewGuard {
         }
         TAKEN_BACK_TILES.fetch_add(taken.len() as u64, Ordering::Relaxed);
         let mut fresh: Vec<f32> = Vec::with_capacity(len);
-        for t in (0..tiles).filter(|t| !taken.contains(t)) {
-            for r in 0..rows {
-                let at = r * width + t * TILE_N;
-                // SAFETY: tile `t` is finished (its state was read with Acquire after the
+        for t in (0..items).filter(|t| !taken.contains(t)) {
+            for r in 0..job.rows {
+                let at = r * job.width + t * job.block;
+                // SAFETY: item `t` is finished (its state was read with Acquire after the
                 // writer's Release, or written by this thread); a late helper writes only the
-                // taken tiles' columns, so these values are not being written. `fresh` has room
+                // taken items' columns, so these values are not being written. `fresh` has room
                 // for `len` values.
                 #[allow(unsafe_code)]
                 unsafe {
-                    std::ptr::copy_nonoverlapping(job.out.add(at), fresh.as_mut_ptr().add(at), TILE_N)
+                    std::ptr::copy_nonoverlapping(
+                        job.out.add(at),
+                        fresh.as_mut_ptr().add(at),
+                        job.block,
+                    )
                 };
             }
         }
@@ -327,10 +476,10 @@ impl CrewGuard {
             // SAFETY: as above, into this thread's own buffer.
             #[allow(unsafe_code)]
             unsafe {
-                job.weights.tile(&job.acts, t, fresh.as_mut_ptr(), &job.epilogue)
+                job.run(t, fresh.as_mut_ptr())
             };
         }
-        // SAFETY: the finished tiles were copied and the taken ones computed: every value.
+        // SAFETY: the finished items were copied and the taken ones computed: every value.
         #[allow(unsafe_code)]
         unsafe {
             fresh.set_len(len)
@@ -388,9 +537,8 @@ pub(crate) mod tests {
         let _one = lock(&ONE_AT_A_TIME);
         PAUSE_US.store(pause_us, Ordering::Relaxed);
         let (n, k, m) = (32 * 24, 1536, 32);
-        let weights = Arc::new(
-            PackedI8::new(&matrix(n, k, 3), n, k).unwrap_or_else(|e| panic!("{e}")),
-        );
+        let weights =
+            Arc::new(PackedI8::new(&matrix(n, k, 3), n, k).unwrap_or_else(|e| panic!("{e}")));
         let bias: Arc<[f32]> = matrix(1, n, 4).into();
         let epilogue = Epilogue {
             bias: Some(bias),

@@ -27,8 +27,8 @@ use regex::Regex;
 use serde::Serialize;
 use switchyard_api::openai::ChatRequest;
 
-pub use crew::{split_counts, SplitCounts};
 pub use config::{ClassesConfig, RuleConfig, SemanticConfig, Vote};
+pub use crew::{split_counts, SplitCounts};
 pub use embed::{
     default_model_dir, dot, Embedder, Weights, DEFAULT_MAX_TOKENS, DEFAULT_SEMANTIC_MAX_TOKENS,
     MINILM_DIMS, MINILM_DIR_NAME,
@@ -577,9 +577,10 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
         Some(e) => e,
         None => {
             let dir = s.model_dir.clone().unwrap_or_else(default_model_dir);
-            Arc::new(
-                Embedder::load(&dir, s.max_tokens).map_err(|e| format!("classes.semantic: {e}"))?,
-            )
+            let mut embedder =
+                Embedder::load(&dir, s.max_tokens).map_err(|e| format!("classes.semantic: {e}"))?;
+            embedder.set_split_forward(s.split_forward);
+            Arc::new(embedder)
         }
     };
     let mut points = Vec::new();

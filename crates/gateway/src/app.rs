@@ -287,6 +287,19 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
             "Requests that waited classes.semantic.max_wait_ms for a MiniLM forward and went without it (the busy class; a learned route's config order).",
             load.busy_total as f64,
         );
+        let split = switchyard_classify::split_counts();
+        series(
+            "switchyard_minilm_helped_tiles_total",
+            "counter",
+            "Tiles of MiniLM's matrix products computed by a helper thread (classes.semantic.split_forward).",
+            split.helped_tiles as f64,
+        );
+        series(
+            "switchyard_minilm_taken_back_tiles_total",
+            "counter",
+            "Tiles a helper thread claimed but had not finished in time, computed again by the forward's own thread.",
+            split.taken_back_tiles as f64,
+        );
     }
     if let Some((in_use, free)) = crate::memory::heap_bytes() {
         let _ = writeln!(
