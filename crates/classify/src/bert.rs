@@ -421,6 +421,7 @@ impl BertEncoder {
     /// The mean over the tokens of the last layer's output (sentence-transformers' mean
     /// pooling; with one unpadded text every token counts), L2-normalised.
     pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+        let _counted = crate::crew::forward_started();
         let crew = if self.split {
             crate::crew::join()
         } else {

@@ -34,6 +34,29 @@ const TAKEN_BACK: u8 = 3;
 /// steps between products take tens of microseconds; a wake-up on this VM costs about as much).
 const HELPER_POLL: Duration = Duration::from_millis(1);
 
+/// MiniLM forwards running in this process (shared or not). The crew helps only a forward that
+/// runs alone: with two at once the cores are already busy, and a helper polling between steps
+/// would take CPU from the other forward (at 300 req/s on 2 cores sharing raised the p99).
+static FORWARDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a forward as running while it lives.
+pub(crate) struct Forward(());
+
+pub(crate) fn forward_started() -> Forward {
+    FORWARDS.fetch_add(1, Ordering::Relaxed);
+    Forward(())
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        FORWARDS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn others_running() -> bool {
+    FORWARDS.load(Ordering::Relaxed) > 1
+}
+
 /// Tiles helpers computed, and tiles the caller took back from a late helper, since start.
 static HELPED_TILES: AtomicU64 = AtomicU64::new(0);
 static TAKEN_BACK_TILES: AtomicU64 = AtomicU64::new(0);
@@ -298,7 +321,9 @@ fn helper_loop(crew: &'static Crew, me: &'static HelperSlot) {
         }
         polls = polls.wrapping_add(1);
         if polls.is_multiple_of(64)
-            && (!crew.held.load(Ordering::Relaxed) || idle_since.elapsed() > HELPER_POLL)
+            && (!crew.held.load(Ordering::Relaxed)
+                || others_running()
+                || idle_since.elapsed() > HELPER_POLL)
         {
             // Sleep; a post after the store below sees `asleep` and unparks (both SeqCst), and
             // an unpark before `park` makes it return at once.
@@ -314,8 +339,12 @@ fn helper_loop(crew: &'static Crew, me: &'static HelperSlot) {
     }
 }
 
-/// The crew, held for one forward; `None` when another forward holds it (or there is none).
+/// The crew, held for one forward; `None` when other forwards are running (or there is none).
+/// Call with the forward counted ([`forward_started`]).
 pub(crate) fn join() -> Option<CrewGuard> {
+    if others_running() {
+        return None;
+    }
     let crew = crew()?;
     crew.held
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -378,6 +407,32 @@ impl CrewGuard {
         let len = rows * width;
         // Not zeroed first: the items write every value.
         let mut out: Vec<f32> = Vec::with_capacity(len);
+        if others_running() {
+            // Another forward started meanwhile: no more sharing (see `FORWARDS`).
+            let job = Job {
+                work,
+                rows,
+                width,
+                block,
+                out: out.as_mut_ptr(),
+                next: AtomicUsize::new(items),
+                state: Box::new([]),
+                abandoned: Mutex::new(Vec::new()),
+            };
+            for t in 0..items {
+                // SAFETY: see `Job::run`; this job is this thread's alone.
+                #[allow(unsafe_code)]
+                unsafe {
+                    job.run(t, job.out)
+                };
+            }
+            // SAFETY: every item written.
+            #[allow(unsafe_code)]
+            unsafe {
+                out.set_len(len)
+            };
+            return out;
+        }
         let job = Arc::new(Job {
             work,
             rows,
@@ -586,6 +641,26 @@ pub(crate) mod tests {
         // The late helper's write lands in the abandoned buffer, not in a later product.
         std::thread::sleep(Duration::from_millis(60));
         shared_products_match(0);
+    }
+
+    #[test]
+    fn with_a_second_forward_running_a_product_is_not_shared() {
+        let _one = lock(&ONE_AT_A_TIME);
+        let (n, k, m) = (32 * 24, 1536, 32);
+        let weights =
+            Arc::new(PackedI8::new(&matrix(n, k, 3), n, k).unwrap_or_else(|e| panic!("{e}")));
+        let x = matrix(m, k, 5);
+        let acts = || weights.quantize(&x, m).unwrap_or_else(|e| panic!("{e}"));
+        let alone = weights.product(&acts(), &Epilogue::default());
+        let _this = forward_started();
+        let crew = join_waiting();
+        let _other = forward_started();
+        assert!(join().is_none());
+        let helped = split_counts().helped_tiles;
+        for _ in 0..20 {
+            assert_eq!(crew.product(&weights, acts(), Epilogue::default()), alone);
+        }
+        assert_eq!(split_counts().helped_tiles, helped);
     }
 
     #[test]
