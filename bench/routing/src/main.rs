@@ -65,7 +65,7 @@ fn run() -> Result<(), String> {
     match mode.as_str() {
         "mmlu" => mmlu(&args),
         "latency" => latency(&args),
-        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn|length|subject-rate-bound|subject-rate-then-within] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--weights f32|q8_0|q8_0-vnni|i8-vnni,...] [--busy-threads N] [--out FILE]".into()),
+        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn|length|subject-rate-bound|subject-rate-then-within] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--weights f32|q8_0|q8_0-vnni|i8-vnni,...] [--busy-threads N] [--split on,off] [--out FILE]".into()),
     }
 }
 
@@ -491,6 +491,17 @@ fn latency(args: &Args) -> Result<(), String> {
             .collect::<Result<_, _>>()?,
         None => vec![Weights::for_this_cpu()],
     };
+    // Whether a forward shares its products with a helper thread (`split_forward`, default on).
+    let splits: Vec<bool> = args
+        .get("--split")
+        .unwrap_or("on")
+        .split(',')
+        .map(|s| match s.trim() {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            other => Err(format!("--split: \"{other}\" (on or off)")),
+        })
+        .collect::<Result<_, _>>()?;
     let out = args
         .get("--out")
         .map(PathBuf::from)
@@ -564,10 +575,13 @@ fn latency(args: &Args) -> Result<(), String> {
     // Classes given at the first budget and weight format, to measure how often a shorter cut
     // or coarser weights change the answer.
     let mut reference: Option<Vec<Option<String>>> = None;
-    let runs = formats
-        .iter()
-        .flat_map(|&w| budgets.iter().map(move |&b| (w, b)));
-    for (weights, budget) in runs {
+    let runs = formats.iter().flat_map(|&w| {
+        let splits = &splits;
+        budgets
+            .iter()
+            .flat_map(move |&b| splits.iter().map(move |&split| (w, b, split)))
+    });
+    for (weights, budget, split) in runs {
         let mut cfg = base.clone();
         if let Some(s) = cfg.semantic.as_mut() {
             s.max_tokens = budget;
@@ -579,7 +593,9 @@ fn latency(args: &Args) -> Result<(), String> {
             .and_then(|s| s.model_dir.clone())
             .unwrap_or_else(default_model_dir);
         let t = Instant::now();
-        let loaded = Arc::new(Embedder::load_with(&model_dir, budget, weights)?);
+        let mut loaded = Embedder::load_with(&model_dir, budget, weights)?;
+        loaded.set_split_forward(split);
+        let loaded = Arc::new(loaded);
         let cold = Classifier::build_with(&cfg, Some(loaded))?;
         let build_ms = t.elapsed().as_secs_f64() * 1e3;
         let embedder = cold.embedder().cloned();
@@ -627,6 +643,7 @@ fn latency(args: &Args) -> Result<(), String> {
         }
         let row = json!({
             "max_tokens": budget,
+            "split_forward": split,
             "requests": n,
             "build_ms": build_ms,
             "cache_off": cold_t.json(),
@@ -639,7 +656,8 @@ fn latency(args: &Args) -> Result<(), String> {
             "agreement_with_first_run": agreement,
         });
         println!(
-            "max_tokens={budget:<4} weights {weights} build {build_ms:.0} ms | held-out accuracy {right}/{} | agreement with max_tokens={} {}: {}",
+            "max_tokens={budget:<4} weights {weights} split {} build {build_ms:.0} ms | held-out accuracy {right}/{} | agreement with max_tokens={} {}: {}",
+            if split { "on" } else { "off" },
             heldout_cases.len(),
             budgets[0],
             formats[0],
