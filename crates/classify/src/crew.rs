@@ -1,4 +1,5 @@
-//! One forward's int8 products shared between the thread running it and helper threads.
+//! One forward's int8 products and attention heads shared between the thread running it and
+//! helper threads.
 //!
 //! Why: at the default 32 word pieces a forward is about 3 ms of one core, three quarters of it
 //! int8 products, against a 5 ms budget for the classifier's added p99; at the rates where one
@@ -14,7 +15,8 @@
 //! helper writes into the old one, which the job keeps alive until the helper lets go of it.
 //!
 //! One crew per process (the helpers are threads; one fewer than the CPUs, at most 3), held by
-//! one forward at a time: a forward that finds it held runs alone, as every forward did before.
+//! one forward at a time and only while no other forward runs: otherwise a forward runs on its
+//! own thread, as every forward did before.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -262,6 +264,10 @@ fn current_cpu() -> i32 {
 /// CPU idle; kept off the caller's CPU, it wakes where it can run.
 fn keep_off_cpu(slot: &HelperSlot, cpu: i32) {
     if cpu < 0 || slot.kept_off.load(Ordering::Relaxed) == cpu {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    if cpu as usize >= libc::CPU_SETSIZE as usize {
         return;
     }
     #[cfg(target_os = "linux")]

@@ -36,13 +36,16 @@ pub(crate) struct PackedI8 {
     offsets: Vec<i32>,
 }
 
-/// Whether this CPU runs [`PackedI8::matmul`] (AVX-512 F, BW and VNNI).
+/// Whether this CPU runs the vector product (AVX-512 F, BW and VNNI; and AVX2 and FMA, which
+/// every such CPU has, for the GELU the tiles apply).
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
