@@ -9,6 +9,9 @@
 #   bench/classifier-overload.sh ROUNDS RATE SECONDS [MAX_WAIT_MS=5]
 #   e.g. bench/classifier-overload.sh 3 600 10
 #
+# CLASSES_CONFIG=path starts from another config than bench/switchyard-classes.toml (it must
+# have the line `cache_entries = 0` under [classes.semantic]).
+#
 # Uses the dist-profile binaries bench/run.sh builds (run it once first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,14 +23,15 @@ max_wait=${4:-5}
 # shellcheck source=bench/standalone.sh
 source "$ROOT/bench/standalone.sh"
 bounded_cfg=$WORK/switchyard-classes-bounded.toml
-sed "s/^cache_entries = 0\$/cache_entries = 0\nmax_wait_ms = $max_wait/" bench/switchyard-classes.toml > "$bounded_cfg"
+base_cfg=${CLASSES_CONFIG:-bench/switchyard-classes.toml}
+sed "s/^cache_entries = 0\$/cache_entries = 0\nmax_wait_ms = $max_wait/" "$base_cfg" > "$bounded_cfg"
 grep -q "^max_wait_ms = $max_wait\$" "$bounded_cfg" || { echo "could not set max_wait_ms in $bounded_cfg" >&2; exit 1; }
 for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:9000/v1/models && break; sleep 0.1; done
 
 printf '%-5s %-8s %8s %8s %8s %8s %8s %8s %7s %10s\n' round config ok p50_ms p90_ms p99_ms p999_ms max_ms errors busy_share
 for round in $(seq "$rounds"); do
     for name in waits bounded; do
-        cfg=bench/switchyard-classes.toml
+        cfg=$base_cfg
         [ "$name" = bounded ] && cfg=$bounded_cfg
         start_build "$BIN/switchyard" "$cfg"
         # A warm-up below capacity (MiniLM's weights and the connection pool), not counted.
