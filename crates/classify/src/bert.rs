@@ -880,15 +880,20 @@ mod tests {
     /// Every compiled copy of the forward this CPU can run (plain, AVX2+FMA, AVX-512) gives
     /// the same embedding up to float rounding: they differ only in vector width and fused
     /// multiply-adds, so a wrong copy (say, a loop the wider one gets wrong) shows here.
-    #[test]
-    fn each_compiled_forward_gives_the_same_embedding() {
+    /// The encoder from the model folder the tests use (`scripts/fetch-models.sh`).
+    fn load_encoder(weights: Weights) -> BertEncoder {
         let dir = crate::default_model_dir();
         let config: BertConfig = std::fs::read_to_string(dir.join("config.json"))
             .map_err(|e| e.to_string())
             .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
             .unwrap_or_else(|e| panic!("model files missing from {}: {e}", dir.display()));
-        let encoder = BertEncoder::load(&config, &dir.join("model.safetensors"), Weights::F32)
-            .unwrap_or_else(|e| panic!("{e}"));
+        BertEncoder::load(&config, &dir.join("model.safetensors"), weights)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn each_compiled_forward_gives_the_same_embedding() {
+        let encoder = load_encoder(Weights::F32);
         // [CLS] a run of word pieces [SEP]: any valid ids make a valid forward. The copies read
         // 1.2e-7 apart at most here (12-03); 1e-5 leaves room for other CPUs' rounding.
         let ids: Vec<u32> = std::iter::once(101)
@@ -940,14 +945,7 @@ mod tests {
             crate::int8::available(),
             "this CPU lacks AVX-512 VNNI: forwards are shared only where the int8 product runs"
         );
-        let dir = crate::default_model_dir();
-        let config: BertConfig = std::fs::read_to_string(dir.join("config.json"))
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-            .unwrap_or_else(|e| panic!("model files missing from {}: {e}", dir.display()));
-        let mut encoder =
-            BertEncoder::load(&config, &dir.join("model.safetensors"), Weights::I8Vnni)
-                .unwrap_or_else(|e| panic!("{e}"));
+        let mut encoder = load_encoder(Weights::I8Vnni);
         let ids: Vec<u32> = std::iter::once(101)
             .chain((0..40).map(|i| 3000 + 53 * i))
             .chain(std::iter::once(102))

@@ -554,6 +554,7 @@ impl CrewGuard {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::int8::tests::matrix;
 
     /// Microseconds a helper sleeps after claiming a tile (to make it late on purpose).
     static PAUSE_US: AtomicU64 = AtomicU64::new(0);
@@ -576,16 +577,6 @@ pub(crate) mod tests {
         if us > 0 {
             std::thread::sleep(Duration::from_micros(us));
         }
-    }
-
-    fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..rows * cols)
-            .map(|_| {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     /// Shares products until a helper has computed tiles (it starts asleep), checking each

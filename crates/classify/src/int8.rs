@@ -398,11 +398,11 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A deterministic pseudo-random matrix in [-1, 1).
-    fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..rows * cols)
             .map(|_| {
