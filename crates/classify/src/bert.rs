@@ -524,10 +524,12 @@ impl BertEncoder {
         Ok(mean)
     }
 
-    /// The steps between the products run on this thread, in plain loops (a closure would be
-    /// compiled apart from `embed_avx2`, without its features). Spreading them over candle's pool
-    /// was tried: no faster idle, and with a core busy elsewhere every extra barrier can wait on
-    /// a descheduled thread.
+    /// With a crew, the int8 products (with the bias and GELU after them) and the attention
+    /// heads are shared with its helper ([`crate::crew`], which never waits on work nobody has
+    /// started); the norms, residuals and quantizing run on this thread, in plain loops (a
+    /// closure would be compiled apart from `embed_avx2`, without its features). Spreading them
+    /// over candle's pool was tried: no faster idle, and with a core busy elsewhere every extra
+    /// barrier can wait on a descheduled thread.
     #[inline(always)]
     fn layer_forward<const FMA: bool>(
         &self,
