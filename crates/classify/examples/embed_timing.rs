@@ -1,10 +1,10 @@
 //! Times one MiniLM embedding at a few prompt lengths, per weight format:
-//! `cargo run --release -p switchyard-classify --example embed_timing [-- f32 q8_0 q8_0-vnni i8-vnni]`.
-//! candle's formats use its thread count (`RAYON_NUM_THREADS`, default one per core); `i8-vnni`
+//! `cargo run --release -p switchyard-classify --example embed_timing [-- f32 q8_0 q8_0-vnni i8]`.
+//! candle's formats use its thread count (`RAYON_NUM_THREADS`, default one per core); `i8`
 //! runs on the calling thread. `EMBED_WORDS=30` times one length (words, comma-separated);
 //! `EMBED_REPEATS` sets the embeddings timed per length (200), e.g. for a longer profile;
 //! `EMBED_PAUSE_MS=20` sleeps between embeddings (as a gateway at 50 req/s idles between them);
-//! `EMBED_SPLIT=0` keeps `i8-vnni`'s products on the calling thread (by default they are shared
+//! `EMBED_SPLIT=0` keeps `i8`'s products on the calling thread (by default they are shared
 //! with a helper thread when the machine has a second CPU).
 use std::time::Instant;
 
@@ -13,12 +13,7 @@ use switchyard_classify::{default_model_dir, Embedder, Weights};
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let formats: Vec<Weights> = if args.is_empty() {
-        vec![
-            Weights::F32,
-            Weights::Q8_0,
-            Weights::Q8_0Vnni,
-            Weights::I8Vnni,
-        ]
+        vec![Weights::F32, Weights::Q8_0, Weights::Q8_0Vnni, Weights::I8]
     } else {
         args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?
     };

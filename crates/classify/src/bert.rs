@@ -2,7 +2,7 @@
 //! layers, width 384, 12 heads, absolute positions, erf GELU).
 //!
 //! The matrix products with the layer weights are this crate's int8 product (`int8.rs`) on
-//! AVX-512 VNNI, else candle's (F32 through its `gemm`, or its quantized kernels); everything
+//! AVX-512 VNNI or AVX2, else candle's (F32 through its `gemm`, or its quantized kernels); everything
 //! between them (embedding lookup, layer norm, attention, GELU, pooling) is plain Rust over
 //! `Vec<f32>`, so that:
 //! * one text needs no padding and no attention mask (the hot case: one prompt per request);
@@ -40,16 +40,18 @@ pub enum Weights {
     /// takes every layer; it quantizes the activations per 256 values (coarser: more drift).
     Q8_0Vnni,
     /// Int8 with one scale per output column, the activations one scale per 128 values,
-    /// multiplied by this crate's AVX-512 VNNI product on the calling thread (`int8.rs`).
-    I8Vnni,
+    /// multiplied by this crate's product on the calling thread (`int8.rs`: AVX-512 VNNI, or
+    /// AVX2 without it; the same values either way).
+    I8,
 }
 
 impl Weights {
-    /// `I8Vnni` on AVX-512 VNNI; else `Q8_0Vnni` where candle has its VNNI kernel (AVX-VNNI),
-    /// else `F32`: without VNNI, candle's Q8_0 product is slower than its F32 one.
+    /// `I8` where this crate's int8 product runs (AVX-512 VNNI or AVX2 with FMA); else
+    /// `Q8_0Vnni` where candle has its VNNI kernel (AVX-VNNI), else `F32`: without VNNI,
+    /// candle's Q8_0 product is slower than its F32 one.
     pub fn for_this_cpu() -> Weights {
         if crate::int8::available() {
-            return Weights::I8Vnni;
+            return Weights::I8;
         }
         #[cfg(target_arch = "x86_64")]
         {
@@ -68,9 +70,10 @@ impl std::str::FromStr for Weights {
             "f32" => Ok(Weights::F32),
             "q8_0" => Ok(Weights::Q8_0),
             "q8_0-vnni" => Ok(Weights::Q8_0Vnni),
-            "i8-vnni" => Ok(Weights::I8Vnni),
+            // "i8-vnni": its name while only the AVX-512 VNNI product existed.
+            "i8" | "i8-vnni" => Ok(Weights::I8),
             other => Err(format!(
-                "weights \"{other}\": expected f32, q8_0, q8_0-vnni or i8-vnni"
+                "weights \"{other}\": expected f32, q8_0, q8_0-vnni or i8"
             )),
         }
     }
@@ -82,7 +85,7 @@ impl std::fmt::Display for Weights {
             Weights::F32 => "f32",
             Weights::Q8_0 => "q8_0",
             Weights::Q8_0Vnni => "q8_0-vnni",
-            Weights::I8Vnni => "i8-vnni",
+            Weights::I8 => "i8",
         })
     }
 }
@@ -142,7 +145,7 @@ impl Linear {
                     k,
                 });
             }
-            Weights::I8Vnni => {
+            Weights::I8 => {
                 let values = w
                     .flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
@@ -628,14 +631,50 @@ fn check_head_width(hidden: usize, heads: usize) -> Result<()> {
 }
 
 /// One head's columns of the attention output, for a helper thread ([`crate::crew`]), compiled
-/// as `embed_avx512` compiles the forward's own attention (so the same values).
+/// as [`BertEncoder::embed`] compiles the forward's own attention on this CPU (so the same
+/// values).
 ///
+/// # Safety
+/// As [`attention_head`]; the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub(crate) unsafe fn attention_head_for_this_cpu(
+    qkv: &[f32],
+    len: usize,
+    hidden: usize,
+    heads: usize,
+    head: usize,
+    out: *mut f32,
+) {
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+        attention_head_avx512(qkv, len, hidden, heads, head, out)
+    } else {
+        attention_head_avx2(qkv, len, hidden, heads, head, out)
+    }
+}
+
+/// # Safety
+/// As [`attention_head`]; the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+unsafe fn attention_head_avx2(
+    qkv: &[f32],
+    len: usize,
+    hidden: usize,
+    heads: usize,
+    head: usize,
+    out: *mut f32,
+) {
+    attention_head_of_width(qkv, len, hidden, heads, head, out)
+}
+
 /// # Safety
 /// As [`attention_head`]; the CPU has AVX2, FMA, AVX-512 F and BW.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
 #[allow(unsafe_code)]
-pub(crate) unsafe fn attention_head_avx512(
+unsafe fn attention_head_avx512(
     qkv: &[f32],
     len: usize,
     hidden: usize,
@@ -945,9 +984,9 @@ mod tests {
     fn a_forward_shared_with_helpers_gives_the_embedding_of_one_alone() {
         assert!(
             crate::int8::available(),
-            "this CPU lacks AVX-512 VNNI: forwards are shared only where the int8 product runs"
+            "this CPU lacks AVX2 and FMA: forwards are shared only where the int8 product runs"
         );
-        let mut encoder = load_encoder(Weights::I8Vnni);
+        let mut encoder = load_encoder(Weights::I8);
         let ids: Vec<u32> = std::iter::once(101)
             .chain((0..40).map(|i| 3000 + 53 * i))
             .chain(std::iter::once(102))

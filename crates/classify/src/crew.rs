@@ -59,7 +59,8 @@ fn others_running() -> bool {
     FORWARDS.load(Ordering::Relaxed) > 1
 }
 
-/// Tiles helpers computed, and tiles the caller took back from a late helper, since start.
+/// Items (product tiles and attention heads) helpers computed, and items the caller took back
+/// from a late helper, since start.
 static HELPED_TILES: AtomicU64 = AtomicU64::new(0);
 static TAKEN_BACK_TILES: AtomicU64 = AtomicU64::new(0);
 
@@ -68,9 +69,9 @@ static TAKEN_BACK_TILES: AtomicU64 = AtomicU64::new(0);
 pub struct SplitCounts {
     /// Helper threads (0: every forward runs alone).
     pub helpers: usize,
-    /// Product tiles computed by a helper.
+    /// Items computed by a helper: product tiles and attention heads.
     pub helped_tiles: u64,
-    /// Tiles a helper claimed but had not finished in time, computed again by the caller.
+    /// Items a helper claimed but had not finished in time, computed again by the caller.
     pub taken_back_tiles: u64,
 }
 
@@ -145,7 +146,7 @@ impl Job {
                 len,
                 hidden,
                 heads,
-            } => crate::bert::attention_head_avx512(qkv, *len, *hidden, *heads, i, out),
+            } => crate::bert::attention_head_for_this_cpu(qkv, *len, *hidden, *heads, i, out),
         }
     }
 
@@ -267,11 +268,10 @@ fn keep_off_cpu(slot: &HelperSlot, cpu: i32) {
         return;
     }
     #[cfg(target_os = "linux")]
-    if cpu as usize >= libc::CPU_SETSIZE as usize {
-        return;
-    }
-    #[cfg(target_os = "linux")]
     {
+        if cpu as usize >= libc::CPU_SETSIZE as usize {
+            return;
+        }
         let (Some(allowed), tid) = (ALLOWED_CPUS.get(), slot.tid.load(Ordering::Relaxed)) else {
             return;
         };
@@ -300,7 +300,8 @@ static ALLOWED_CPUS: OnceLock<libc::cpu_set_t> = OnceLock::new();
 fn helper_loop(crew: &'static Crew, me: &'static HelperSlot) {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: as in `move_off_cpu`.
+        // SAFETY: `cpu_set_t` is plain data, zeroed is a valid empty set; the calls get valid
+        // pointers and sizes.
         #[allow(unsafe_code)]
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -569,7 +570,7 @@ pub(crate) mod tests {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        panic!("no crew (this CPU lacks AVX-512 VNNI, or a forward held it for 10 s)");
+        panic!("no crew (this CPU lacks AVX2 and FMA, or a forward held it for 10 s)");
     }
 
     pub(super) fn pause_if_asked() {
@@ -584,7 +585,7 @@ pub(crate) mod tests {
     fn shared_products_match(pause_us: u64) -> (u64, u64) {
         assert!(
             crate::int8::available(),
-            "this CPU lacks AVX-512 VNNI: the shared product exists only where the int8 one runs"
+            "this CPU lacks AVX2 and FMA: the shared product exists only where the int8 one runs"
         );
         let _one = lock(&ONE_AT_A_TIME);
         PAUSE_US.store(pause_us, Ordering::Relaxed);

@@ -1,4 +1,5 @@
-//! An int8 matrix product for the encoder's layers on AVX-512 VNNI, on the calling thread.
+//! An int8 matrix product for the encoder's layers on AVX-512 VNNI, or on AVX2 where the CPU has
+//! no VNNI, on the calling thread (or shared by tiles, `crate::crew`).
 //!
 //! Weights are quantized once at load, symmetric per output column (one scale per row of the
 //! file's `n × k` matrix); each product quantizes its activations in blocks of 128 values of a
@@ -8,6 +9,10 @@
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so an activation `q` (−127…127) is stored as
 //! `q + 128`; the product then carries `128 · Σₖ w`, a constant per column removed at the end.
+//! AVX2 has no `vpdpbusd`; its `vpmaddubsw` adds two byte products into 16 bits with saturation,
+//! which `q + 128` against a weight could overflow, so it takes `|q|` against the weight with
+//! `q`'s sign (each pair then within ±2·127²) and widens with `vpmaddwd`. Both sum exactly
+//! `Σ q·w` per block in 32 bits, so the two kernels give the same outputs to the bit.
 //!
 //! Why not candle's quantized kernel: on MiniLM's shapes (≤ 32 rows, widths 384 and 1536) it
 //! padded 384 to 512, spent a tenth of the forward quantizing activations in 256-value blocks,
@@ -36,21 +41,40 @@ pub(crate) struct PackedI8 {
     offsets: Vec<i32>,
 }
 
-/// Whether this CPU runs the vector product (AVX-512 F, BW and VNNI; and AVX2 and FMA, which
-/// every such CPU has, for the GELU the tiles apply).
+/// The vector kernels: which one this CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// AVX-512 F, BW and VNNI (with AVX2 and FMA, which every such CPU has, for the GELU the
+    /// tiles apply).
+    Vnni,
+    /// AVX2 and FMA: about three times the instructions per product of `Vnni`, half as wide.
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, if any.
+    pub(crate) fn for_this_cpu() -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                return Some(Kernel::Vnni);
+            }
+            if avx2 {
+                return Some(Kernel::Avx2);
+            }
+        }
+        None
+    }
+}
+
+/// Whether this CPU runs a vector product ([`Kernel::for_this_cpu`]).
 pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Kernel::for_this_cpu().is_some()
 }
 
 impl PackedI8 {
@@ -96,8 +120,8 @@ impl PackedI8 {
         })
     }
 
-    /// `x · Wᵀ` for `m` rows of `k` values: `m × n` values. With AVX-512 VNNI where
-    /// [`available`] says so, else the same integer arithmetic in plain Rust (slow: the encoder
+    /// `x · Wᵀ` for `m` rows of `k` values: `m × n` values. With the kernel this CPU runs
+    /// ([`Kernel::for_this_cpu`]), else the same integer arithmetic in plain Rust (slow: the encoder
     /// only chooses int8 weights where the fast product runs, see `Weights::for_this_cpu`).
     #[cfg(test)]
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>, String> {
@@ -129,36 +153,49 @@ impl PackedI8 {
             scales: vec![0f32; m * (self.k / BLOCK)],
             m,
         };
+        self.quantize_into(Kernel::for_this_cpu(), x, &mut acts);
+        Ok(acts)
+    }
+
+    /// `x` into `acts` (sized for it) with `kernel`'s instructions, or plain Rust without one.
+    fn quantize_into(&self, kernel: Option<Kernel>, x: &[f32], acts: &mut Acts) {
         #[cfg(target_arch = "x86_64")]
         {
-            if available() {
-                // SAFETY: `available()` checked the features it enables; the slices have the
-                // lengths it indexes within (checked and allocated above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    x86::quantize_rows(x, &mut acts.bytes, &mut acts.scales)
-                };
-                return Ok(acts);
+            // SAFETY: `kernel` is one this CPU runs (callers have it from `for_this_cpu`); the
+            // slices have the lengths the functions index within (checked by `quantize`).
+            #[allow(unsafe_code)]
+            match kernel {
+                Some(Kernel::Vnni) => {
+                    return unsafe { x86::quantize_rows(x, &mut acts.bytes, &mut acts.scales) }
+                }
+                Some(Kernel::Avx2) => {
+                    return unsafe { x86::quantize_rows_avx2(x, &mut acts.bytes, &mut acts.scales) }
+                }
+                None => {}
             }
         }
+        let _ = kernel;
         quantize_portable(x, &mut acts.bytes, &mut acts.scales);
-        Ok(acts)
     }
 
     /// `acts · Wᵀ` with `epilogue` applied, every tile on this thread.
     pub(crate) fn product(&self, acts: &Acts, epilogue: &Epilogue) -> Vec<f32> {
+        self.product_with(Kernel::for_this_cpu(), acts, epilogue)
+    }
+
+    fn product_with(&self, kernel: Option<Kernel>, acts: &Acts, epilogue: &Epilogue) -> Vec<f32> {
         let len = acts.m * self.n;
         #[cfg(target_arch = "x86_64")]
         {
-            if available() {
+            if let Some(kernel) = kernel {
                 // Not zeroed first: the tiles write every value (zeroing cost 3% of a forward).
                 let mut out = Vec::with_capacity(len);
                 for tile in 0..self.tiles() {
-                    // SAFETY: `available()`; `out` has room for `m × n` values, `acts` came from
-                    // `quantize` on this matrix.
+                    // SAFETY: this CPU runs `kernel`; `out` has room for `m × n` values, `acts`
+                    // came from `quantize` on this matrix.
                     #[allow(unsafe_code)]
                     unsafe {
-                        x86::tile(self, acts, tile, out.as_mut_ptr(), epilogue)
+                        x86::tile(kernel, self, acts, tile, out.as_mut_ptr(), epilogue)
                     };
                 }
                 // SAFETY: the tiles together wrote all `m × n` values.
@@ -169,6 +206,7 @@ impl PackedI8 {
                 return out;
             }
         }
+        let _ = kernel;
         let mut out = vec![0f32; len];
         self.matmul_portable(&acts.bytes, &acts.scales, &mut out);
         if let Some(bias) = &epilogue.bias {
@@ -194,7 +232,9 @@ impl PackedI8 {
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     pub(crate) unsafe fn tile(&self, acts: &Acts, tile: usize, out: *mut f32, epilogue: &Epilogue) {
-        x86::tile(self, acts, tile, out, epilogue)
+        if let Some(kernel) = Kernel::for_this_cpu() {
+            x86::tile(kernel, self, acts, tile, out, epilogue)
+        }
     }
 
     /// The product in plain Rust, operation for operation the vector one (so the same result
@@ -264,7 +304,7 @@ fn quantize_portable(x: &[f32], acts: &mut [u8], act_scales: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // AVX-512 intrinsics: raw loads and stores within the checked slices.
 mod x86 {
-    use super::{Acts, Epilogue, PackedI8, BLOCK, TILE_M, TILE_N};
+    use super::{Acts, Epilogue, Kernel, PackedI8, BLOCK, TILE_M, TILE_N};
     use crate::bert::gelu;
     use std::arch::x86_64::*;
 
@@ -300,10 +340,28 @@ mod x86 {
         }
     }
 
+    /// One tile with `kernel`'s instructions.
+    ///
+    /// # Safety
+    /// This CPU runs `kernel`; otherwise as [`PackedI8::tile`].
+    pub(super) unsafe fn tile(
+        kernel: Kernel,
+        w: &PackedI8,
+        acts: &Acts,
+        tile: usize,
+        out: *mut f32,
+        epilogue: &Epilogue,
+    ) {
+        match kernel {
+            Kernel::Vnni => tile_vnni(w, acts, tile, out, epilogue),
+            Kernel::Avx2 => tile_avx2(w, acts, tile, out, epilogue),
+        }
+    }
+
     /// One tile of `acts · Wᵀ`: 32 columns, their weights (`k × 32` bytes, 12–48 KB here)
     /// reused from cache by every block of 8 rows; then the epilogue on those columns.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn tile(
+    unsafe fn tile_vnni(
         w: &PackedI8,
         acts: &Acts,
         tile: usize,
@@ -331,6 +389,18 @@ mod x86 {
             }
             m0 += rows;
         }
+        apply_epilogue(w, m, col, out, epilogue);
+    }
+
+    /// The bias and GELU on one tile's columns, compiled into each kernel's tile function.
+    #[inline(always)]
+    unsafe fn apply_epilogue(
+        w: &PackedI8,
+        m: usize,
+        col: usize,
+        out: *mut f32,
+        epilogue: &Epilogue,
+    ) {
         if let Some(bias) = &epilogue.bias {
             let bias = &bias[col..col + TILE_N];
             for r in 0..m {
@@ -395,6 +465,142 @@ mod x86 {
             }
         }
     }
+
+    /// [`quantize_rows`] with AVX2: the same rounding (to nearest even), so the same bytes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn quantize_rows_avx2(x: &[f32], acts: &mut [u8], scales: &mut [f32]) {
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        // `packs` and `packus` work within 128-bit lanes; this puts the 4-byte groups back in order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for ((values, out), scale) in x
+            .chunks_exact(BLOCK)
+            .zip(acts.chunks_exact_mut(BLOCK))
+            .zip(scales.iter_mut())
+        {
+            let mut max = _mm256_setzero_ps();
+            for p in (0..BLOCK).step_by(8) {
+                let v = _mm256_loadu_ps(values.as_ptr().add(p));
+                max = _mm256_max_ps(max, _mm256_and_ps(v, abs_mask));
+            }
+            let halves = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps(max, 1));
+            let pairs = _mm_max_ps(halves, _mm_movehl_ps(halves, halves));
+            let max = _mm_cvtss_f32(_mm_max_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+            let (s, inv) = if max > 0.0 {
+                (max / 127.0, 127.0 / max)
+            } else {
+                (0.0, 0.0)
+            };
+            *scale = s;
+            let inv = _mm256_set1_ps(inv);
+            let offset = _mm256_set1_epi32(128);
+            let q = |p: usize| {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(values.as_ptr().add(p)), inv);
+                _mm256_add_epi32(_mm256_cvtps_epi32(v), offset)
+            };
+            for p in (0..BLOCK).step_by(32) {
+                // Values 1…255: the signed pack to 16 bits and the unsigned one to bytes keep them.
+                let lo = _mm256_packs_epi32(q(p), q(p + 8));
+                let hi = _mm256_packs_epi32(q(p + 16), q(p + 24));
+                let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+                _mm256_storeu_si256(out.as_mut_ptr().add(p) as *mut __m256i, bytes);
+            }
+        }
+    }
+
+    /// Rows per block of the AVX2 kernel, and 8-column registers per pass over a tile (the
+    /// tile's 32 columns in `4 / REGS_AVX2` passes): `ROWS × REGS` sums, the weights and the
+    /// temporaries within AVX2's 16 registers. 2 × 4 took 7.8–8.5 ms per embedding alone here
+    /// (`EMBED_SPLIT=0 EMBED_WORDS=30 target/release/examples/embed_timing i8`), 4 × 2 9.3–10.5,
+    /// 2 × 2 9.5, 1 × 4 8.1–9.4: a row's flip and absolute value serve four registers.
+    const TILE_M_AVX2: usize = 2;
+    const REGS_AVX2: usize = 4;
+
+    /// One tile with AVX2: its columns in passes of `8 · REGS_AVX2`, blocks of up to
+    /// `TILE_M_AVX2` rows.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_avx2(
+        w: &PackedI8,
+        acts: &Acts,
+        tile: usize,
+        out: *mut f32,
+        epilogue: &Epilogue,
+    ) {
+        let (k, m) = (w.k, acts.m);
+        let weights = w.data.as_ptr().add(tile * k * TILE_N);
+        let col = tile * TILE_N;
+        for pass in 0..TILE_N / (8 * REGS_AVX2) {
+            let mut m0 = 0;
+            while m0 < m {
+                let rows = (m - m0).min(TILE_M_AVX2);
+                let a = acts.bytes.as_ptr().add(m0 * k);
+                let o = out.add(m0 * w.n + col);
+                let s = &acts.scales[m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK)];
+                match rows {
+                    4 => block_avx2::<4, REGS_AVX2>(w, weights, a, s, col, pass, o),
+                    3 => block_avx2::<3, REGS_AVX2>(w, weights, a, s, col, pass, o),
+                    2 => block_avx2::<2, REGS_AVX2>(w, weights, a, s, col, pass, o),
+                    _ => block_avx2::<1, REGS_AVX2>(w, weights, a, s, col, pass, o),
+                }
+                m0 += rows;
+            }
+        }
+        apply_epilogue(w, m, col, out, epilogue);
+    }
+
+    /// `R` rows × `8 · G` columns (pass `pass` over the tile) with AVX2. Per 4 `k` positions
+    /// and row: `q` is the stored byte with its top bit flipped (`q + 128` back to `q`);
+    /// `vpmaddubsw` multiplies `|q|` by the weights carrying `q`'s sign (`vpsignb`, which also
+    /// zeroes where `q` is 0) and adds pairs into 16 bits, `vpmaddwd` by ones adds those pairs
+    /// into 32.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_avx2<const R: usize, const G: usize>(
+        w: &PackedI8,
+        weights: *const i8,
+        acts: *const u8,
+        act_scales: &[f32],
+        col: usize,
+        pass: usize,
+        out: *mut f32,
+    ) {
+        let k = w.k;
+        let blocks = k / BLOCK;
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let ones = _mm256_set1_epi16(1);
+        let first = pass * G * 8;
+        let mut total = [[_mm256_setzero_ps(); G]; R];
+        for b in 0..blocks {
+            let mut acc = [[_mm256_setzero_si256(); G]; R];
+            for group in b * BLOCK / 4..(b + 1) * BLOCK / 4 {
+                let base = weights.add(group * 4 * TILE_N + first * 4);
+                let mut wr = [_mm256_setzero_si256(); G];
+                for (i, wr) in wr.iter_mut().enumerate() {
+                    *wr = _mm256_loadu_si256(base.add(32 * i) as *const __m256i);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let stored = (acts.add(r * k + group * 4) as *const i32).read_unaligned();
+                    let q = _mm256_xor_si256(_mm256_set1_epi32(stored), flip);
+                    let magnitude = _mm256_abs_epi8(q);
+                    for (acc, wr) in acc.iter_mut().zip(&wr) {
+                        let p = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(*wr, q));
+                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(p, ones));
+                    }
+                }
+            }
+            for (r, (acc, total)) in acc.iter().zip(total.iter_mut()).enumerate() {
+                let scale = _mm256_set1_ps(act_scales[r * blocks + b]);
+                for (acc, total) in acc.iter().zip(total.iter_mut()) {
+                    *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*acc), scale, *total);
+                }
+            }
+        }
+        for i in 0..G {
+            let c = first + i * 8;
+            let scale = _mm256_loadu_ps(w.scales.as_ptr().add(col + c));
+            for (r, total) in total.iter().enumerate() {
+                _mm256_storeu_ps(out.add(r * w.n + c), _mm256_mul_ps(total[i], scale));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -433,28 +639,58 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every vector kernel this CPU runs (AVX-512 VNNI runs AVX2 too) against the plain one.
     #[test]
-    fn vector_product_equals_the_portable_one_to_the_bit() {
-        if !available() {
-            // Not skipped silently: a CPU without AVX-512 VNNI has only the portable product,
-            // which the test above checks; the encoder never picks int8 weights there.
-            eprintln!("this CPU lacks AVX-512 VNNI: only the portable int8 product runs here");
-            return;
-        }
+    fn vector_products_equal_the_portable_one_to_the_bit() {
+        let kernels: &[Kernel] = match Kernel::for_this_cpu() {
+            Some(Kernel::Vnni) => &[Kernel::Vnni, Kernel::Avx2],
+            Some(Kernel::Avx2) => &[Kernel::Avx2],
+            // Not skipped silently: without AVX2 only the portable product runs, which the test
+            // above checks; the encoder never picks int8 weights there.
+            None => {
+                eprintln!("this CPU has neither AVX2 nor AVX-512 VNNI: only the portable int8 product runs here");
+                return;
+            }
+        };
         let (n, k) = (96, 1536);
         let w = matrix(n, k, 7);
         let packed = PackedI8::new(&w, n, k).unwrap_or_else(|e| panic!("{e}"));
         for m in 1..=17 {
-            let x: Vec<f32> = matrix(m, k, 100 + m as u64)
+            // Large values, and every block holding its extremes (±127 after quantizing): the
+            // AVX2 kernel's 16-bit pair sums come closest to saturating there.
+            let mut x: Vec<f32> = matrix(m, k, 100 + m as u64)
                 .iter()
                 .map(|v| v * 3.0)
                 .collect();
-            let fast = packed.matmul(&x, m).unwrap_or_else(|e| panic!("{e}"));
+            for block in x.chunks_exact_mut(BLOCK) {
+                block[0] = 3.0;
+                block[1] = 3.0;
+                block[2] = -3.0;
+                block[3] = -3.0;
+            }
             let mut slow = vec![0f32; m * n];
-            let (mut acts, mut scales) = (vec![0u8; m * k], vec![0f32; m * k / BLOCK]);
-            quantize_portable(&x, &mut acts, &mut scales);
-            packed.matmul_portable(&acts, &scales, &mut slow);
-            assert_eq!(fast, slow, "{m} rows");
+            let mut portable = Acts {
+                bytes: vec![0u8; m * k],
+                scales: vec![0f32; m * k / BLOCK],
+                m,
+            };
+            packed.quantize_into(None, &x, &mut portable);
+            packed.matmul_portable(&portable.bytes, &portable.scales, &mut slow);
+            for &kernel in kernels {
+                let mut acts = Acts {
+                    bytes: vec![0u8; m * k],
+                    scales: vec![0f32; m * k / BLOCK],
+                    m,
+                };
+                packed.quantize_into(Some(kernel), &x, &mut acts);
+                assert_eq!(
+                    acts.bytes, portable.bytes,
+                    "{kernel:?}: quantized bytes, {m} rows"
+                );
+                assert_eq!(acts.scales, portable.scales, "{kernel:?}: scales, {m} rows");
+                let fast = packed.product_with(Some(kernel), &acts, &Epilogue::default());
+                assert_eq!(fast, slow, "{kernel:?}: {m} rows");
+            }
         }
     }
 

@@ -291,13 +291,13 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         series(
             "switchyard_minilm_helped_tiles_total",
             "counter",
-            "Tiles of MiniLM's matrix products computed by a helper thread (classes.semantic.split_forward).",
+            "Items of MiniLM forwards (matrix-product tiles and attention heads) computed by a helper thread (classes.semantic.split_forward).",
             split.helped_tiles as f64,
         );
         series(
             "switchyard_minilm_taken_back_tiles_total",
             "counter",
-            "Tiles a helper thread claimed but had not finished in time, computed again by the forward's own thread.",
+            "Items (tiles or attention heads) a helper thread claimed but had not finished in time, computed again by the forward's own thread.",
             split.taken_back_tiles as f64,
         );
     }
