@@ -421,11 +421,21 @@ impl BertEncoder {
         })
     }
 
+    /// Whether the layers' products are this crate's int8 ones (`Weights::I8`).
+    fn int8_products(&self) -> bool {
+        matches!(
+            self.layers.first().map(|l| &l.qkv.matrix),
+            Some(Matrix::Int8(_))
+        )
+    }
+
     /// The mean over the tokens of the last layer's output (sentence-transformers' mean
     /// pooling; with one unpadded text every token counts), L2-normalised.
     pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
         let _counted = crate::crew::forward_started();
-        let crew = if self.split {
+        // Only int8 products are shared: candle's run on its own pool, where a polling helper
+        // would only take CPU from them.
+        let crew = if self.split && self.int8_products() {
             crate::crew::join()
         } else {
             None
@@ -1009,6 +1019,13 @@ mod tests {
             }
         }
         panic!("no tile of 100 forwards was computed by a helper");
+    }
+
+    /// candle's products are not shared, so a forward with them never holds the crew.
+    #[test]
+    fn only_int8_forwards_take_the_crew() {
+        assert!(load_encoder(Weights::I8).int8_products());
+        assert!(!load_encoder(Weights::F32).int8_products());
     }
 
     #[test]

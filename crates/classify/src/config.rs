@@ -133,9 +133,9 @@ pub struct SemanticConfig {
     /// self-hosted targets: the safe choice when the examples decide what is sensitive.
     #[serde(default)]
     pub busy_class: Option<String>,
-    /// A forward shares its int8 matrix products with a helper thread (one per CPU past the
-    /// first, at most 3), when no other forward holds them: on 2 cores about a third less time
-    /// per forward, for more CPU in all (docs/routing-classes.md, "Sharing a forward"). Off,
+    /// A forward with int8 weights shares its matrix products and attention heads with helper
+    /// threads (one per CPU past the first, at most 3), when no other forward is running: on 2
+    /// cores a third to two fifths less time per forward, for more CPU in all (docs/routing-classes.md, "Sharing a forward"). Off,
     /// each forward runs on its one thread.
     #[serde(default = "default_split_forward")]
     pub split_forward: bool,

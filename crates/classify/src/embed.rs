@@ -128,9 +128,9 @@ impl Embedder {
         self.max_tokens
     }
 
-    /// Whether a forward shares its int8 products with the process's helper threads when no
-    /// other forward holds them (default on; they exist on machines with a second CPU). Off, it
-    /// runs on the calling thread alone.
+    /// Whether a forward with int8 weights shares its products and attention heads with the
+    /// process's helper threads when no other forward is running (default on; the helpers exist
+    /// on machines with a second CPU). Off, or with other weights, it runs on the calling thread.
     pub fn set_split_forward(&mut self, on: bool) {
         self.encoder.split = on;
     }
