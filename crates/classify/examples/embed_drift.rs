@@ -49,7 +49,7 @@ fn main() -> Result<(), String> {
     for max_tokens in [16, 32, 64, 128] {
         let reference = Embedder::load_with(&default_model_dir(), max_tokens, Weights::F32)?
             .embed_batch(&refs)?;
-        for weights in [Weights::Q8_0, Weights::Q8_0Vnni, Weights::I8] {
+        for weights in [Weights::Q8_0, Weights::Q8_0Vnni, Weights::I8, Weights::I8W7] {
             let e = Embedder::load_with(&default_model_dir(), max_tokens, weights)?;
             let cos: Vec<f32> = e
                 .embed_batch(&refs)?

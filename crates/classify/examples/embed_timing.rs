@@ -13,7 +13,13 @@ use switchyard_classify::{default_model_dir, Embedder, Weights};
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let formats: Vec<Weights> = if args.is_empty() {
-        vec![Weights::F32, Weights::Q8_0, Weights::Q8_0Vnni, Weights::I8]
+        vec![
+            Weights::F32,
+            Weights::Q8_0,
+            Weights::Q8_0Vnni,
+            Weights::I8,
+            Weights::I8W7,
+        ]
     } else {
         args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?
     };

@@ -43,15 +43,23 @@ pub enum Weights {
     /// multiplied by this crate's product on the calling thread (`int8.rs`: AVX-512 VNNI, or
     /// AVX2 without it; the same values either way).
     I8,
+    /// As `I8` with the weights at ±63 instead of ±127 (`int8::Precision::Seven`; activations
+    /// as in `I8`): on AVX2 without AVX-512 VNNI the product then needs no sign step, a third
+    /// faster, for a somewhat larger drift from F32 (docs/routing-classes.md, "On a CPU without
+    /// AVX-512"). The same values on every CPU that runs it.
+    I8W7,
 }
 
 impl Weights {
-    /// `I8` where this crate's int8 product runs (AVX-512 VNNI or AVX2 with FMA); else
+    /// `I8` where this crate's int8 product runs on AVX-512 VNNI, `I8W7` where it runs on AVX2
+    /// only (there `I8`'s product takes about a third longer); else
     /// `Q8_0Vnni` where candle has its VNNI kernel (AVX-VNNI), else `F32`: without VNNI,
     /// candle's Q8_0 product is slower than its F32 one.
     pub fn for_this_cpu() -> Weights {
-        if crate::int8::available() {
-            return Weights::I8;
+        match crate::int8::Kernel::for_this_cpu() {
+            Some(crate::int8::Kernel::Vnni) => return Weights::I8,
+            Some(crate::int8::Kernel::Avx2) => return Weights::I8W7,
+            None => {}
         }
         #[cfg(target_arch = "x86_64")]
         {
@@ -72,8 +80,9 @@ impl std::str::FromStr for Weights {
             "q8_0-vnni" => Ok(Weights::Q8_0Vnni),
             // "i8-vnni": its name while only the AVX-512 VNNI product existed.
             "i8" | "i8-vnni" => Ok(Weights::I8),
+            "i8-w7" => Ok(Weights::I8W7),
             other => Err(format!(
-                "weights \"{other}\": expected f32, q8_0, q8_0-vnni or i8"
+                "weights \"{other}\": expected f32, q8_0, q8_0-vnni, i8 or i8-w7"
             )),
         }
     }
@@ -86,6 +95,7 @@ impl std::fmt::Display for Weights {
             Weights::Q8_0 => "q8_0",
             Weights::Q8_0Vnni => "q8_0-vnni",
             Weights::I8 => "i8",
+            Weights::I8W7 => "i8-w7",
         })
     }
 }
@@ -145,13 +155,19 @@ impl Linear {
                     k,
                 });
             }
-            Weights::I8 => {
+            Weights::I8 | Weights::I8W7 => {
                 let values = w
                     .flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
                     .map_err(|e| err("weight values", e))?;
+                let precision = if weights == Weights::I8W7 {
+                    crate::int8::Precision::Seven
+                } else {
+                    crate::int8::Precision::Eight
+                };
+                let packed = crate::int8::PackedI8::new(&values, n, k, precision)?;
                 return Ok(Linear {
-                    matrix: Matrix::Int8(Arc::new(crate::int8::PackedI8::new(&values, n, k)?)),
+                    matrix: Matrix::Int8(Arc::new(packed)),
                     bias: bias.into(),
                     k,
                 });

@@ -139,6 +139,12 @@ pub struct SemanticConfig {
     /// each forward runs on its one thread.
     #[serde(default = "default_split_forward")]
     pub split_forward: bool,
+    /// How MiniLM's layer weights are stored and multiplied: `i8`, `i8-w7`, `f32`, `q8_0` or
+    /// `q8_0-vnni` (`Weights`). Default: the fastest for this CPU, `i8` with AVX-512 VNNI,
+    /// `i8-w7` with AVX2 only, else `f32`. Replicas on different CPUs give the same classes
+    /// when they name the same format here (the int8 ones run, slowly, without AVX2 too).
+    #[serde(default)]
+    pub weights: Option<String>,
 }
 
 fn default_split_forward() -> bool {
@@ -172,6 +178,7 @@ impl Default for SemanticConfig {
             max_wait_ms: None,
             busy_class: None,
             split_forward: default_split_forward(),
+            weights: None,
         }
     }
 }

@@ -556,6 +556,7 @@ impl CrewGuard {
 pub(crate) mod tests {
     use super::*;
     use crate::int8::tests::matrix;
+    use crate::int8::Precision;
 
     /// Microseconds a helper sleeps after claiming a tile (to make it late on purpose).
     static PAUSE_US: AtomicU64 = AtomicU64::new(0);
@@ -590,8 +591,10 @@ pub(crate) mod tests {
         let _one = lock(&ONE_AT_A_TIME);
         PAUSE_US.store(pause_us, Ordering::Relaxed);
         let (n, k, m) = (32 * 24, 1536, 32);
-        let weights =
-            Arc::new(PackedI8::new(&matrix(n, k, 3), n, k).unwrap_or_else(|e| panic!("{e}")));
+        let weights = Arc::new(
+            PackedI8::new(&matrix(n, k, 3), n, k, Precision::Eight)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
         let bias: Arc<[f32]> = matrix(1, n, 4).into();
         let epilogue = Epilogue {
             bias: Some(bias),
@@ -645,8 +648,10 @@ pub(crate) mod tests {
     fn with_a_second_forward_running_a_product_is_not_shared() {
         let _one = lock(&ONE_AT_A_TIME);
         let (n, k, m) = (32 * 24, 1536, 32);
-        let weights =
-            Arc::new(PackedI8::new(&matrix(n, k, 3), n, k).unwrap_or_else(|e| panic!("{e}")));
+        let weights = Arc::new(
+            PackedI8::new(&matrix(n, k, 3), n, k, Precision::Eight)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
         let x = matrix(m, k, 5);
         let acts = || weights.quantize(&x, m).unwrap_or_else(|e| panic!("{e}"));
         let alone = weights.product(&acts(), &Epilogue::default());

@@ -27,14 +27,38 @@ const TILE_M: usize = 8;
 /// Activation values sharing one scale.
 const BLOCK: usize = 128;
 
+/// How many levels a quantized weight takes: `q` within ±[`Precision::max`], one scale per
+/// output column. Activations are always within ±127.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Precision {
+    /// ±127: the full signed byte.
+    Eight,
+    /// ±63: half the resolution, so that on AVX2 `vpmaddubsw` can take the stored activation
+    /// `q + 128` (≤ 255) as it is, each pair of products within ±2·255·63, with no `vpsignb`:
+    /// about 1.35× the products per second of `Eight` there (docs/routing-classes.md). VNNI
+    /// runs it at `Eight`'s speed, to the same values.
+    Seven,
+}
+
+impl Precision {
+    /// The largest |q| of a weight.
+    pub(crate) fn max(self) -> f32 {
+        match self {
+            Precision::Eight => 127.0,
+            Precision::Seven => 63.0,
+        }
+    }
+}
+
 /// `n × k` weights, quantized and laid out for [`PackedI8::matmul`].
 pub(crate) struct PackedI8 {
     n: usize,
     k: usize,
+    precision: Precision,
     /// Tile-major: for each tile of 32 columns, for each group of 4 `k` positions, the 32
     /// columns' 4 bytes (one 64-byte register holds 16 columns' 4 products).
     data: Vec<i8>,
-    /// Per column: the weight scale (max |w| / 127).
+    /// Per column: the weight scale (max |w| / `precision.max()`).
     scales: Vec<f32>,
     /// Per block of `k` and column (block-major): 128 · Σ q over the block, the sum the
     /// activations' +128 offset adds.
@@ -78,9 +102,14 @@ pub(crate) fn available() -> bool {
 }
 
 impl PackedI8 {
-    /// Quantizes `w` (`n × k`, row-major as the file stores it). `n` must be a multiple of 32
-    /// and `k` of 128.
-    pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Result<PackedI8, String> {
+    /// Quantizes `w` (`n × k`, row-major as the file stores it) to `precision`. `n` must be a
+    /// multiple of 32 and `k` of 128.
+    pub(crate) fn new(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        precision: Precision,
+    ) -> Result<PackedI8, String> {
         if n == 0
             || !n.is_multiple_of(TILE_N)
             || k == 0
@@ -96,16 +125,17 @@ impl PackedI8 {
         let mut data = vec![0i8; n * k];
         let mut scales = Vec::with_capacity(n);
         let mut offsets = vec![0i32; n * (k / BLOCK)];
+        let level = precision.max();
         for (col, row) in w.chunks_exact(k).enumerate() {
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
             let (scale, inv) = if max > 0.0 {
-                (max / 127.0, 127.0 / max)
+                (max / level, level / max)
             } else {
                 (0.0, 0.0)
             };
             let (tile, c) = (col / TILE_N, col % TILE_N);
             for (p, v) in row.iter().enumerate() {
-                let q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                let q = (v * inv).round().clamp(-level, level) as i8;
                 offsets[(p / BLOCK) * n + col] += 128 * i32::from(q);
                 data[((tile * (k / 4) + p / 4) * TILE_N + c) * 4 + p % 4] = q;
             }
@@ -114,6 +144,7 @@ impl PackedI8 {
         Ok(PackedI8 {
             n,
             k,
+            precision,
             data,
             scales,
             offsets,
@@ -304,7 +335,7 @@ fn quantize_portable(x: &[f32], acts: &mut [u8], act_scales: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // AVX-512 and AVX2 intrinsics: raw loads and stores within the checked slices.
 mod x86 {
-    use super::{Acts, Epilogue, Kernel, PackedI8, BLOCK, TILE_M, TILE_N};
+    use super::{Acts, Epilogue, Kernel, PackedI8, Precision, BLOCK, TILE_M, TILE_N};
     use crate::bert::gelu;
     use std::arch::x86_64::*;
 
@@ -535,11 +566,19 @@ mod x86 {
                 let a = acts.bytes.as_ptr().add(m0 * k);
                 let o = out.add(m0 * w.n + col);
                 let s = &acts.scales[m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK)];
-                match rows {
-                    4 => block_avx2::<4, REGS_AVX2>(w, weights, a, s, col, pass, o),
-                    3 => block_avx2::<3, REGS_AVX2>(w, weights, a, s, col, pass, o),
-                    2 => block_avx2::<2, REGS_AVX2>(w, weights, a, s, col, pass, o),
-                    _ => block_avx2::<1, REGS_AVX2>(w, weights, a, s, col, pass, o),
+                match (w.precision, rows) {
+                    (Precision::Eight, 2) => {
+                        block_avx2::<2, REGS_AVX2, false>(w, weights, a, s, col, pass, o)
+                    }
+                    (Precision::Eight, _) => {
+                        block_avx2::<1, REGS_AVX2, false>(w, weights, a, s, col, pass, o)
+                    }
+                    (Precision::Seven, 2) => {
+                        block_avx2::<2, REGS_AVX2, true>(w, weights, a, s, col, pass, o)
+                    }
+                    (Precision::Seven, _) => {
+                        block_avx2::<1, REGS_AVX2, true>(w, weights, a, s, col, pass, o)
+                    }
                 }
                 m0 += rows;
             }
@@ -553,7 +592,7 @@ mod x86 {
     /// zeroes where `q` is 0) and adds pairs into 16 bits, `vpmaddwd` by ones adds those pairs
     /// into 32.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_avx2<const R: usize, const G: usize>(
+    unsafe fn block_avx2<const R: usize, const G: usize, const SEVEN: bool>(
         w: &PackedI8,
         weights: *const i8,
         acts: *const u8,
@@ -577,12 +616,33 @@ mod x86 {
                     *wr = _mm256_loadu_si256(base.add(32 * i) as *const __m256i);
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let stored = (acts.add(r * k + group * 4) as *const i32).read_unaligned();
-                    let q = _mm256_xor_si256(_mm256_set1_epi32(stored), flip);
-                    let magnitude = _mm256_abs_epi8(q);
-                    for (acc, wr) in acc.iter_mut().zip(&wr) {
-                        let p = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(*wr, q));
-                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(p, ones));
+                    let stored = _mm256_set1_epi32(
+                        (acts.add(r * k + group * 4) as *const i32).read_unaligned(),
+                    );
+                    if SEVEN {
+                        // `q + 128` (≤ 255) against weights within ±63: pairs within ±32,130.
+                        for (acc, wr) in acc.iter_mut().zip(&wr) {
+                            let p = _mm256_maddubs_epi16(stored, *wr);
+                            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(p, ones));
+                        }
+                    } else {
+                        let q = _mm256_xor_si256(stored, flip);
+                        let magnitude = _mm256_abs_epi8(q);
+                        for (acc, wr) in acc.iter_mut().zip(&wr) {
+                            let p = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(*wr, q));
+                            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(p, ones));
+                        }
+                    }
+                }
+            }
+            if SEVEN {
+                // The sums carry 128 · Σ w from the stored `q + 128`, as VNNI's do.
+                for i in 0..G {
+                    let offset = _mm256_loadu_si256(
+                        w.offsets.as_ptr().add(b * w.n + col + first + i * 8) as *const __m256i,
+                    );
+                    for row in acc.iter_mut() {
+                        row[i] = _mm256_sub_epi32(row[i], offset);
                     }
                 }
             }
@@ -622,24 +682,30 @@ pub(crate) mod tests {
     fn product_matches_f32_within_quantization_error() {
         let (n, k) = (64, 384);
         let w = matrix(n, k, 1);
-        let packed = PackedI8::new(&w, n, k).unwrap_or_else(|e| panic!("{e}"));
-        for m in [1, 3, 8, 13] {
-            let x = matrix(m, k, 2 + m as u64);
-            let got = packed.matmul(&x, m).unwrap_or_else(|e| panic!("{e}"));
-            for i in 0..m {
-                for j in 0..n {
-                    let want: f32 = (0..k).map(|p| x[i * k + p] * w[j * k + p]).sum();
-                    let g = got[i * n + j];
-                    // Each factor rounded by up to half a step (1/254 of its row's maximum):
-                    // over 384 terms with random signs the error's deviation is about 0.04,
-                    // the sums' own about 6.5, so a wrong layout or offset cannot pass 0.25.
-                    assert!((g - want).abs() < 0.25, "row {i} col {j}: {g} vs {want}");
+        // Each factor rounded by up to half a step (1/254 of its row's maximum at `Eight`, 1/126
+        // at `Seven`): over 384 terms with random signs the error's deviation is about 0.04 (0.08),
+        // the sums' own about 6.5, so a wrong layout or offset cannot pass.
+        for (precision, tolerance) in [(Precision::Eight, 0.25), (Precision::Seven, 0.5)] {
+            let packed = PackedI8::new(&w, n, k, precision).unwrap_or_else(|e| panic!("{e}"));
+            for m in [1, 3, 8, 13] {
+                let x = matrix(m, k, 2 + m as u64);
+                let got = packed.matmul(&x, m).unwrap_or_else(|e| panic!("{e}"));
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k).map(|p| x[i * k + p] * w[j * k + p]).sum();
+                        let g = got[i * n + j];
+                        assert!(
+                            (g - want).abs() < tolerance,
+                            "{precision:?} row {i} col {j}: {g} vs {want}"
+                        );
+                    }
                 }
             }
         }
     }
 
-    /// Every vector kernel this CPU runs (AVX-512 VNNI runs AVX2 too) against the plain one.
+    /// Every vector kernel this CPU runs (AVX-512 VNNI runs AVX2 too) against the plain one, at
+    /// both precisions.
     #[test]
     fn vector_products_equal_the_portable_one_to_the_bit() {
         let kernels: &[Kernel] = match Kernel::for_this_cpu() {
@@ -653,52 +719,65 @@ pub(crate) mod tests {
             }
         };
         let (n, k) = (96, 1536);
-        let w = matrix(n, k, 7);
-        let packed = PackedI8::new(&w, n, k).unwrap_or_else(|e| panic!("{e}"));
-        for m in 1..=17 {
-            // Large values, and every block holding its extremes (±127 after quantizing): the
-            // AVX2 kernel's 16-bit pair sums come closest to saturating there.
-            let mut x: Vec<f32> = matrix(m, k, 100 + m as u64)
-                .iter()
-                .map(|v| v * 3.0)
-                .collect();
-            for block in x.chunks_exact_mut(BLOCK) {
-                block[0] = 3.0;
-                block[1] = 3.0;
-                block[2] = -3.0;
-                block[3] = -3.0;
+        let mut w = matrix(n, k, 7);
+        // Columns at their extremes where the activations below are: the 16-bit sums of the
+        // AVX2 kernels come closest to saturating there (at `Seven`, four products of 127 · 63
+        // in one lane: 32,004 of 32,767). Even columns positive there, odd ones negative.
+        for (col, row) in w.chunks_exact_mut(k).enumerate() {
+            let sign = if col % 2 == 0 { 1.0 } else { -1.0 };
+            for block in row.chunks_exact_mut(BLOCK) {
+                block[..8].copy_from_slice(
+                    &[1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0].map(|v| v * sign),
+                );
             }
-            let mut slow = vec![0f32; m * n];
-            let mut portable = Acts {
-                bytes: vec![0u8; m * k],
-                scales: vec![0f32; m * k / BLOCK],
-                m,
-            };
-            packed.quantize_into(None, &x, &mut portable);
-            packed.matmul_portable(&portable.bytes, &portable.scales, &mut slow);
-            for &kernel in kernels {
-                let mut acts = Acts {
+        }
+        for precision in [Precision::Eight, Precision::Seven] {
+            let packed = PackedI8::new(&w, n, k, precision).unwrap_or_else(|e| panic!("{e}"));
+            for m in 1..=17 {
+                // Large values, and every block holding its extremes (±max after quantizing).
+                let mut x: Vec<f32> = matrix(m, k, 100 + m as u64)
+                    .iter()
+                    .map(|v| v * 3.0)
+                    .collect();
+                for block in x.chunks_exact_mut(BLOCK) {
+                    block[..8].copy_from_slice(&[3.0, 3.0, -3.0, -3.0, 3.0, 3.0, -3.0, -3.0]);
+                }
+                let mut slow = vec![0f32; m * n];
+                let mut portable = Acts {
                     bytes: vec![0u8; m * k],
                     scales: vec![0f32; m * k / BLOCK],
                     m,
                 };
-                packed.quantize_into(Some(kernel), &x, &mut acts);
-                assert_eq!(
-                    acts.bytes, portable.bytes,
-                    "{kernel:?}: quantized bytes, {m} rows"
-                );
-                assert_eq!(acts.scales, portable.scales, "{kernel:?}: scales, {m} rows");
-                let fast = packed.product_with(Some(kernel), &acts, &Epilogue::default());
-                assert_eq!(fast, slow, "{kernel:?}: {m} rows");
+                packed.quantize_into(None, &x, &mut portable);
+                packed.matmul_portable(&portable.bytes, &portable.scales, &mut slow);
+                for &kernel in kernels {
+                    let mut acts = Acts {
+                        bytes: vec![0u8; m * k],
+                        scales: vec![0f32; m * k / BLOCK],
+                        m,
+                    };
+                    packed.quantize_into(Some(kernel), &x, &mut acts);
+                    assert_eq!(
+                        acts.bytes, portable.bytes,
+                        "{kernel:?} {precision:?}: quantized bytes, {m} rows"
+                    );
+                    assert_eq!(
+                        acts.scales, portable.scales,
+                        "{kernel:?} {precision:?}: scales, {m} rows"
+                    );
+                    let fast = packed.product_with(Some(kernel), &acts, &Epilogue::default());
+                    assert_eq!(fast, slow, "{kernel:?} {precision:?}: {m} rows");
+                }
             }
         }
     }
 
     #[test]
     fn shapes_it_cannot_tile_are_refused() {
-        assert!(PackedI8::new(&[0.0; 16 * 128], 16, 128).is_err());
-        assert!(PackedI8::new(&[0.0; 32 * 64], 32, 64).is_err());
-        let p = PackedI8::new(&[0.0; 32 * 128], 32, 128).unwrap_or_else(|e| panic!("{e}"));
+        let eight = Precision::Eight;
+        assert!(PackedI8::new(&[0.0; 16 * 128], 16, 128, eight).is_err());
+        assert!(PackedI8::new(&[0.0; 32 * 64], 32, 64, eight).is_err());
+        let p = PackedI8::new(&[0.0; 32 * 128], 32, 128, eight).unwrap_or_else(|e| panic!("{e}"));
         assert!(p.matmul(&[0.0; 127], 1).is_err());
         // All zeros (scales 0) multiply to zeros, not NaN.
         let y = p.matmul(&[0.0; 256], 2).unwrap_or_else(|e| panic!("{e}"));

@@ -577,8 +577,14 @@ fn build_semantic(s: &SemanticConfig, embedder: Option<Arc<Embedder>>) -> Result
         Some(e) => e,
         None => {
             let dir = s.model_dir.clone().unwrap_or_else(default_model_dir);
-            let mut embedder =
-                Embedder::load(&dir, s.max_tokens).map_err(|e| format!("classes.semantic: {e}"))?;
+            let weights = match &s.weights {
+                Some(name) => name
+                    .parse::<Weights>()
+                    .map_err(|e| format!("classes.semantic.weights: {e}"))?,
+                None => Weights::for_this_cpu(),
+            };
+            let mut embedder = Embedder::load_with(&dir, s.max_tokens, weights)
+                .map_err(|e| format!("classes.semantic: {e}"))?;
             embedder.set_split_forward(s.split_forward);
             Arc::new(embedder)
         }

@@ -97,7 +97,7 @@ fn f32_forward_matches_candle_bert() {
 
 #[test]
 fn quantized_forwards_stay_close_to_candle_bert() {
-    for weights in [Weights::Q8_0, Weights::Q8_0Vnni, Weights::I8] {
+    for weights in [Weights::Q8_0, Weights::Q8_0Vnni, Weights::I8, Weights::I8W7] {
         for (i, (a, b)) in ours(weights).iter().zip(candle_reference()).enumerate() {
             let cos = dot(a, b);
             eprintln!("{weights} prompt {i}: cosine {cos}");
