@@ -11,8 +11,9 @@
 //! `q + 128`; the product then carries `128 · Σₖ w`, a constant per column removed at the end.
 //! AVX2 has no `vpdpbusd`; its `vpmaddubsw` adds two byte products into 16 bits with saturation,
 //! which `q + 128` against a weight could overflow, so it takes `|q|` against the weight with
-//! `q`'s sign (each pair then within ±2·127²) and widens with `vpmaddwd`. Both sum exactly
-//! `Σ q·w` per block in 32 bits, so the two kernels give the same outputs to the bit.
+//! `q`'s sign (each pair then within ±2·127²) and widens with `vpmaddwd`; with weights within
+//! ±63 ([`Precision::Seven`]) the pairs of `q + 128` fit (±2·255·63) and that sign step goes.
+//! All sum exactly `Σ q·w` per block in 32 bits, so the kernels give the same outputs to the bit.
 //!
 //! Why not candle's quantized kernel: on MiniLM's shapes (≤ 32 rows, widths 384 and 1536) it
 //! padded 384 to 512, spent a tenth of the forward quantizing activations in 256-value blocks,
@@ -590,7 +591,8 @@ mod x86 {
     /// and row: `q` is the stored byte with its top bit flipped (`q + 128` back to `q`);
     /// `vpmaddubsw` multiplies `|q|` by the weights carrying `q`'s sign (`vpsignb`, which also
     /// zeroes where `q` is 0) and adds pairs into 16 bits, `vpmaddwd` by ones adds those pairs
-    /// into 32.
+    /// into 32. With `SEVEN` (weights within ±63) `vpmaddubsw` takes the stored `q + 128` as it
+    /// is, and the sums lose the `128 · Σ w` it adds per block, as VNNI's do.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn block_avx2<const R: usize, const G: usize, const SEVEN: bool>(
         w: &PackedI8,
@@ -720,9 +722,9 @@ pub(crate) mod tests {
         };
         let (n, k) = (96, 1536);
         let mut w = matrix(n, k, 7);
-        // Columns at their extremes where the activations below are: the 16-bit sums of the
-        // AVX2 kernels come closest to saturating there (at `Seven`, four products of 127 · 63
-        // in one lane: 32,004 of 32,767). Even columns positive there, odd ones negative.
+        // Columns at their extremes where the activations below are: the AVX2 kernels' 16-bit
+        // pair sums come closest to saturating there (±2·127² = 32,258 at `Eight`, ±2·255·63 =
+        // 32,130 at `Seven`, of 32,767). Even columns positive there, odd ones negative.
         for (col, row) in w.chunks_exact_mut(k).enumerate() {
             let sign = if col % 2 == 0 { 1.0 } else { -1.0 };
             for block in row.chunks_exact_mut(BLOCK) {
