@@ -218,27 +218,23 @@ fn cache_off_embeds_every_time() {
 
 #[test]
 fn the_configured_weights_format_is_loaded_and_a_wrong_one_named() {
-    let mut cfg = classes();
-    let s = cfg
-        .semantic
-        .as_mut()
-        .expect("classes.toml has a semantic section");
-    s.model_dir = Some(default_model_dir());
-    s.weights = Some("i8-w8".into());
-    let e = Classifier::build(&cfg).unwrap_err();
-    assert!(
-        e.contains("classes.semantic.weights") && e.contains("i8-w8"),
-        "{e}"
-    );
-    for (name, weights) in [("i8", Weights::I8), ("i8-w7", Weights::I8W7)] {
+    let build = |weights: &str| {
         let mut cfg = classes();
         let s = cfg
             .semantic
             .as_mut()
             .expect("classes.toml has a semantic section");
         s.model_dir = Some(default_model_dir());
-        s.weights = Some(name.into());
-        let c = Classifier::build(&cfg).unwrap_or_else(|e| panic!("MiniLM is required: {e}"));
+        s.weights = Some(weights.into());
+        Classifier::build(&cfg)
+    };
+    let e = build("i8-w8").unwrap_err();
+    assert!(
+        e.contains("classes.semantic.weights") && e.contains("i8-w8"),
+        "{e}"
+    );
+    for (name, weights) in [("i8", Weights::I8), ("i8-w7", Weights::I8W7)] {
+        let c = build(name).unwrap_or_else(|e| panic!("MiniLM is required: {e}"));
         let e = c.embedder().expect("a semantic step");
         assert_eq!(e.weights(), weights);
     }
