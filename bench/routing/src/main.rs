@@ -65,7 +65,7 @@ fn run() -> Result<(), String> {
     match mode.as_str() {
         "mmlu" => mmlu(&args),
         "latency" => latency(&args),
-        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn|length|subject-rate-bound|subject-rate-then-within] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--weights f32|q8_0|q8_0-vnni|i8,...] [--busy-threads N] [--split on,off] [--out FILE]".into()),
+        _ => Err("usage: routing-bench mmlu [--data DIR] [--folds K] [--l2 X|nested] [--model logistic|knn|length|subject-rate-bound|subject-rate-then-within] [--k N] [--features emb|hand|emb+hand] [--label strong_needed|weak_wrong|gain] [--max-tokens N] [--out FILE] [--cache FILE]\n       routing-bench latency [--config FILE] [--requests N] [--max-tokens N,...] [--weights f32|q8_0|q8_0-vnni|i8|i8-w7,...] [--busy-threads N] [--split on,off] [--out FILE]".into()),
     }
 }
 

@@ -1,11 +1,12 @@
 //! Times one MiniLM embedding at a few prompt lengths, per weight format:
-//! `cargo run --release -p switchyard-classify --example embed_timing [-- f32 q8_0 q8_0-vnni i8]`.
-//! candle's formats use its thread count (`RAYON_NUM_THREADS`, default one per core); `i8`
-//! runs on the calling thread. `EMBED_WORDS=30` times one length (words, comma-separated);
+//! `cargo run --release -p switchyard-classify --example embed_timing [-- f32 q8_0 i8 i8-w7]`
+//! (any of `f32 q8_0 q8_0-vnni i8 i8-w7`; all five by default).
+//! candle's formats use its thread count (`RAYON_NUM_THREADS`, default one per core); the int8
+//! formats run on the calling thread. `EMBED_WORDS=30` times one length (words, comma-separated);
 //! `EMBED_REPEATS` sets the embeddings timed per length (200), e.g. for a longer profile;
 //! `EMBED_PAUSE_MS=20` sleeps between embeddings (as a gateway at 50 req/s idles between them);
-//! `EMBED_SPLIT=0` keeps `i8`'s products on the calling thread (by default they are shared
-//! with a helper thread when the machine has a second CPU).
+//! `EMBED_SPLIT=0` keeps the int8 formats' products on the calling thread (by default they are
+//! shared with a helper thread when the machine has a second CPU).
 use std::time::Instant;
 
 use switchyard_classify::{default_model_dir, Embedder, Weights};
