@@ -111,6 +111,8 @@ impl Embedder {
             .map_err(|e| err("setting truncation", e))?;
         let encoder = BertEncoder::load(&config, &dir.join("model.safetensors"), weights)
             .map_err(|e| err("building BERT", e))?;
+        // The default format depends on the CPU, so say which one this replica runs.
+        tracing::info!(dir = %dir.display(), max_tokens, weights = %weights, "MiniLM loaded");
         Ok(Embedder {
             encoder,
             tokenizer,
