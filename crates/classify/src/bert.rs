@@ -132,6 +132,16 @@ enum Matrix {
     Int8(Arc<crate::int8::PackedI8>),
 }
 
+/// What a layer's inputs are, for how `i8-w7` stores them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Either sign, large either way (norms' outputs, attention's).
+    Signed,
+    /// GELU's outputs, ≥ −0.17: `i8-w7` stores them as 7-bit unsigned from the block's
+    /// minimum (`int8::ActCode::Unsigned7`), no coarser than 8-bit signed for such values.
+    Gelu,
+}
+
 /// `y = x · Wᵀ + b` for `m` rows of `k` values.
 struct Linear {
     matrix: Matrix,
@@ -141,7 +151,7 @@ struct Linear {
 
 impl Linear {
     /// `w` is `n × k` as the file stores it.
-    fn new(w: &Tensor, bias: Vec<f32>, weights: Weights) -> Result<Linear> {
+    fn new(w: &Tensor, bias: Vec<f32>, weights: Weights, input: Input) -> Result<Linear> {
         let (n, k) = w.dims2().map_err(|e| err("weight shape", e))?;
         if bias.len() != n {
             return Err(format!("bias of {} for a {n}-row weight", bias.len()));
@@ -160,12 +170,13 @@ impl Linear {
                     .flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
                     .map_err(|e| err("weight values", e))?;
-                let precision = if weights == Weights::I8W7 {
-                    crate::int8::Precision::Seven
-                } else {
-                    crate::int8::Precision::Eight
+                use crate::int8::{ActCode, Precision};
+                let (precision, code) = match (weights, input) {
+                    (Weights::I8W7, Input::Gelu) => (Precision::Seven, ActCode::Unsigned7),
+                    (Weights::I8W7, Input::Signed) => (Precision::Seven, ActCode::Offset8),
+                    _ => (Precision::Eight, ActCode::Offset8),
                 };
-                let packed = crate::int8::PackedI8::new(&values, n, k, precision)?;
+                let packed = crate::int8::PackedI8::new(&values, n, k, precision, code)?;
                 return Ok(Linear {
                     matrix: Matrix::Int8(Arc::new(packed)),
                     bias: bias.into(),
@@ -338,11 +349,11 @@ impl TensorFile {
         })
     }
 
-    fn linear(&mut self, prefix: &str, weights: Weights) -> Result<Linear> {
+    fn linear(&mut self, prefix: &str, weights: Weights, input: Input) -> Result<Linear> {
         let w = self.take(&format!("{prefix}.weight"))?;
         let n = w.dims2().map_err(|e| err(prefix, e))?.0;
         let b = self.vector(&format!("{prefix}.bias"), n)?;
-        Linear::new(&w, b, weights).map_err(|e| err(prefix, e))
+        Linear::new(&w, b, weights, input).map_err(|e| err(prefix, e))
     }
 }
 
@@ -409,17 +420,21 @@ impl BertEncoder {
             let w = Tensor::cat(&parts.iter().map(|(w, _)| w).collect::<Vec<_>>(), 0)
                 .map_err(|e| err("stacking Q, K, V", e))?;
             let b: Vec<f32> = parts.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-            let qkv = Linear::new(&w, b, weights).map_err(|e| err(&p, e))?;
-            let up = file.linear(&format!("{p}.intermediate.dense"), weights)?;
+            let qkv = Linear::new(&w, b, weights, Input::Signed).map_err(|e| err(&p, e))?;
+            let up = file.linear(&format!("{p}.intermediate.dense"), weights, Input::Signed)?;
             if up.bias.len() != config.intermediate_size {
                 return Err(format!("{p}: intermediate width {}", up.bias.len()));
             }
             layers.push(Layer {
                 qkv,
-                attn_out: file.linear(&format!("{p}.attention.output.dense"), weights)?,
+                attn_out: file.linear(
+                    &format!("{p}.attention.output.dense"),
+                    weights,
+                    Input::Signed,
+                )?,
                 attn_norm: file.norm(&format!("{p}.attention.output.LayerNorm"), hidden)?,
                 up,
-                down: file.linear(&format!("{p}.output.dense"), weights)?,
+                down: file.linear(&format!("{p}.output.dense"), weights, Input::Gelu)?,
                 out_norm: file.norm(&format!("{p}.output.LayerNorm"), hidden)?,
             });
         }

@@ -556,7 +556,7 @@ impl CrewGuard {
 pub(crate) mod tests {
     use super::*;
     use crate::int8::tests::matrix;
-    use crate::int8::Precision;
+    use crate::int8::{ActCode, Precision};
 
     /// Microseconds a helper sleeps after claiming a tile (to make it late on purpose).
     static PAUSE_US: AtomicU64 = AtomicU64::new(0);
@@ -592,7 +592,7 @@ pub(crate) mod tests {
         PAUSE_US.store(pause_us, Ordering::Relaxed);
         let (n, k, m) = (32 * 24, 1536, 32);
         let weights = Arc::new(
-            PackedI8::new(&matrix(n, k, 3), n, k, Precision::Eight)
+            PackedI8::new(&matrix(n, k, 3), n, k, Precision::Eight, ActCode::Offset8)
                 .unwrap_or_else(|e| panic!("{e}")),
         );
         let bias: Arc<[f32]> = matrix(1, n, 4).into();
@@ -649,7 +649,7 @@ pub(crate) mod tests {
         let _one = lock(&ONE_AT_A_TIME);
         let (n, k, m) = (32 * 24, 1536, 32);
         let weights = Arc::new(
-            PackedI8::new(&matrix(n, k, 3), n, k, Precision::Eight)
+            PackedI8::new(&matrix(n, k, 3), n, k, Precision::Eight, ActCode::Offset8)
                 .unwrap_or_else(|e| panic!("{e}")),
         );
         let x = matrix(m, k, 5);

@@ -51,11 +51,25 @@ impl Precision {
     }
 }
 
+/// How a product stores its activations as bytes, per block of 128 values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActCode {
+    /// `q + 128`, `q` within ±127 of the block's largest |x|.
+    Offset8,
+    /// `u` within 0…127 from the block's minimum to its maximum (`x ≈ min + u · scale`). For
+    /// inputs bounded below near 0, as GELU's outputs are (≥ −0.17), as fine a step as
+    /// `Offset8`'s; and with weights within ±63 four products stay within 4·127·63 = 32,004, so
+    /// on AVX2 two `vpmaddubsw` add in 16 bits before one `vpmaddwd` widens them: a quarter
+    /// fewer multiplier instructions (docs/routing-classes.md). Needs [`Precision::Seven`].
+    Unsigned7,
+}
+
 /// `n × k` weights, quantized and laid out for [`PackedI8::matmul`].
 pub(crate) struct PackedI8 {
     n: usize,
     k: usize,
     precision: Precision,
+    code: ActCode,
     /// Tile-major: for each tile of 32 columns, for each group of 4 `k` positions, the 32
     /// columns' 4 bytes (one 64-byte register holds 16 columns' 4 products).
     data: Vec<i8>,
@@ -64,6 +78,9 @@ pub(crate) struct PackedI8 {
     /// Per block of `k` and column (block-major): 128 · Σ q over the block, the sum the
     /// activations' +128 offset adds.
     offsets: Vec<i32>,
+    /// With [`ActCode::Unsigned7`], per block and column (block-major): Σ q over the block,
+    /// which each block's minimum multiplies; else empty.
+    col_sums: Vec<f32>,
 }
 
 /// The vector kernels: which one this CPU runs.
@@ -103,14 +120,18 @@ pub(crate) fn available() -> bool {
 }
 
 impl PackedI8 {
-    /// Quantizes `w` (`n × k`, row-major as the file stores it) to `precision`. `n` must be a
-    /// multiple of 32 and `k` of 128.
+    /// Quantizes `w` (`n × k`, row-major as the file stores it) to `precision`, for
+    /// activations stored as `code`. `n` must be a multiple of 32 and `k` of 128.
     pub(crate) fn new(
         w: &[f32],
         n: usize,
         k: usize,
         precision: Precision,
+        code: ActCode,
     ) -> Result<PackedI8, String> {
+        if code == ActCode::Unsigned7 && precision != Precision::Seven {
+            return Err("int8 weights: 7-bit unsigned activations need 7-bit weights".into());
+        }
         if n == 0
             || !n.is_multiple_of(TILE_N)
             || k == 0
@@ -142,13 +163,20 @@ impl PackedI8 {
             }
             scales.push(scale);
         }
+        let col_sums = match code {
+            ActCode::Offset8 => Vec::new(),
+            // Exact: |Σ q| ≤ 128 · 63.
+            ActCode::Unsigned7 => offsets.iter().map(|o| (o / 128) as f32).collect(),
+        };
         Ok(PackedI8 {
             n,
             k,
             precision,
+            code,
             data,
             scales,
             offsets,
+            col_sums,
         })
     }
 
@@ -180,17 +208,47 @@ impl PackedI8 {
                 self.k
             ));
         }
-        let mut acts = Acts {
-            bytes: vec![0u8; m * self.k],
-            scales: vec![0f32; m * (self.k / BLOCK)],
-            m,
-        };
+        let mut acts = self.empty_acts(m);
         self.quantize_into(Kernel::for_this_cpu(), x, &mut acts);
         Ok(acts)
     }
 
+    /// Room for `m` rows' quantized activations.
+    fn empty_acts(&self, m: usize) -> Acts {
+        let blocks = m * (self.k / BLOCK);
+        Acts {
+            bytes: vec![0u8; m * self.k],
+            scales: vec![0f32; blocks],
+            mins: match self.code {
+                ActCode::Offset8 => Vec::new(),
+                ActCode::Unsigned7 => vec![0f32; blocks],
+            },
+            m,
+        }
+    }
+
     /// `x` into `acts` (sized for it) with `kernel`'s instructions, or plain Rust without one.
     fn quantize_into(&self, kernel: Option<Kernel>, x: &[f32], acts: &mut Acts) {
+        if self.code == ActCode::Unsigned7 {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: as below; AVX-512 VNNI CPUs run AVX2 too, and one quantizer for both
+                // kernels gives them the same bytes.
+                #[allow(unsafe_code)]
+                if kernel.is_some() {
+                    return unsafe {
+                        x86::quantize_unsigned7_avx2(
+                            x,
+                            &mut acts.bytes,
+                            &mut acts.scales,
+                            &mut acts.mins,
+                        )
+                    };
+                }
+            }
+            quantize_unsigned7_portable(x, &mut acts.bytes, &mut acts.scales, &mut acts.mins);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: `kernel` is one this CPU runs (callers have it from `for_this_cpu`); the
@@ -240,7 +298,7 @@ impl PackedI8 {
         }
         let _ = kernel;
         let mut out = vec![0f32; len];
-        self.matmul_portable(&acts.bytes, &acts.scales, &mut out);
+        self.matmul_portable(acts, &mut out);
         if let Some(bias) = &epilogue.bias {
             for row in out.chunks_exact_mut(self.n) {
                 for (v, b) in row.iter_mut().zip(bias.iter()) {
@@ -271,13 +329,18 @@ impl PackedI8 {
 
     /// The product in plain Rust, operation for operation the vector one (so the same result
     /// to the bit): the tests hold the vector product to it.
-    fn matmul_portable(&self, acts: &[u8], act_scales: &[f32], out: &mut [f32]) {
+    fn matmul_portable(&self, acts: &Acts, out: &mut [f32]) {
         let k = self.k;
         let blocks = k / BLOCK;
-        for (bytes, (out, a_scales)) in acts.chunks_exact(k).zip(
-            out.chunks_exact_mut(self.n)
-                .zip(act_scales.chunks_exact(blocks)),
-        ) {
+        for (r, (bytes, (out, a_scales))) in acts
+            .bytes
+            .chunks_exact(k)
+            .zip(
+                out.chunks_exact_mut(self.n)
+                    .zip(acts.scales.chunks_exact(blocks)),
+            )
+            .enumerate()
+        {
             for (col, y) in out.iter_mut().enumerate() {
                 let (tile, c) = (col / TILE_N, col % TILE_N);
                 let mut total = 0f32;
@@ -287,8 +350,17 @@ impl PackedI8 {
                         let q = self.data[((tile * (k / 4) + p / 4) * TILE_N + c) * 4 + p % 4];
                         sum += i32::from(a) * i32::from(q);
                     }
-                    let sum = (sum - self.offsets[b * self.n + col]) as f32;
-                    total = sum.mul_add(a_scale, total);
+                    match self.code {
+                        ActCode::Offset8 => {
+                            let sum = (sum - self.offsets[b * self.n + col]) as f32;
+                            total = sum.mul_add(a_scale, total);
+                        }
+                        ActCode::Unsigned7 => {
+                            total = (sum as f32).mul_add(a_scale, total);
+                            let min = acts.mins[r * blocks + b];
+                            total = self.col_sums[b * self.n + col].mul_add(min, total);
+                        }
+                    }
                 }
                 *y = total * self.scales[col];
             }
@@ -296,10 +368,12 @@ impl PackedI8 {
     }
 }
 
-/// Activations quantized for the products: `m` rows of bytes `q + 128`, a scale per block.
+/// Activations quantized for the products: `m` rows of bytes as the matrix's [`ActCode`]
+/// says, a scale per block (and a minimum with `Unsigned7`).
 pub(crate) struct Acts {
     bytes: Vec<u8>,
     scales: Vec<f32>,
+    mins: Vec<f32>,
     m: usize,
 }
 
@@ -333,10 +407,31 @@ fn quantize_portable(x: &[f32], acts: &mut [u8], act_scales: &mut [f32]) {
     }
 }
 
+/// Blocks of 128 values as bytes `u` = (v − min) / scale, scale = (max − min) / 127 (the vector
+/// `quantize_unsigned7_avx2`'s arithmetic).
+fn quantize_unsigned7_portable(x: &[f32], acts: &mut [u8], scales: &mut [f32], mins: &mut [f32]) {
+    for (((values, bytes), scale), min_out) in x
+        .chunks_exact(BLOCK)
+        .zip(acts.chunks_exact_mut(BLOCK))
+        .zip(scales.iter_mut())
+        .zip(mins.iter_mut())
+    {
+        let min = values.iter().fold(f32::INFINITY, |m, v| m.min(*v));
+        let max = values.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let range = max - min;
+        let inv = if range > 0.0 { 127.0 / range } else { 0.0 };
+        *scale = if range > 0.0 { range / 127.0 } else { 0.0 };
+        *min_out = min;
+        for (b, v) in bytes.iter_mut().zip(values) {
+            *b = (((v - min) * inv).round_ties_even() as i32).clamp(0, 127) as u8;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // AVX-512 and AVX2 intrinsics: raw loads and stores within the checked slices.
 mod x86 {
-    use super::{Acts, Epilogue, Kernel, PackedI8, Precision, BLOCK, TILE_M, TILE_N};
+    use super::{ActCode, Acts, Epilogue, Kernel, PackedI8, Precision, BLOCK, TILE_M, TILE_N};
     use crate::bert::gelu;
     use std::arch::x86_64::*;
 
@@ -400,6 +495,21 @@ mod x86 {
         out: *mut f32,
         epilogue: &Epilogue,
     ) {
+        match w.code {
+            ActCode::Offset8 => tile_vnni_as::<false>(w, acts, tile, out, epilogue),
+            ActCode::Unsigned7 => tile_vnni_as::<true>(w, acts, tile, out, epilogue),
+        }
+    }
+
+    /// [`tile_vnni`] for activations stored as `Unsigned7` (`U7`) or `Offset8`.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_vnni_as<const U7: bool>(
+        w: &PackedI8,
+        acts: &Acts,
+        tile: usize,
+        out: *mut f32,
+        epilogue: &Epilogue,
+    ) {
         let (k, m) = (w.k, acts.m);
         let weights = w.data.as_ptr().add(tile * k * TILE_N);
         let col = tile * TILE_N;
@@ -408,16 +518,18 @@ mod x86 {
             let rows = (m - m0).min(TILE_M);
             let a = acts.bytes.as_ptr().add(m0 * k);
             let o = out.add(m0 * w.n + col);
-            let s = &acts.scales[m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK)];
+            let blocks = m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK);
+            let s = &acts.scales[blocks.clone()];
+            let mins = if U7 { &acts.mins[blocks] } else { &[][..] };
             match rows {
-                8 => block::<8>(w, weights, a, s, col, o),
-                7 => block::<7>(w, weights, a, s, col, o),
-                6 => block::<6>(w, weights, a, s, col, o),
-                5 => block::<5>(w, weights, a, s, col, o),
-                4 => block::<4>(w, weights, a, s, col, o),
-                3 => block::<3>(w, weights, a, s, col, o),
-                2 => block::<2>(w, weights, a, s, col, o),
-                _ => block::<1>(w, weights, a, s, col, o),
+                8 => block::<8, U7>(w, weights, a, s, mins, col, o),
+                7 => block::<7, U7>(w, weights, a, s, mins, col, o),
+                6 => block::<6, U7>(w, weights, a, s, mins, col, o),
+                5 => block::<5, U7>(w, weights, a, s, mins, col, o),
+                4 => block::<4, U7>(w, weights, a, s, mins, col, o),
+                3 => block::<3, U7>(w, weights, a, s, mins, col, o),
+                2 => block::<2, U7>(w, weights, a, s, mins, col, o),
+                _ => block::<1, U7>(w, weights, a, s, mins, col, o),
             }
             m0 += rows;
         }
@@ -450,13 +562,15 @@ mod x86 {
     }
 
     /// `R` rows × 32 columns: per block of 128 values, 2·R integer accumulators, four products
-    /// per byte lane per `vpdpbusd`, then one conversion and scaling per output and block.
+    /// per byte lane per `vpdpbusd`, then one conversion and scaling per output and block. With
+    /// `U7` the sums carry no offset, and the block's minimum times Σ w is added instead.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn block<const R: usize>(
+    unsafe fn block<const R: usize, const U7: bool>(
         w: &PackedI8,
         weights: *const i8,
         acts: *const u8,
         act_scales: &[f32],
+        act_mins: &[f32],
         col: usize,
         out: *mut f32,
     ) {
@@ -477,6 +591,18 @@ mod x86 {
                 }
             }
             for half in 0..2 {
+                if U7 {
+                    let col_sums =
+                        _mm512_loadu_ps(w.col_sums.as_ptr().add(b * w.n + col + half * 16));
+                    for (r, (acc, total)) in acc.iter().zip(total.iter_mut()).enumerate() {
+                        let scale = _mm512_set1_ps(act_scales[r * blocks + b]);
+                        let min = _mm512_set1_ps(act_mins[r * blocks + b]);
+                        let sum = _mm512_cvtepi32_ps(acc[half]);
+                        total[half] = _mm512_fmadd_ps(sum, scale, total[half]);
+                        total[half] = _mm512_fmadd_ps(col_sums, min, total[half]);
+                    }
+                    continue;
+                }
                 let offset = _mm512_loadu_si512(
                     w.offsets.as_ptr().add(b * w.n + col + half * 16) as *const _
                 );
@@ -539,6 +665,57 @@ mod x86 {
         }
     }
 
+    /// Each block of 128 values of `x` as bytes `u = round((v − min) · 127 / (max − min))`
+    /// (to nearest even, clamped to 0…127), with the block's scale `(max − min) / 127` and
+    /// minimum: `quantize_unsigned7_portable`'s arithmetic, so the same bytes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn quantize_unsigned7_avx2(
+        x: &[f32],
+        acts: &mut [u8],
+        scales: &mut [f32],
+        mins: &mut [f32],
+    ) {
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (((values, out), scale), min_out) in x
+            .chunks_exact(BLOCK)
+            .zip(acts.chunks_exact_mut(BLOCK))
+            .zip(scales.iter_mut())
+            .zip(mins.iter_mut())
+        {
+            let mut lo = _mm256_set1_ps(f32::INFINITY);
+            let mut hi = _mm256_set1_ps(f32::NEG_INFINITY);
+            for p in (0..BLOCK).step_by(8) {
+                let v = _mm256_loadu_ps(values.as_ptr().add(p));
+                lo = _mm256_min_ps(lo, v);
+                hi = _mm256_max_ps(hi, v);
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
+            let min = lanes.iter().fold(f32::INFINITY, |m, v| m.min(*v));
+            _mm256_storeu_ps(lanes.as_mut_ptr(), hi);
+            let max = lanes.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+            let range = max - min;
+            let inv = if range > 0.0 { 127.0 / range } else { 0.0 };
+            *scale = if range > 0.0 { range / 127.0 } else { 0.0 };
+            *min_out = min;
+            let (inv, min) = (_mm256_set1_ps(inv), _mm256_set1_ps(min));
+            let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(127));
+            let u = |p: usize| {
+                let v = _mm256_mul_ps(
+                    _mm256_sub_ps(_mm256_loadu_ps(values.as_ptr().add(p)), min),
+                    inv,
+                );
+                _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(v), zero), top)
+            };
+            for p in (0..BLOCK).step_by(32) {
+                let lo = _mm256_packs_epi32(u(p), u(p + 8));
+                let hi = _mm256_packs_epi32(u(p + 16), u(p + 24));
+                let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+                _mm256_storeu_si256(out.as_mut_ptr().add(p) as *mut __m256i, bytes);
+            }
+        }
+    }
+
     /// Rows per block of the AVX2 kernel, and 8-column registers per pass over a tile (the
     /// tile's 32 columns in `4 / REGS_AVX2` passes): `ROWS × REGS` sums, the weights and the
     /// temporaries within AVX2's 16 registers. 2 × 4 took 7.8–8.5 ms per embedding alone here
@@ -566,19 +743,36 @@ mod x86 {
                 let rows = (m - m0).min(TILE_M_AVX2);
                 let a = acts.bytes.as_ptr().add(m0 * k);
                 let o = out.add(m0 * w.n + col);
-                let s = &acts.scales[m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK)];
-                match (w.precision, rows) {
-                    (Precision::Eight, 2) => {
-                        block_avx2::<2, REGS_AVX2, false>(w, weights, a, s, col, pass, o)
+                let blocks = m0 * (k / BLOCK)..(m0 + rows) * (k / BLOCK);
+                let s = &acts.scales[blocks.clone()];
+                let form = match (w.precision, w.code) {
+                    (Precision::Eight, _) => SIGN,
+                    (Precision::Seven, ActCode::Offset8) => OFFSET,
+                    (Precision::Seven, ActCode::Unsigned7) => DOUBLE,
+                };
+                let mins = if form == DOUBLE {
+                    &acts.mins[blocks]
+                } else {
+                    &[][..]
+                };
+                match (form, rows) {
+                    (SIGN, 2) => {
+                        block_avx2::<2, REGS_AVX2, SIGN>(w, weights, a, s, mins, col, pass, o)
                     }
-                    (Precision::Eight, _) => {
-                        block_avx2::<1, REGS_AVX2, false>(w, weights, a, s, col, pass, o)
+                    (SIGN, _) => {
+                        block_avx2::<1, REGS_AVX2, SIGN>(w, weights, a, s, mins, col, pass, o)
                     }
-                    (Precision::Seven, 2) => {
-                        block_avx2::<2, REGS_AVX2, true>(w, weights, a, s, col, pass, o)
+                    (OFFSET, 2) => {
+                        block_avx2::<2, REGS_AVX2, OFFSET>(w, weights, a, s, mins, col, pass, o)
                     }
-                    (Precision::Seven, _) => {
-                        block_avx2::<1, REGS_AVX2, true>(w, weights, a, s, col, pass, o)
+                    (OFFSET, _) => {
+                        block_avx2::<1, REGS_AVX2, OFFSET>(w, weights, a, s, mins, col, pass, o)
+                    }
+                    (_, 2) => {
+                        block_avx2::<2, REGS_AVX2, DOUBLE>(w, weights, a, s, mins, col, pass, o)
+                    }
+                    (_, _) => {
+                        block_avx2::<1, REGS_AVX2, DOUBLE>(w, weights, a, s, mins, col, pass, o)
                     }
                 }
                 m0 += rows;
@@ -587,18 +781,27 @@ mod x86 {
         apply_epilogue(w, m, col, out, epilogue);
     }
 
-    /// `R` rows × `8 · G` columns (pass `pass` over the tile) with AVX2. Per 4 `k` positions
-    /// and row: `q` is the stored byte with its top bit flipped (`q + 128` back to `q`);
-    /// `vpmaddubsw` multiplies `|q|` by the weights carrying `q`'s sign (`vpsignb`, which also
-    /// zeroes where `q` is 0) and adds pairs into 16 bits, `vpmaddwd` by ones adds those pairs
-    /// into 32. With `SEVEN` (weights within ±63) `vpmaddubsw` takes the stored `q + 128` as it
-    /// is, and the sums lose the `128 · Σ w` it adds per block, as VNNI's do.
+    /// The AVX2 kernel's forms. `SIGN` (8-bit weights): per 4 `k` positions and row, `q` is the
+    /// stored byte with its top bit flipped (`q + 128` back to `q`); `vpmaddubsw` multiplies
+    /// `|q|` by the weights carrying `q`'s sign (`vpsignb`, which also zeroes where `q` is 0)
+    /// and adds pairs into 16 bits, `vpmaddwd` by ones adds those pairs into 32. `OFFSET`
+    /// (weights within ±63): `vpmaddubsw` takes the stored `q + 128` as it is, and the sums
+    /// lose the `128 · Σ w` it adds per block, as VNNI's do. `DOUBLE` (weights within ±63,
+    /// activations `Unsigned7`): per 8 `k` positions two `vpmaddubsw` add in 16 bits (within
+    /// ±4·127·63) before one `vpmaddwd`, and each block's minimum times Σ w is added to its sum.
+    const SIGN: u8 = 0;
+    const OFFSET: u8 = 1;
+    const DOUBLE: u8 = 2;
+
+    /// `R` rows × `8 · G` columns (pass `pass` over the tile) with AVX2, in form `FORM`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_avx2<const R: usize, const G: usize, const SEVEN: bool>(
+    #[allow(clippy::too_many_arguments)] // one per operand the caller slices for this block
+    unsafe fn block_avx2<const R: usize, const G: usize, const FORM: u8>(
         w: &PackedI8,
         weights: *const i8,
         acts: *const u8,
         act_scales: &[f32],
+        act_mins: &[f32],
         col: usize,
         pass: usize,
         out: *mut f32,
@@ -611,6 +814,44 @@ mod x86 {
         let mut total = [[_mm256_setzero_ps(); G]; R];
         for b in 0..blocks {
             let mut acc = [[_mm256_setzero_si256(); G]; R];
+            if FORM == DOUBLE {
+                for group in (b * BLOCK / 4..(b + 1) * BLOCK / 4).step_by(2) {
+                    let base = weights.add(group * 4 * TILE_N + first * 4);
+                    let mut a0 = [_mm256_setzero_si256(); R];
+                    let mut a1 = [_mm256_setzero_si256(); R];
+                    for (r, (a0, a1)) in a0.iter_mut().zip(a1.iter_mut()).enumerate() {
+                        let at = acts.add(r * k + group * 4) as *const i32;
+                        *a0 = _mm256_set1_epi32(at.read_unaligned());
+                        *a1 = _mm256_set1_epi32(at.add(1).read_unaligned());
+                    }
+                    // Column register by column register, so only two weight registers live.
+                    #[allow(clippy::needless_range_loop)] // `i` indexes each row's registers
+                    for i in 0..G {
+                        let w0 = _mm256_loadu_si256(base.add(32 * i) as *const __m256i);
+                        let w1 =
+                            _mm256_loadu_si256(base.add(4 * TILE_N + 32 * i) as *const __m256i);
+                        for (row, (a0, a1)) in acc.iter_mut().zip(a0.iter().zip(&a1)) {
+                            // Each `vpmaddubsw` within ±2·127·63, their sum within ±32,004.
+                            let p = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(*a0, w0),
+                                _mm256_maddubs_epi16(*a1, w1),
+                            );
+                            row[i] = _mm256_add_epi32(row[i], _mm256_madd_epi16(p, ones));
+                        }
+                    }
+                }
+                for (r, (acc, total)) in acc.iter().zip(total.iter_mut()).enumerate() {
+                    let scale = _mm256_set1_ps(act_scales[r * blocks + b]);
+                    let min = _mm256_set1_ps(act_mins[r * blocks + b]);
+                    for (i, (acc, total)) in acc.iter().zip(total.iter_mut()).enumerate() {
+                        let col_sums =
+                            _mm256_loadu_ps(w.col_sums.as_ptr().add(b * w.n + col + first + i * 8));
+                        *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*acc), scale, *total);
+                        *total = _mm256_fmadd_ps(col_sums, min, *total);
+                    }
+                }
+                continue;
+            }
             for group in b * BLOCK / 4..(b + 1) * BLOCK / 4 {
                 let base = weights.add(group * 4 * TILE_N + first * 4);
                 let mut wr = [_mm256_setzero_si256(); G];
@@ -621,7 +862,7 @@ mod x86 {
                     let stored = _mm256_set1_epi32(
                         (acts.add(r * k + group * 4) as *const i32).read_unaligned(),
                     );
-                    if SEVEN {
+                    if FORM == OFFSET {
                         // `q + 128` (≤ 255) against weights within ±63: pairs within ±32,130.
                         for (acc, wr) in acc.iter_mut().zip(&wr) {
                             let p = _mm256_maddubs_epi16(stored, *wr);
@@ -637,7 +878,7 @@ mod x86 {
                     }
                 }
             }
-            if SEVEN {
+            if FORM == OFFSET {
                 // The sums carry 128 · Σ w from the stored `q + 128`, as VNNI's do.
                 for i in 0..G {
                     let offset = _mm256_loadu_si256(
@@ -685,12 +926,22 @@ pub(crate) mod tests {
         let (n, k) = (64, 384);
         let w = matrix(n, k, 1);
         // Each factor rounded by up to half a step (1/254 of its row's maximum at `Eight`, 1/126
-        // at `Seven`): over 384 terms with random signs the error's deviation is about 0.04 (0.08),
-        // the sums' own about 6.5, so a wrong layout or offset cannot pass.
-        for (precision, tolerance) in [(Precision::Eight, 0.25), (Precision::Seven, 0.5)] {
-            let packed = PackedI8::new(&w, n, k, precision).unwrap_or_else(|e| panic!("{e}"));
+        // at `Seven`; an `Unsigned7` activation 1/127 of its block's range): over 384 terms with
+        // random signs the error's deviation is about 0.04 (0.08), the sums' own about 6.5, so a
+        // wrong layout, offset or minimum cannot pass. `Unsigned7` also takes inputs shifted
+        // mostly positive, as GELU's outputs are.
+        for (precision, code, tolerance, shift) in [
+            (Precision::Eight, ActCode::Offset8, 0.25, 0.0),
+            (Precision::Seven, ActCode::Offset8, 0.5, 0.0),
+            (Precision::Seven, ActCode::Unsigned7, 0.5, 0.0),
+            (Precision::Seven, ActCode::Unsigned7, 0.5, 0.8),
+        ] {
+            let packed = PackedI8::new(&w, n, k, precision, code).unwrap_or_else(|e| panic!("{e}"));
             for m in [1, 3, 8, 13] {
-                let x = matrix(m, k, 2 + m as u64);
+                let x: Vec<f32> = matrix(m, k, 2 + m as u64)
+                    .iter()
+                    .map(|v| v + shift)
+                    .collect();
                 let got = packed.matmul(&x, m).unwrap_or_else(|e| panic!("{e}"));
                 for i in 0..m {
                     for j in 0..n {
@@ -698,7 +949,7 @@ pub(crate) mod tests {
                         let g = got[i * n + j];
                         assert!(
                             (g - want).abs() < tolerance,
-                            "{precision:?} row {i} col {j}: {g} vs {want}"
+                            "{precision:?} {code:?} row {i} col {j}: {g} vs {want}"
                         );
                     }
                 }
@@ -723,8 +974,10 @@ pub(crate) mod tests {
         let (n, k) = (96, 1536);
         let mut w = matrix(n, k, 7);
         // Columns at their extremes where the activations below are: the AVX2 kernels' 16-bit
-        // pair sums come closest to saturating there (±2·127² = 32,258 at `Eight`, ±2·255·63 =
-        // 32,130 at `Seven`, of 32,767). Even columns positive there, odd ones negative.
+        // sums come closest to saturating there (pairs of ±2·127² = 32,258 at `Eight`, ±2·255·63
+        // = 32,130 at `Seven`; with `Unsigned7` the activations 3 are stored as 127 and −3 as 0,
+        // so positions 0, 1, 4, 5 sum to ±4·127·63 = 32,004; of 32,767). Even columns positive
+        // there, odd ones negative.
         for (col, row) in w.chunks_exact_mut(k).enumerate() {
             let sign = if col % 2 == 0 { 1.0 } else { -1.0 };
             for block in row.chunks_exact_mut(BLOCK) {
@@ -733,8 +986,12 @@ pub(crate) mod tests {
                 );
             }
         }
-        for precision in [Precision::Eight, Precision::Seven] {
-            let packed = PackedI8::new(&w, n, k, precision).unwrap_or_else(|e| panic!("{e}"));
+        for (precision, code) in [
+            (Precision::Eight, ActCode::Offset8),
+            (Precision::Seven, ActCode::Offset8),
+            (Precision::Seven, ActCode::Unsigned7),
+        ] {
+            let packed = PackedI8::new(&w, n, k, precision, code).unwrap_or_else(|e| panic!("{e}"));
             for m in 1..=17 {
                 // Large values, and every block holding its extremes (±max after quantizing).
                 let mut x: Vec<f32> = matrix(m, k, 100 + m as u64)
@@ -745,30 +1002,18 @@ pub(crate) mod tests {
                     block[..8].copy_from_slice(&[3.0, 3.0, -3.0, -3.0, 3.0, 3.0, -3.0, -3.0]);
                 }
                 let mut slow = vec![0f32; m * n];
-                let mut portable = Acts {
-                    bytes: vec![0u8; m * k],
-                    scales: vec![0f32; m * k / BLOCK],
-                    m,
-                };
+                let mut portable = packed.empty_acts(m);
                 packed.quantize_into(None, &x, &mut portable);
-                packed.matmul_portable(&portable.bytes, &portable.scales, &mut slow);
+                packed.matmul_portable(&portable, &mut slow);
                 for &kernel in kernels {
-                    let mut acts = Acts {
-                        bytes: vec![0u8; m * k],
-                        scales: vec![0f32; m * k / BLOCK],
-                        m,
-                    };
+                    let mut acts = packed.empty_acts(m);
                     packed.quantize_into(Some(kernel), &x, &mut acts);
-                    assert_eq!(
-                        acts.bytes, portable.bytes,
-                        "{kernel:?} {precision:?}: quantized bytes, {m} rows"
-                    );
-                    assert_eq!(
-                        acts.scales, portable.scales,
-                        "{kernel:?} {precision:?}: scales, {m} rows"
-                    );
+                    let what = format!("{kernel:?} {precision:?} {code:?}, {m} rows");
+                    assert_eq!(acts.bytes, portable.bytes, "{what}: quantized bytes");
+                    assert_eq!(acts.scales, portable.scales, "{what}: scales");
+                    assert_eq!(acts.mins, portable.mins, "{what}: minimums");
                     let fast = packed.product_with(Some(kernel), &acts, &Epilogue::default());
-                    assert_eq!(fast, slow, "{kernel:?} {precision:?}: {m} rows");
+                    assert_eq!(fast, slow, "{what}");
                 }
             }
         }
@@ -776,13 +1021,19 @@ pub(crate) mod tests {
 
     #[test]
     fn shapes_it_cannot_tile_are_refused() {
-        let eight = Precision::Eight;
-        assert!(PackedI8::new(&[0.0; 16 * 128], 16, 128, eight).is_err());
-        assert!(PackedI8::new(&[0.0; 32 * 64], 32, 64, eight).is_err());
-        let p = PackedI8::new(&[0.0; 32 * 128], 32, 128, eight).unwrap_or_else(|e| panic!("{e}"));
-        assert!(p.matmul(&[0.0; 127], 1).is_err());
-        // All zeros (scales 0) multiply to zeros, not NaN.
-        let y = p.matmul(&[0.0; 256], 2).unwrap_or_else(|e| panic!("{e}"));
-        assert!(y.iter().all(|v| *v == 0.0));
+        let (eight, offset8) = (Precision::Eight, ActCode::Offset8);
+        assert!(PackedI8::new(&[0.0; 16 * 128], 16, 128, eight, offset8).is_err());
+        assert!(PackedI8::new(&[0.0; 32 * 64], 32, 64, eight, offset8).is_err());
+        // 8-bit weights against `Unsigned7` activations could saturate AVX2's 16-bit sums.
+        let refused = PackedI8::new(&[0.0; 32 * 128], 32, 128, eight, ActCode::Unsigned7);
+        assert!(refused.is_err());
+        for (precision, code) in [(eight, offset8), (Precision::Seven, ActCode::Unsigned7)] {
+            let p = PackedI8::new(&[0.0; 32 * 128], 32, 128, precision, code)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(p.matmul(&[0.0; 127], 1).is_err());
+            // All zeros (scales 0) multiply to zeros, not NaN.
+            let y = p.matmul(&[0.0; 256], 2).unwrap_or_else(|e| panic!("{e}"));
+            assert!(y.iter().all(|v| *v == 0.0), "{code:?}");
+        }
     }
 }
