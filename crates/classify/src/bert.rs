@@ -43,10 +43,12 @@ pub enum Weights {
     /// multiplied by this crate's product on the calling thread (`int8.rs`: AVX-512 VNNI, or
     /// AVX2 without it; the same values either way).
     I8,
-    /// As `I8` with the weights at ±63 instead of ±127 (`int8::Precision::Seven`; activations
-    /// as in `I8`): on AVX2 without AVX-512 VNNI the product then needs no sign step, a third
-    /// faster, for a somewhat larger drift from F32 (docs/routing-classes.md, "On a CPU without
-    /// AVX-512"). The same values on every CPU that runs it.
+    /// As `I8` with the weights at ±63 instead of ±127 (`int8::Precision::Seven`), and the
+    /// FFN's GELU outputs stored as 7-bit unsigned from each block's minimum
+    /// (`int8::ActCode::Unsigned7`; the other activations as in `I8`): on AVX2 without AVX-512
+    /// VNNI the product then needs no sign step, and the down-projection sums two byte products
+    /// in 16 bits, for a somewhat larger drift from F32 (docs/routing-classes.md, "On the AVX2
+    /// EPYC"). The same values on every CPU that runs it.
     I8W7,
 }
 
@@ -68,6 +70,20 @@ impl Weights {
             }
         }
         Weights::F32
+    }
+
+    /// The format's name and the revision of its arithmetic, for stores of its embeddings
+    /// (`switchyard_learn`'s cache): a format whose values changed gets a new tag, so its old
+    /// embeddings are not taken for new ones. `i8-w7.2`: GELU outputs as 7-bit unsigned
+    /// (2026-12-04).
+    pub fn revision_tag(self) -> &'static str {
+        match self {
+            Weights::I8W7 => "i8-w7.2",
+            Weights::F32 => "f32",
+            Weights::Q8_0 => "q8_0",
+            Weights::Q8_0Vnni => "q8_0-vnni",
+            Weights::I8 => "i8",
+        }
     }
 }
 
@@ -955,6 +971,28 @@ mod tests {
                 "erf({}) = {}",
                 -x,
                 erf::<false>(-x)
+            );
+        }
+    }
+
+    /// Stores of embeddings key on the tag (16 bytes in `switchyard_learn`'s cache): one per
+    /// format, each naming its format, each fitting.
+    #[test]
+    fn revision_tags_are_distinct_and_name_their_format() {
+        let all = [
+            Weights::F32,
+            Weights::Q8_0,
+            Weights::Q8_0Vnni,
+            Weights::I8,
+            Weights::I8W7,
+        ];
+        let tags: std::collections::HashSet<&str> = all.iter().map(|w| w.revision_tag()).collect();
+        assert_eq!(tags.len(), all.len());
+        for w in all {
+            let tag = w.revision_tag();
+            assert!(
+                tag.starts_with(&w.to_string()) && tag.len() <= 16,
+                "{w}: {tag}"
             );
         }
     }

@@ -1,8 +1,8 @@
 //! Prompt embeddings kept on disk between training runs, keyed by a hash of the prompt.
 //!
 //! File layout (little-endian): magic `SYEMB2\0\0`, u32 max_tokens, u32 dims, 16 bytes naming
-//! the weight format the embeddings were made with (`Weights`' name, zero-padded), then per
-//! entry u64 FNV-1a hash of the prompt and `dims` f32 values. A file of the first layout (no
+//! the weight format the embeddings were made with (`Weights::revision_tag`, zero-padded), then
+//! per entry u64 FNV-1a hash of the prompt and `dims` f32 values. A file of the first layout (no
 //! weight format) reads as empty, like one made with another token budget or format.
 
 use std::collections::HashMap;
@@ -15,7 +15,8 @@ const HEADER: usize = 32;
 #[derive(Debug, Clone, Default)]
 pub struct EmbeddingCache {
     max_tokens: usize,
-    /// The weight format's name, zero-padded: embeddings from another format differ slightly.
+    /// The weight format's revision tag, zero-padded: embeddings from another format (or an
+    /// earlier revision of it) differ slightly.
     weights: [u8; 16],
     map: HashMap<u64, Vec<f32>>,
 }

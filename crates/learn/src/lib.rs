@@ -193,10 +193,10 @@ pub fn embed_prompts(
     cache_path: Option<&Path>,
 ) -> Result<Vec<Vec<f32>>, String> {
     let weights = switchyard_classify::Weights::for_this_cpu();
-    let format = weights.to_string();
+    let format = weights.revision_tag();
     let mut cache = match cache_path {
-        Some(p) => EmbeddingCache::load(p, max_tokens, &format)?,
-        None => EmbeddingCache::new(max_tokens, &format),
+        Some(p) => EmbeddingCache::load(p, max_tokens, format)?,
+        None => EmbeddingCache::new(max_tokens, format),
     };
     let missing: Vec<&str> = prompts
         .iter()
