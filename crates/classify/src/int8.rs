@@ -13,7 +13,10 @@
 //! which `q + 128` against a weight could overflow, so it takes `|q|` against the weight with
 //! `q`'s sign (each pair then within ±2·127²) and widens with `vpmaddwd`; with weights within
 //! ±63 ([`Precision::Seven`]) the pairs of `q + 128` fit (±2·255·63) and that sign step goes.
-//! All sum exactly `Σ q·w` per block in 32 bits, so the kernels give the same outputs to the bit.
+//! Inputs that are never far below zero (GELU's outputs) may instead be stored as `u` = 0…127
+//! from the block's minimum ([`ActCode::Unsigned7`]): then no offset is carried, the block's
+//! minimum times `Σ w` is added, and on AVX2 two `vpmaddubsw` add in 16 bits before widening.
+//! All sum exactly in 32 bits per block, so the kernels give the same outputs to the bit.
 //!
 //! Why not candle's quantized kernel: on MiniLM's shapes (≤ 32 rows, widths 384 and 1536) it
 //! padded 384 to 512, spent a tenth of the forward quantizing activations in 256-value blocks,
