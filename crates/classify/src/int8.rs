@@ -30,6 +30,10 @@ pub(crate) const TILE_N: usize = 32;
 const TILE_M: usize = 8;
 /// Activation values sharing one scale.
 const BLOCK: usize = 128;
+/// A block of activations whose largest |x| (or, `Unsigned7`, whose spread) is at most this is
+/// stored as all zeros with scale 0 (all at the minimum): 127 / 4e-37 overflows f32, and the
+/// vector conversion of infinity (`i32::MIN`) differs from Rust's (`i32::MAX`).
+const SPREAD_FLOOR: f32 = 1e-30;
 
 /// How many levels a quantized weight takes: `q` within ±[`Precision::max`], one scale per
 /// output column. Activations are always within ±127.
@@ -402,8 +406,8 @@ fn quantize_portable(x: &[f32], acts: &mut [u8], act_scales: &mut [f32]) {
         .zip(act_scales.iter_mut())
     {
         let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-        *scale = if max > 0.0 { max / 127.0 } else { 0.0 };
+        let inv = if max > SPREAD_FLOOR { 127.0 / max } else { 0.0 };
+        *scale = if max > SPREAD_FLOOR { max / 127.0 } else { 0.0 };
         for (b, v) in bytes.iter_mut().zip(values) {
             *b = ((v * inv).round_ties_even() as i32 + 128) as u8;
         }
@@ -422,8 +426,16 @@ fn quantize_unsigned7_portable(x: &[f32], acts: &mut [u8], scales: &mut [f32], m
         let min = values.iter().fold(f32::INFINITY, |m, v| m.min(*v));
         let max = values.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
         let range = max - min;
-        let inv = if range > 0.0 { 127.0 / range } else { 0.0 };
-        *scale = if range > 0.0 { range / 127.0 } else { 0.0 };
+        let inv = if range > SPREAD_FLOOR {
+            127.0 / range
+        } else {
+            0.0
+        };
+        *scale = if range > SPREAD_FLOOR {
+            range / 127.0
+        } else {
+            0.0
+        };
         *min_out = min;
         for (b, v) in bytes.iter_mut().zip(values) {
             *b = (((v - min) * inv).round_ties_even() as i32).clamp(0, 127) as u8;
@@ -434,7 +446,9 @@ fn quantize_unsigned7_portable(x: &[f32], acts: &mut [u8], scales: &mut [f32], m
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // AVX-512 and AVX2 intrinsics: raw loads and stores within the checked slices.
 mod x86 {
-    use super::{ActCode, Acts, Epilogue, Kernel, PackedI8, Precision, BLOCK, TILE_M, TILE_N};
+    use super::{
+        ActCode, Acts, Epilogue, Kernel, PackedI8, Precision, BLOCK, SPREAD_FLOOR, TILE_M, TILE_N,
+    };
     use crate::bert::gelu;
     use std::arch::x86_64::*;
 
@@ -452,7 +466,7 @@ mod x86 {
                 max = _mm512_max_ps(max, _mm512_abs_ps(_mm512_loadu_ps(values.as_ptr().add(p))));
             }
             let max = _mm512_reduce_max_ps(max);
-            let (s, inv) = if max > 0.0 {
+            let (s, inv) = if max > SPREAD_FLOOR {
                 (max / 127.0, 127.0 / max)
             } else {
                 (0.0, 0.0)
@@ -646,7 +660,7 @@ mod x86 {
             let halves = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps(max, 1));
             let pairs = _mm_max_ps(halves, _mm_movehl_ps(halves, halves));
             let max = _mm_cvtss_f32(_mm_max_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
-            let (s, inv) = if max > 0.0 {
+            let (s, inv) = if max > SPREAD_FLOOR {
                 (max / 127.0, 127.0 / max)
             } else {
                 (0.0, 0.0)
@@ -698,8 +712,16 @@ mod x86 {
             _mm256_storeu_ps(lanes.as_mut_ptr(), hi);
             let max = lanes.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
             let range = max - min;
-            let inv = if range > 0.0 { 127.0 / range } else { 0.0 };
-            *scale = if range > 0.0 { range / 127.0 } else { 0.0 };
+            let inv = if range > SPREAD_FLOOR {
+                127.0 / range
+            } else {
+                0.0
+            };
+            *scale = if range > SPREAD_FLOOR {
+                range / 127.0
+            } else {
+                0.0
+            };
             *min_out = min;
             let (inv, min) = (_mm256_set1_ps(inv), _mm256_set1_ps(min));
             let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(127));
@@ -960,20 +982,25 @@ pub(crate) mod tests {
         }
     }
 
-    /// Every vector kernel this CPU runs (AVX-512 VNNI runs AVX2 too) against the plain one, at
-    /// both precisions.
-    #[test]
-    fn vector_products_equal_the_portable_one_to_the_bit() {
-        let kernels: &[Kernel] = match Kernel::for_this_cpu() {
+    /// Every vector kernel this CPU runs (AVX-512 VNNI runs AVX2 too).
+    fn kernels_here() -> &'static [Kernel] {
+        match Kernel::for_this_cpu() {
             Some(Kernel::Vnni) => &[Kernel::Vnni, Kernel::Avx2],
             Some(Kernel::Avx2) => &[Kernel::Avx2],
+            None => &[],
+        }
+    }
+
+    /// Every vector kernel this CPU runs against the plain one, in every form.
+    #[test]
+    fn vector_products_equal_the_portable_one_to_the_bit() {
+        let kernels = kernels_here();
+        if kernels.is_empty() {
             // Not skipped silently: without AVX2 only the portable product runs, which the test
             // above checks; the encoder never picks int8 weights there.
-            None => {
-                eprintln!("this CPU has neither AVX2 nor AVX-512 VNNI: only the portable int8 product runs here");
-                return;
-            }
-        };
+            eprintln!("this CPU has neither AVX2 nor AVX-512 VNNI: only the portable int8 product runs here");
+            return;
+        }
         let (n, k) = (96, 1536);
         let mut w = matrix(n, k, 7);
         // Columns at their extremes where the activations below are: the AVX2 kernels' 16-bit
@@ -1018,6 +1045,51 @@ pub(crate) mod tests {
                     let fast = packed.product_with(Some(kernel), &acts, &Epilogue::default());
                     assert_eq!(fast, slow, "{what}");
                 }
+            }
+        }
+    }
+
+    /// Blocks with a spread of (almost) nothing, constant or of denormal values: the vector
+    /// kernels store and multiply them as the plain code does, and the outputs are finite and
+    /// right (a constant block `c` gives `c · Σ w` with `Unsigned7`, a tiny one nothing).
+    #[test]
+    fn blocks_without_spread_quantize_alike_on_every_kernel() {
+        let (n, k, m) = (32, 384, 2);
+        let w = matrix(n, k, 9);
+        let mut x = vec![0f32; m * k];
+        for (i, block) in x.chunks_exact_mut(BLOCK).enumerate() {
+            for (j, v) in block.iter_mut().enumerate() {
+                // 127 / spread overflows f32 below about 3.7e-37.
+                *v = match i % 3 {
+                    0 => 0.7,
+                    1 => (j as f32 - 60.0) * 1e-39,
+                    _ => (j % 2) as f32 * 1e-38,
+                };
+            }
+        }
+        for (precision, code) in [
+            (Precision::Eight, ActCode::Offset8),
+            (Precision::Seven, ActCode::Unsigned7),
+        ] {
+            let packed = PackedI8::new(&w, n, k, precision, code).unwrap_or_else(|e| panic!("{e}"));
+            let mut slow = vec![0f32; m * n];
+            let mut portable = packed.empty_acts(m);
+            packed.quantize_into(None, &x, &mut portable);
+            packed.matmul_portable(&portable, &mut slow);
+            for (i, y) in slow.iter().enumerate() {
+                let (r, col) = (i / n, i % n);
+                let want: f32 = (0..k).map(|p| x[r * k + p] * w[col * k + p]).sum();
+                assert!(
+                    y.is_finite() && (y - want).abs() < 0.1,
+                    "{code:?} {i}: {y} vs {want}"
+                );
+            }
+            for &kernel in kernels_here() {
+                let mut acts = packed.empty_acts(m);
+                packed.quantize_into(Some(kernel), &x, &mut acts);
+                assert_eq!(acts.bytes, portable.bytes, "{kernel:?} {code:?}: bytes");
+                let fast = packed.product_with(Some(kernel), &acts, &Epilogue::default());
+                assert_eq!(fast, slow, "{kernel:?} {code:?}");
             }
         }
     }
