@@ -35,6 +35,17 @@ const BLOCK: usize = 128;
 /// vector conversion of infinity (`i32::MIN`) differs from Rust's (`i32::MAX`).
 const SPREAD_FLOOR: f32 = 1e-30;
 
+/// A block's scale and its inverse for 127 steps over `spread` (its largest |x|, or with
+/// `Unsigned7` its maximum minus its minimum); both 0 at or under [`SPREAD_FLOOR`]. Every
+/// quantizer takes them from here, so all store the same bytes.
+fn block_scale(spread: f32) -> (f32, f32) {
+    if spread > SPREAD_FLOOR {
+        (spread / 127.0, 127.0 / spread)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 /// How many levels a quantized weight takes: `q` within ±[`Precision::max`], one scale per
 /// output column. Activations are always within ±127.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -406,8 +417,8 @@ fn quantize_portable(x: &[f32], acts: &mut [u8], act_scales: &mut [f32]) {
         .zip(act_scales.iter_mut())
     {
         let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let inv = if max > SPREAD_FLOOR { 127.0 / max } else { 0.0 };
-        *scale = if max > SPREAD_FLOOR { max / 127.0 } else { 0.0 };
+        let inv;
+        (*scale, inv) = block_scale(max);
         for (b, v) in bytes.iter_mut().zip(values) {
             *b = ((v * inv).round_ties_even() as i32 + 128) as u8;
         }
@@ -425,17 +436,8 @@ fn quantize_unsigned7_portable(x: &[f32], acts: &mut [u8], scales: &mut [f32], m
     {
         let min = values.iter().fold(f32::INFINITY, |m, v| m.min(*v));
         let max = values.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-        let range = max - min;
-        let inv = if range > SPREAD_FLOOR {
-            127.0 / range
-        } else {
-            0.0
-        };
-        *scale = if range > SPREAD_FLOOR {
-            range / 127.0
-        } else {
-            0.0
-        };
+        let inv;
+        (*scale, inv) = block_scale(max - min);
         *min_out = min;
         for (b, v) in bytes.iter_mut().zip(values) {
             *b = (((v - min) * inv).round_ties_even() as i32).clamp(0, 127) as u8;
@@ -447,7 +449,7 @@ fn quantize_unsigned7_portable(x: &[f32], acts: &mut [u8], scales: &mut [f32], m
 #[allow(unsafe_code)] // AVX-512 and AVX2 intrinsics: raw loads and stores within the checked slices.
 mod x86 {
     use super::{
-        ActCode, Acts, Epilogue, Kernel, PackedI8, Precision, BLOCK, SPREAD_FLOOR, TILE_M, TILE_N,
+        block_scale, ActCode, Acts, Epilogue, Kernel, PackedI8, Precision, BLOCK, TILE_M, TILE_N,
     };
     use crate::bert::gelu;
     use std::arch::x86_64::*;
@@ -466,12 +468,8 @@ mod x86 {
                 max = _mm512_max_ps(max, _mm512_abs_ps(_mm512_loadu_ps(values.as_ptr().add(p))));
             }
             let max = _mm512_reduce_max_ps(max);
-            let (s, inv) = if max > SPREAD_FLOOR {
-                (max / 127.0, 127.0 / max)
-            } else {
-                (0.0, 0.0)
-            };
-            *scale = s;
+            let inv;
+            (*scale, inv) = block_scale(max);
             let inv = _mm512_set1_ps(inv);
             let offset = _mm512_set1_epi32(128);
             for p in (0..BLOCK).step_by(16) {
@@ -660,12 +658,8 @@ mod x86 {
             let halves = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps(max, 1));
             let pairs = _mm_max_ps(halves, _mm_movehl_ps(halves, halves));
             let max = _mm_cvtss_f32(_mm_max_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
-            let (s, inv) = if max > SPREAD_FLOOR {
-                (max / 127.0, 127.0 / max)
-            } else {
-                (0.0, 0.0)
-            };
-            *scale = s;
+            let inv;
+            (*scale, inv) = block_scale(max);
             let inv = _mm256_set1_ps(inv);
             let offset = _mm256_set1_epi32(128);
             let q = |p: usize| {
@@ -711,17 +705,8 @@ mod x86 {
             let min = lanes.iter().fold(f32::INFINITY, |m, v| m.min(*v));
             _mm256_storeu_ps(lanes.as_mut_ptr(), hi);
             let max = lanes.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-            let range = max - min;
-            let inv = if range > SPREAD_FLOOR {
-                127.0 / range
-            } else {
-                0.0
-            };
-            *scale = if range > SPREAD_FLOOR {
-                range / 127.0
-            } else {
-                0.0
-            };
+            let inv;
+            (*scale, inv) = block_scale(max - min);
             *min_out = min;
             let (inv, min) = (_mm256_set1_ps(inv), _mm256_set1_ps(min));
             let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(127));
