@@ -79,10 +79,18 @@ impl Weights {
     pub fn revision_tag(self) -> &'static str {
         match self {
             Weights::I8W7 => "i8-w7.2",
+            other => other.name(),
+        }
+    }
+
+    /// The name configs give it (`classes.semantic.weights`).
+    fn name(self) -> &'static str {
+        match self {
             Weights::F32 => "f32",
             Weights::Q8_0 => "q8_0",
             Weights::Q8_0Vnni => "q8_0-vnni",
             Weights::I8 => "i8",
+            Weights::I8W7 => "i8-w7",
         }
     }
 }
@@ -106,13 +114,7 @@ impl std::str::FromStr for Weights {
 
 impl std::fmt::Display for Weights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Weights::F32 => "f32",
-            Weights::Q8_0 => "q8_0",
-            Weights::Q8_0Vnni => "q8_0-vnni",
-            Weights::I8 => "i8",
-            Weights::I8W7 => "i8-w7",
-        })
+        f.write_str(self.name())
     }
 }
 
