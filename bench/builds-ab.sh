@@ -4,19 +4,20 @@
 # request of the whole gateway and of its ledger thread. For changes whose effect is smaller
 # than the noise between separate runs.
 #
-#   bench/builds-ab.sh ROUNDS RATE SECONDS NAME=BINARY[:CONFIG] ...
+#   bench/builds-ab.sh ROUNDS RATE SECONDS NAME=BINARY[:CONFIG[:MODEL]] ...
 #   e.g. bench/builds-ab.sh 6 2000 10 before=/tmp/sy-before after=target/dist/switchyard
 #
-# CONFIG defaults to bench/switchyard.toml. NAME=direct measures the mock upstream itself.
+# CONFIG defaults to bench/switchyard.toml, MODEL (the route the load asks for) to mock-model.
+# NAME=direct measures the mock upstream itself.
 # Uses the dist-profile binaries bench/run.sh builds (run it once first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-rounds=${1:?usage: bench/builds-ab.sh ROUNDS RATE SECONDS NAME=BINARY[:CONFIG] ...}
+rounds=${1:?usage: bench/builds-ab.sh ROUNDS RATE SECONDS NAME=BINARY[:CONFIG[:MODEL]] ...}
 rate=${2:?rate}
 secs=${3:?seconds}
 shift 3
-[ $# -ge 1 ] || { echo "name at least one NAME=BINARY[:CONFIG]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "name at least one NAME=BINARY[:CONFIG[:MODEL]]" >&2; exit 2; }
 # shellcheck source=bench/standalone.sh
 source "$ROOT/bench/standalone.sh"
 for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:9000/v1/models && break; sleep 0.1; done
@@ -36,7 +37,9 @@ for round in $(seq "$rounds"); do
         bin_cfg=${spec#*=}
         bin=${bin_cfg%%:*}
         cfg=bench/switchyard.toml
+        model=mock-model
         [[ $bin_cfg == *:* ]] && cfg=${bin_cfg#*:}
+        [[ $cfg == *:* ]] && model=${cfg#*:} && cfg=${cfg%%:*}
         gw=
         if [ "$name" = direct ]; then
             url=http://127.0.0.1:9000/v1/chat/completions
@@ -50,7 +53,7 @@ for round in $(seq "$rounds"); do
             cpu0=$(ticks "/proc/$gw/stat")
             [ -n "$lstat" ] && l0=$(ticks "$lstat")
         fi
-        result=$("$BIN/loadgen" rate --url "$url" --label "$name" --rate "$rate" --duration "$secs" 2>/dev/null)
+        result=$("$BIN/loadgen" rate --url "$url" --model "$model" --label "$name" --rate "$rate" --duration "$secs" 2>/dev/null)
         if [ -n "$gw" ]; then
             cpu1=$(ticks "/proc/$gw/stat")
             [ -n "$lstat" ] && l1=$(ticks "$lstat")

@@ -150,6 +150,50 @@ struct Semantic {
     busy_class: Option<String>,
 }
 
+/// A classification begun by [`Classifier::begin`]: decided, or waiting on MiniLM.
+pub enum Begun {
+    Done(Classification),
+    Semantic(SemanticStep),
+}
+
+/// The MiniLM step of one request's classification, not yet run. It owns what it needs, so it
+/// can run in a task of its own.
+pub struct SemanticStep {
+    classifier: Arc<Classifier>,
+    text: String,
+}
+
+impl SemanticStep {
+    /// Embeds and votes on tokio's blocking pool, after waiting for a forward at the gate; the
+    /// busy class when none came free within `max_wait_ms`, the default class if the forward
+    /// failed.
+    pub async fn run(self) -> Classification {
+        let this = self.classifier;
+        let Some(s) = &this.semantic else {
+            return this.default_classification();
+        };
+        let Some(permit) = s.gate.enter().await else {
+            return Classification {
+                class: s.busy_class.clone().or_else(|| this.default.clone()),
+                by: ClassifiedBy::Busy,
+            };
+        };
+        let text = self.text;
+        let on_pool = Arc::clone(&this);
+        let step = move || {
+            let _forward = permit;
+            on_pool.semantic_step(&text)
+        };
+        match tokio::task::spawn_blocking(step).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "semantic classification task failed; using the default class");
+                this.default_classification()
+            }
+        }
+    }
+}
+
 /// How many MiniLM forwards run at once on the async path and how long a request waits for
 /// one. One per gateway: the semantic step and the learned routers share it, since their
 /// forwards share the cores.
@@ -408,34 +452,36 @@ impl Classifier {
         header_class: Option<&str>,
         key_default: Option<&str>,
     ) -> Result<Classification, ClassifyError> {
+        match self.begin(req, header_class, key_default)? {
+            Begun::Done(c) => Ok(c),
+            Begun::Semantic(step) => Ok(step.run().await),
+        }
+    }
+
+    /// Everything of [`Classifier::classify_async`] that needs no MiniLM forward: the header,
+    /// the key's default, the rules, a cached embedding. What is left is a [`SemanticStep`] the
+    /// caller may await now or run beside other work (the gateway does so where the class
+    /// cannot change a request's targets, so the forward is not on the request's path).
+    pub fn begin(
+        self: &Arc<Self>,
+        req: &ChatRequest,
+        header_class: Option<&str>,
+        key_default: Option<&str>,
+    ) -> Result<Begun, ClassifyError> {
         match self.early(req, header_class, key_default)? {
-            Early::Done(c) => Ok(c),
+            Early::Done(c) => Ok(Begun::Done(c)),
             Early::NeedsSemantic => {
                 let Some(s) = &self.semantic else {
-                    return Ok(self.default_classification());
+                    return Ok(Begun::Done(self.default_classification()));
                 };
                 let text = self.semantic_input(req);
                 if let Some(emb) = s.cached(&text) {
-                    return Ok(self.vote_on(s, &emb));
+                    return Ok(Begun::Done(self.vote_on(s, &emb)));
                 }
-                let Some(permit) = s.gate.enter().await else {
-                    return Ok(Classification {
-                        class: s.busy_class.clone().or_else(|| self.default.clone()),
-                        by: ClassifiedBy::Busy,
-                    });
-                };
-                let this = Arc::clone(self);
-                let step = move || {
-                    let _forward = permit;
-                    this.semantic_step(&text)
-                };
-                match tokio::task::spawn_blocking(step).await {
-                    Ok(c) => Ok(c),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "semantic classification task failed; using the default class");
-                        Ok(self.default_classification())
-                    }
-                }
+                Ok(Begun::Semantic(SemanticStep {
+                    classifier: Arc::clone(self),
+                    text,
+                }))
             }
         }
     }

@@ -21,6 +21,7 @@ use switchyard_api::{
     openai::{ChatRequest, EmbeddingsRequest, ModelList, ModelObject},
     ApiError, ErrorKind,
 };
+use switchyard_classify::Begun;
 use switchyard_meter::Outcome;
 use switchyard_providers::{ChatCall, EmbeddingsCall, ProviderErrorKind};
 use switchyard_router::Route;
@@ -539,6 +540,7 @@ impl Ctx {
             first_content: None,
             serving_attempt_started: None,
             balance_ticket: None,
+            class_pending: None,
         }
     }
 }
@@ -670,6 +672,18 @@ async fn learned_wants_strong(
     }
 }
 
+/// Whether a request's class can change the targets `route` offers it: the route has a choice
+/// of its own for some class, or a self-hosted-only class would lose some of its targets.
+fn class_picks_targets(gw: &Gateway, route: &Route) -> bool {
+    !route.classes.is_empty()
+        || (!gw.self_hosted_only.is_empty()
+            && route
+                .default
+                .candidates
+                .iter()
+                .any(|c| !c.target.self_hosted))
+}
+
 /// Validate → route → call with fallback → answer, for both faces.
 /// `original`: the JSON body `request` was parsed from, when the client spoke OpenAI's API.
 async fn serve_chat(
@@ -687,17 +701,17 @@ async fn serve_chat(
         Err(e) => return refuse_as(face, &gw, &ctx, "chat", &request.model, &e),
     };
     // Classify: header, key default, rules, then the semantic step (off the async workers).
+    let mut class_pending = None;
     if let Some(classifier) = &gw.classifier {
-        let key_default = ctx.key.as_ref().and_then(|k| k.default_class.clone());
-        match classifier
-            .classify_async(
-                &request,
-                ctx.class_header.as_deref(),
-                key_default.as_deref(),
-            )
-            .await
-        {
-            Ok(c) => ctx.class = c.class,
+        let key_default = ctx.key.as_ref().and_then(|k| k.default_class.as_deref());
+        match classifier.begin(&request, ctx.class_header.as_deref(), key_default) {
+            Ok(Begun::Done(c)) => ctx.class = c.class,
+            Ok(Begun::Semantic(step)) if !class_picks_targets(&gw, &route) => {
+                // The class only labels this request's record: MiniLM runs beside the upstream
+                // call instead of before it, and the record waits for it.
+                class_pending = Some(gw.tasks.spawn(step.run()));
+            }
+            Ok(Begun::Semantic(step)) => ctx.class = step.run().await.class,
             Err(e) => {
                 // Not a defined class: recording it would let clients invent metric labels.
                 ctx.class = None;
@@ -748,6 +762,7 @@ async fn serve_chat(
     let mut finish = ctx.finish(&gw, ctx.outcome("chat", route.name.clone(), stream));
     finish.in_flight = ctx.in_flight.take();
     finish.outcome.request = Some(request.clone());
+    finish.class_pending = class_pending;
     // Dropped if the client goes away while we wait: the guard still records the request.
     let mut guard = PendingGuard(Some(finish));
 

@@ -24,6 +24,9 @@ pub struct Finish {
     pub balance_ticket: Option<(Arc<switchyard_balance::Balance>, usize)>,
     /// The request's admission place, held until the request ends (streams: their last byte).
     pub in_flight: Option<crate::state::InFlight>,
+    /// The semantic classification still running beside the request, where the class cannot
+    /// change its targets: the record takes the class when it is known.
+    pub class_pending: Option<tokio::task::JoinHandle<switchyard_classify::Classification>>,
 }
 
 pub fn unix_ms() -> i64 {
@@ -109,7 +112,18 @@ impl Finish {
             use switchyard_balance::Balancer as _;
             b.on_end(i, tpot, tokio::time::Instant::now());
         }
-        let outcome = std::mem::take(&mut self.outcome);
+        let mut outcome = std::mem::take(&mut self.outcome);
+        if let Some(pending) = self.class_pending.take() {
+            let meter = self.gw.meter.clone();
+            self.gw.tasks.spawn(async move {
+                // A classification task that panicked leaves the record without a class.
+                if let Ok(c) = pending.await {
+                    outcome.class = c.class;
+                }
+                meter.record(outcome).await
+            });
+            return;
+        }
         // Straight into the queue when it has room (the usual case): a task per request would
         // cost an allocation and a scheduling round. Only a full queue needs a waiting task.
         if let Err(outcome) = self.gw.meter.try_record(outcome) {

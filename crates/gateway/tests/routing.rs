@@ -414,6 +414,144 @@ targets = [{{ provider = "local", model = "summarizer" }}]
     );
 }
 
+/// Where the class cannot change a request's targets it only labels the record, so MiniLM runs
+/// beside the upstream call: with every forward held up, such a request is answered and its
+/// record gets its class once the forward runs, while a request whose class picks its target
+/// waits for the forward. Needs MiniLM, as above.
+#[tokio::test]
+async fn a_class_that_cannot_change_the_target_is_found_beside_the_upstream_call() {
+    let dir = switchyard_classify::default_model_dir();
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "MiniLM is missing at {}: run scripts/fetch-models.sh",
+        dir.display()
+    );
+    let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let gw = start(&format!(
+        r#"
+[classes]
+names = ["coding", "summarization", "general"]
+default = "general"
+[classes.semantic]
+min_similarity = 0.2
+cache_entries = 0
+max_concurrent = 1
+max_wait_ms = 600000
+[classes.semantic.examples]
+coding = ["Write a Rust function that parses a date", "Fix this Python stack trace: KeyError in dict lookup",
+          "Implement binary search in Java", "Why does my JavaScript promise never resolve?"]
+summarization = ["Summarize this article in three bullet points", "Give me a short summary of the meeting notes",
+                 "TL;DR of the following report", "Condense this email thread into two sentences"]
+{}
+[[routes]]
+name = "labelled"
+targets = [{{ provider = "local", model = "general" }}]
+[[routes]]
+name = "auto"
+targets = [{{ provider = "local", model = "general" }}]
+[routes.classes.coding]
+targets = [{{ provider = "local", model = "coder" }}]
+"#,
+        providers(&up.base_url())
+    ))
+    .await;
+    let gate = gw.gw.gateway.minilm.clone().expect("a MiniLM gate");
+    let held = gate.enter().await.expect("the one forward");
+    let coding = "Write a C++ program that sorts a vector of integers";
+    // Answered while no forward can run (the limit only catches a request stuck behind it).
+    let labelled = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        gw.target_of(msg("labelled", coding), &[]),
+    )
+    .await
+    .expect("a request whose class cannot change its target waited for MiniLM");
+    assert_eq!(labelled, "local/general");
+    let gw = std::sync::Arc::new(gw);
+    let routed = tokio::spawn({
+        let gw = gw.clone();
+        async move { gw.target_of(msg("auto", coding), &[]).await }
+    });
+    // Its class picks its target, so it waits at the gate for the forward we hold.
+    for _ in 0..6000 {
+        if gate.load().waiting == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        gate.load().waiting,
+        2,
+        "two classifications wait for the forward"
+    );
+    assert!(!routed.is_finished());
+    drop(held);
+    assert_eq!(routed.await.unwrap(), "local/coder");
+    let gw = std::sync::Arc::into_inner(gw).expect("one owner left");
+    // Both records carry the semantic class, the first one's found after it was answered.
+    assert_eq!(
+        gw.classes().await,
+        [Some("coding".to_string()), Some("coding".to_string())]
+    );
+}
+
+/// A class found by MiniLM alone still keeps a sensitive prompt on self-hosted targets: a
+/// route with an external target classifies before it picks (and here refuses), and only a
+/// route whose targets are all self-hosted classifies beside the call. Needs MiniLM, as above.
+#[tokio::test]
+async fn a_semantically_sensitive_prompt_is_classified_before_an_external_target_is_picked() {
+    let dir = switchyard_classify::default_model_dir();
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "MiniLM is missing at {}: run scripts/fetch-models.sh",
+        dir.display()
+    );
+    let (mock, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let gw = start(&format!(
+        r#"
+[classes]
+names = ["sensitive", "general"]
+default = "general"
+[classes.semantic]
+min_similarity = 0.2
+[classes.semantic.examples]
+sensitive = ["My social security number and date of birth are below", "Here is the patient's medical diagnosis and prescription",
+             "This is my bank account number and login password", "Confidential: employee salaries and home addresses"]
+general = ["What is the capital of France?", "Write a haiku about autumn", "Explain how rainbows form",
+           "Recommend a good science fiction book"]
+[policies]
+self_hosted_only = ["sensitive"]
+{}
+[[routes]]
+name = "cloud-only"
+targets = [{{ provider = "cloud", model = "external", self_hosted = false }}]
+[[routes]]
+name = "local-only"
+targets = [{{ provider = "local", model = "general" }}]
+"#,
+        providers(&up.base_url())
+    ))
+    .await;
+    let secret = "Attached are my bank account number, my password and my social security number";
+    let r = gw.chat(msg("cloud-only", secret), &[]).await;
+    assert_eq!(r.status(), 403, "{:?}", r.text().await);
+    assert_eq!(
+        gw.target_of(msg("local-only", secret), &[]).await,
+        "local/general"
+    );
+    assert!(
+        mock.received().iter().all(|b| b["model"] != "external"),
+        "the sensitive prompt never reached the external target"
+    );
+    assert_eq!(
+        gw.classes().await,
+        [Some("sensitive".to_string()), Some("sensitive".to_string())]
+    );
+}
+
 /// The `learned` policy with a router fitted here on a tiny outcome table (MiniLM needed, as
 /// above): held-out hard prompts go to the strong model, easy ones to the cheap one.
 #[tokio::test]
