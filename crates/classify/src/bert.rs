@@ -479,12 +479,13 @@ impl BertEncoder {
     }
 
     /// The mean over the tokens of the last layer's output (sentence-transformers' mean
-    /// pooling; with one unpadded text every token counts), L2-normalised.
-    pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Vec<f32>> {
+    /// pooling; with one unpadded text every token counts), L2-normalised. With `share` false
+    /// the forward never takes the helper thread, even when `split` is on.
+    pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32], share: bool) -> Result<Vec<f32>> {
         let _counted = crate::crew::forward_started();
         // Only int8 products are shared: candle's run on its own pool, where a polling helper
         // would only take CPU from them.
-        let crew = if self.split && self.int8_products() {
+        let crew = if share && self.split && self.int8_products() {
             crate::crew::join()
         } else {
             None
@@ -1026,7 +1027,7 @@ mod tests {
         let plain = encoder
             .embed_with::<false>(&ids, &types, None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut copies = vec![("dispatched", encoder.embed(&ids, &types))];
+        let mut copies = vec![("dispatched", encoder.embed(&ids, &types, true))];
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -1075,14 +1076,22 @@ mod tests {
         let types = vec![0; ids.len()];
         encoder.split = false;
         let alone = encoder
-            .embed(&ids, &types)
+            .embed(&ids, &types, true)
             .unwrap_or_else(|e| panic!("{e}"));
         encoder.split = true;
+        // A forward told not to share never takes the helper, split or not.
         let helped = crate::crew::split_counts().helped_tiles;
+        for _ in 0..20 {
+            let unshared = encoder
+                .embed(&ids, &types, false)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(unshared, alone);
+        }
+        assert_eq!(crate::crew::split_counts().helped_tiles, helped);
         // The helper sleeps between forwards, so the first ones may finish before it wakes.
         for _ in 0..100 {
             let shared = encoder
-                .embed(&ids, &types)
+                .embed(&ids, &types, true)
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(shared, alone);
             if crate::crew::split_counts().helped_tiles > helped {

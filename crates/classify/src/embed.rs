@@ -153,12 +153,23 @@ impl Embedder {
 
     /// One unit-length embedding.
     pub fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+        self.embed_shared(text, true)
+    }
+
+    /// One unit-length embedding computed on the calling thread alone, never shared with the
+    /// helper thread (the same values): for work beside a request, which should leave the
+    /// other core to the request.
+    pub fn embed_alone(&self, text: &str) -> Result<Vec<f32>, String> {
+        self.embed_shared(text, false)
+    }
+
+    fn embed_shared(&self, text: &str, share: bool) -> Result<Vec<f32>, String> {
         let enc = self
             .tokenizer
             .encode(text, true)
             .map_err(|e| err("tokenizing", e))?;
         self.encoder
-            .embed(enc.get_ids(), enc.get_type_ids())
+            .embed(enc.get_ids(), enc.get_type_ids(), share)
             .map_err(|e| err("running MiniLM", e))
     }
 

@@ -166,8 +166,18 @@ pub struct SemanticStep {
 impl SemanticStep {
     /// Embeds and votes on tokio's blocking pool, after waiting for a forward at the gate; the
     /// busy class when none came free within `max_wait_ms`, the default class if the forward
-    /// failed.
+    /// failed. The forward takes the helper thread when `split_forward` allows.
     pub async fn run(self) -> Classification {
+        self.run_shared(true).await
+    }
+
+    /// As [`SemanticStep::run`], for a step that runs beside its request rather than before
+    /// it: the forward stays on one thread, leaving the other core to the request.
+    pub async fn run_beside(self) -> Classification {
+        self.run_shared(false).await
+    }
+
+    async fn run_shared(self, share: bool) -> Classification {
         let this = self.classifier;
         let Some(s) = &this.semantic else {
             return this.default_classification();
@@ -182,7 +192,7 @@ impl SemanticStep {
         let on_pool = Arc::clone(&this);
         let step = move || {
             let _forward = permit;
-            on_pool.semantic_step(&text)
+            on_pool.semantic_step(&text, share)
         };
         match tokio::task::spawn_blocking(step).await {
             Ok(c) => c,
@@ -226,13 +236,18 @@ impl Semantic {
     }
 
     /// The embedding of `text`, from the cache when this exact text was embedded recently.
-    fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+    /// `share`: the forward may take the helper thread.
+    fn embed(&self, text: &str, share: bool) -> Result<Vec<f32>, String> {
         let key = lru::text_key(text);
         if let Some(e) = self.lock_cache().get(key) {
             return Ok(e);
         }
         // The lock is not held while MiniLM runs, so other requests can use the cache meanwhile.
-        let e = self.embedder.embed(text)?;
+        let e = if share {
+            self.embedder.embed(text)?
+        } else {
+            self.embedder.embed_alone(text)?
+        };
         self.lock_cache().insert(key, e.clone());
         Ok(e)
     }
@@ -439,7 +454,7 @@ impl Classifier {
     ) -> Result<Classification, ClassifyError> {
         match self.early(req, header_class, key_default)? {
             Early::Done(c) => Ok(c),
-            Early::NeedsSemantic => Ok(self.semantic_step(&self.semantic_input(req))),
+            Early::NeedsSemantic => Ok(self.semantic_step(&self.semantic_input(req), true)),
         }
     }
 
@@ -497,14 +512,14 @@ impl Classifier {
 
     /// Votes for `text`; abstains (default class) below the minimum similarity or on a model error.
     pub fn classify_text(&self, text: &str) -> Classification {
-        self.semantic_step(text)
+        self.semantic_step(text, true)
     }
 
-    fn semantic_step(&self, text: &str) -> Classification {
+    fn semantic_step(&self, text: &str, share: bool) -> Classification {
         let Some(s) = &self.semantic else {
             return self.default_classification();
         };
-        let emb = match s.embed(text) {
+        let emb = match s.embed(text, share) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "embedding the prompt failed; using the default class");

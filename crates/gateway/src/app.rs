@@ -709,7 +709,7 @@ async fn serve_chat(
             Ok(Begun::Semantic(step)) if !class_picks_targets(&gw, &route) => {
                 // The class only labels this request's record: MiniLM runs beside the upstream
                 // call instead of before it, and the record waits for it.
-                class_pending = Some(gw.tasks.spawn(step.run()));
+                class_pending = Some(gw.tasks.spawn(step.run_beside()));
             }
             Ok(Begun::Semantic(step)) => ctx.class = step.run().await.class,
             Err(e) => {
