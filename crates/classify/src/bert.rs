@@ -480,9 +480,10 @@ impl BertEncoder {
 
     /// The mean over the tokens of the last layer's output (sentence-transformers' mean
     /// pooling; with one unpadded text every token counts), L2-normalised. With `share` false
-    /// the forward never takes the helper thread, even when `split` is on.
+    /// (a forward beside requests, on a low-priority thread) the forward never takes the helper,
+    /// even when `split` is on, and is not counted as running: it yields the CPU to a shared one.
     pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32], share: bool) -> Result<Vec<f32>> {
-        let _counted = crate::crew::forward_started();
+        let _counted = share.then(crate::crew::forward_started);
         // Only int8 products are shared: candle's run on its own pool, where a polling helper
         // would only take CPU from them.
         let crew = if share && self.split && self.int8_products() {

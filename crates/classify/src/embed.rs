@@ -156,10 +156,10 @@ impl Embedder {
         self.embed_shared(text, true)
     }
 
-    /// One unit-length embedding computed on the calling thread alone, never shared with the
-    /// helper thread (the same values): for work beside a request, which should leave the
-    /// other core to the request.
-    pub fn embed_alone(&self, text: &str) -> Result<Vec<f32>, String> {
+    /// One unit-length embedding (the same values) for work beside requests, run on a
+    /// low-priority thread: computed on the calling thread alone, never with the helper, and
+    /// not counted as a running forward, so a request's own forward still takes the helper.
+    pub fn embed_beside(&self, text: &str) -> Result<Vec<f32>, String> {
         self.embed_shared(text, false)
     }
 

@@ -14,6 +14,7 @@
 //! blocking pool.
 
 mod bert;
+mod beside;
 pub mod config;
 mod crew;
 pub mod embed;
@@ -168,31 +169,18 @@ impl SemanticStep {
     /// busy class when none came free within `max_wait_ms`, the default class if the forward
     /// failed. The forward takes the helper thread when `split_forward` allows.
     pub async fn run(self) -> Classification {
-        self.run_shared(true).await
-    }
-
-    /// As [`SemanticStep::run`], for a step that runs beside its request rather than before
-    /// it: the forward stays on one thread, leaving the other core to the request.
-    pub async fn run_beside(self) -> Classification {
-        self.run_shared(false).await
-    }
-
-    async fn run_shared(self, share: bool) -> Classification {
         let this = self.classifier;
         let Some(s) = &this.semantic else {
             return this.default_classification();
         };
         let Some(permit) = s.gate.enter().await else {
-            return Classification {
-                class: s.busy_class.clone().or_else(|| this.default.clone()),
-                by: ClassifiedBy::Busy,
-            };
+            return this.busy_classification();
         };
         let text = self.text;
         let on_pool = Arc::clone(&this);
         let step = move || {
             let _forward = permit;
-            on_pool.semantic_step(&text, share)
+            on_pool.semantic_step(&text, true)
         };
         match tokio::task::spawn_blocking(step).await {
             Ok(c) => c,
@@ -202,11 +190,38 @@ impl SemanticStep {
             }
         }
     }
+
+    /// As [`SemanticStep::run`], for a step that runs beside its request rather than before
+    /// it: on the idle-priority lane instead of the gate and the blocking pool, on one thread
+    /// (leaving the other core to requests). The busy class when the lane's queue is full.
+    pub async fn run_beside(self) -> Classification {
+        let this = self.classifier;
+        let Some(s) = &this.semantic else {
+            return this.default_classification();
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let on_lane = Arc::clone(&this);
+        let text = self.text;
+        let job = Box::new(move || {
+            let _ = tx.send(on_lane.semantic_step(&text, false));
+        });
+        if beside::submit(job).is_err() {
+            s.gate.busy.fetch_add(1, Ordering::Relaxed);
+            return this.busy_classification();
+        }
+        rx.await.unwrap_or_else(|_| {
+            tracing::warn!(
+                "semantic classification beside the request failed; using the default class"
+            );
+            this.default_classification()
+        })
+    }
 }
 
 /// How many MiniLM forwards run at once on the async path and how long a request waits for
 /// one. One per gateway: the semantic step and the learned routers share it, since their
-/// forwards share the cores.
+/// forwards share the cores. Forwards beside requests ([`SemanticStep::run_beside`]) do not
+/// pass it: they take only CPU the requests leave, and their lane bounds its own queue.
 pub struct ForwardGate {
     /// Fair (first come, first served) permits, one per forward.
     permits: Arc<tokio::sync::Semaphore>,
@@ -225,7 +240,8 @@ pub struct ForwardLoad {
     pub running: usize,
     /// Requests waiting for a forward now.
     pub waiting: u64,
-    /// Requests that waited `max_wait_ms` and went without their forward, since start.
+    /// Requests that went without their forward since start: they waited `max_wait_ms`, or found
+    /// the queue of forwards beside requests full.
     pub busy_total: u64,
 }
 
@@ -246,7 +262,7 @@ impl Semantic {
         let e = if share {
             self.embedder.embed(text)?
         } else {
-            self.embedder.embed_alone(text)?
+            self.embedder.embed_beside(text)?
         };
         self.lock_cache().insert(key, e.clone());
         Ok(e)
@@ -434,6 +450,18 @@ impl Classifier {
             Ok(Early::NeedsSemantic)
         } else {
             Ok(Early::Done(self.default_classification()))
+        }
+    }
+
+    /// For a request that went without its forward: `busy_class`, else the default.
+    fn busy_classification(&self) -> Classification {
+        Classification {
+            class: self
+                .semantic
+                .as_ref()
+                .and_then(|s| s.busy_class.clone())
+                .or_else(|| self.default.clone()),
+            by: ClassifiedBy::Busy,
         }
     }
 

@@ -285,7 +285,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         series(
             "switchyard_minilm_busy_total",
             "counter",
-            "Requests that waited classes.semantic.max_wait_ms for a MiniLM forward and went without it (the busy class; a learned route's config order).",
+            "Requests that went without their MiniLM forward: they waited classes.semantic.max_wait_ms for it, or found the queue of forwards beside requests full (the busy class; a learned route's config order).",
             load.busy_total as f64,
         );
         let split = switchyard_classify::split_counts();

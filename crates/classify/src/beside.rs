@@ -1,0 +1,112 @@
+//! The lane for semantic steps that run beside their requests (the class only labels the
+//! record): one thread in the lowest scheduling class, `SCHED_IDLE` on Linux, so any of a
+//! request's own threads takes the CPU from it at once. Run at normal priority, such a forward
+//! held the CPU a woken request thread needed for milliseconds; the lane gets what is left.
+//! Its queue is bounded: under overload a step gives way (the busy class) rather than piling up
+//! records that wait for their class.
+
+use std::sync::{mpsc, OnceLock};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Steps waiting for the lane at most (beyond the one running).
+pub(crate) const QUEUE: usize = 64;
+
+/// Queues `job` on the lane; gives it back when the queue is full or the lane could not start.
+pub(crate) fn submit(job: Job) -> Result<(), Job> {
+    static LANE: OnceLock<Option<mpsc::SyncSender<Job>>> = OnceLock::new();
+    let lane = LANE.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let started = std::thread::Builder::new()
+            .name("minilm-beside".into())
+            .spawn(move || {
+                lower_priority();
+                while let Ok(job) = rx.recv() {
+                    // A step that panicked loses its class (the record keeps none), not the lane.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            });
+        match started {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the MiniLM lane beside requests");
+                None
+            }
+        }
+    });
+    match lane {
+        Some(tx) => tx.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job) => job,
+        }),
+        None => Err(job),
+    }
+}
+
+/// Moves the calling thread to the idle scheduling class (allowed without privileges: it only
+/// lowers the thread's priority).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid `sched_param`; pid 0 names the calling thread.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "the MiniLM lane beside requests runs at normal priority"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    /// One test, since the lane is one per process: its thread is in the idle class, it refuses
+    /// a job past its queue, and it outlives a job that panicked.
+    #[test]
+    fn the_lane_runs_idle_refuses_past_its_queue_and_survives_a_panic() {
+        #[cfg(target_os = "linux")]
+        {
+            let (policy_tx, policy_rx) = channel();
+            // SAFETY: reads the calling thread's policy; no pointers.
+            #[allow(unsafe_code)]
+            let job: Job = Box::new(move || {
+                policy_tx
+                    .send(unsafe { libc::sched_getscheduler(0) })
+                    .unwrap()
+            });
+            assert!(submit(job).is_ok());
+            assert_eq!(policy_rx.recv().unwrap(), libc::SCHED_IDLE);
+        }
+
+        // Hold the lane with one job, fill the queue, and one more is given back.
+        let (release_tx, release_rx) = channel::<()>();
+        let (running_tx, running_rx) = channel();
+        let hold: Job = Box::new(move || {
+            running_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        assert!(submit(hold).is_ok());
+        running_rx.recv().unwrap();
+        let (done_tx, done_rx) = channel();
+        for _ in 0..QUEUE {
+            let done = done_tx.clone();
+            assert!(submit(Box::new(move || done.send(()).unwrap())).is_ok());
+        }
+        assert!(submit(Box::new(|| {})).is_err(), "the queue is full");
+        release_tx.send(()).unwrap();
+        for _ in 0..QUEUE {
+            done_rx.recv().unwrap();
+        }
+
+        assert!(submit(Box::new(|| panic!("a step that panics"))).is_ok());
+        let (after_tx, after_rx) = channel();
+        assert!(submit(Box::new(move || after_tx.send(()).unwrap())).is_ok());
+        after_rx.recv().unwrap();
+    }
+}
