@@ -1,11 +1,11 @@
 //! The lane for semantic steps that run beside their requests (the class only labels the
-//! record): one thread in the lowest scheduling class, `SCHED_IDLE` on Linux, so any of a
-//! request's own threads takes the CPU from it at once. Run at normal priority, such a forward
-//! held the CPU a woken request thread needed for milliseconds; the lane gets what is left.
-//! Its queue is bounded: under overload a step gives way (the busy class) rather than piling up
-//! records that wait for their class.
+//! record): one thread per CPU in the lowest scheduling class, `SCHED_IDLE` on Linux, so any of
+//! a request's own threads takes the CPU from them at once. Run at normal priority, such a
+//! forward held the CPU a woken request thread needed for milliseconds; the lane gets what is
+//! left. Its queue is bounded: under overload a step gives way (the busy class) rather than
+//! piling up records that wait for their class.
 
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -17,22 +17,31 @@ pub(crate) fn submit(job: Job) -> Result<(), Job> {
     static LANE: OnceLock<Option<mpsc::SyncSender<Job>>> = OnceLock::new();
     let lane = LANE.get_or_init(|| {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-        let started = std::thread::Builder::new()
-            .name("minilm-beside".into())
-            .spawn(move || {
-                lower_priority();
-                while let Ok(job) = rx.recv() {
-                    // A step that panicked loses its class (the record keeps none), not the lane.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            });
-        match started {
-            Ok(_) => Some(tx),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not start the MiniLM lane beside requests");
-                None
+        let rx = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..threads() {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("minilm-beside-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // The lock is held only while waiting for a job, not while running one.
+                        let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        };
+                        // A step that panicked loses its class (the record keeps none), not the
+                        // thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::warn!(error = %e, "could not start a MiniLM lane thread"),
             }
         }
+        (started > 0).then_some(tx)
     });
     match lane {
         Some(tx) => tx.try_send(job).map_err(|e| match e {
@@ -40,6 +49,12 @@ pub(crate) fn submit(job: Job) -> Result<(), Job> {
         }),
         None => Err(job),
     }
+}
+
+/// The lane's threads: one per CPU the process may use, so labelling keeps up with whatever
+/// CPU requests leave idle.
+pub(crate) fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Moves the calling thread to the idle scheduling class (allowed without privileges: it only
@@ -84,22 +99,31 @@ mod tests {
             assert_eq!(policy_rx.recv().unwrap(), libc::SCHED_IDLE);
         }
 
-        // Hold the lane with one job, fill the queue, and one more is given back.
-        let (release_tx, release_rx) = channel::<()>();
+        // Hold every lane thread with a job, fill the queue, and one more is given back.
         let (running_tx, running_rx) = channel();
-        let hold: Job = Box::new(move || {
-            running_tx.send(()).unwrap();
-            release_rx.recv().unwrap();
-        });
-        assert!(submit(hold).is_ok());
-        running_rx.recv().unwrap();
+        let mut releases = Vec::new();
+        for _ in 0..threads() {
+            let (release_tx, release_rx) = channel::<()>();
+            let running = running_tx.clone();
+            let hold: Job = Box::new(move || {
+                running.send(()).unwrap();
+                release_rx.recv().unwrap();
+            });
+            assert!(submit(hold).is_ok());
+            releases.push(release_tx);
+        }
+        for _ in 0..threads() {
+            running_rx.recv().unwrap();
+        }
         let (done_tx, done_rx) = channel();
         for _ in 0..QUEUE {
             let done = done_tx.clone();
             assert!(submit(Box::new(move || done.send(()).unwrap())).is_ok());
         }
         assert!(submit(Box::new(|| {})).is_err(), "the queue is full");
-        release_tx.send(()).unwrap();
+        for release in releases {
+            release.send(()).unwrap();
+        }
         for _ in 0..QUEUE {
             done_rx.recv().unwrap();
         }

@@ -192,8 +192,8 @@ impl SemanticStep {
     }
 
     /// As [`SemanticStep::run`], for a step that runs beside its request rather than before
-    /// it: on the idle-priority lane instead of the gate and the blocking pool, on one thread
-    /// (leaving the other core to requests). The busy class when the lane's queue is full.
+    /// it: on the idle-priority lane instead of the gate and the blocking pool, the forward on
+    /// one thread, never with the helper. The busy class when the lane's queue is full.
     pub async fn run_beside(self) -> Classification {
         let this = self.classifier;
         let Some(s) = &this.semantic else {
