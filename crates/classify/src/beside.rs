@@ -1,6 +1,6 @@
 //! The lane for semantic steps that run beside their requests (the class only labels the
-//! record): one thread per CPU in the lowest scheduling class, `SCHED_IDLE` on Linux, so any of
-//! a request's own threads takes the CPU from them at once. Run at normal priority, such a
+//! record): threads for half the CPUs in the lowest scheduling class, `SCHED_IDLE` on Linux, so
+//! any of a request's own threads takes the CPU from them at once. Run at normal priority, such a
 //! forward held the CPU a woken request thread needed for milliseconds; the lane gets what is
 //! left. Its queue is bounded: under overload a step gives way (the busy class) rather than
 //! piling up records that wait for their class.
@@ -51,10 +51,12 @@ pub(crate) fn submit(job: Job) -> Result<(), Job> {
     }
 }
 
-/// The lane's threads: one per CPU the process may use, so labelling keeps up with whatever
-/// CPU requests leave idle.
+/// The lane's threads: one per two CPUs the process may use, at least one. Even in the idle
+/// class a forward costs requests something (caches, a CPU's sibling): at 50 req/s on 2 CPUs,
+/// two lane threads added a median 0.7 ms to plain's p99 where one added none
+/// (docs/routing-classes.md, "Classes that only label").
 pub(crate) fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// Moves the calling thread to the idle scheduling class (allowed without privileges: it only
