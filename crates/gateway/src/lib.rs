@@ -1,6 +1,6 @@
 //! The Switchyard gateway: an OpenAI-compatible endpoint in front of many providers.
 //!
-//! A request flows one way through named phases (see [`app`]): accept → authenticate and
+//! A request flows one way through named phases (see [`mod@app`]): accept → authenticate and
 //! govern → classify → pick a target → call the provider adapter (with retries and fallback,
 //! [`attempt`]) → stream back ([`relay`]) → finish ([`finish`]: always runs, hands the outcome
 //! to the meter, which writes the ledger off the request path).
@@ -225,7 +225,7 @@ pub const WORKERS_PER_CPU: usize = 2;
 /// Serves until SIGTERM or Ctrl-C, then drains; blocks the calling thread.
 ///
 /// Threads like nginx's worker processes: `workers` OS threads each run a single-threaded
-/// runtime accepting from its own socket (see [`bind_workers`]), and a request lives on one
+/// runtime accepting from its own socket (see `bind_workers`), and a request lives on one
 /// thread from accept to answer (its upstream connections too, see `HttpClients`). A
 /// work-stealing runtime wakes idle workers to share each burst of events: on a busy gateway
 /// that is several cross-thread wake-ups per request, which cost more CPU than the request
