@@ -5,12 +5,21 @@
 //! left. Its queue is bounded: under overload a step gives way (the busy class) rather than
 //! piling up records that wait for their class.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Steps waiting for the lane at most (beyond the one running).
 pub(crate) const QUEUE: usize = 64;
+
+/// Steps queued or running on the lane now.
+static IN_LANE: AtomicUsize = AtomicUsize::new(0);
+
+/// Steps queued or running on the lane now: the records waiting for their class.
+pub fn in_lane() -> usize {
+    IN_LANE.load(Ordering::Relaxed)
+}
 
 /// Queues `job` on the lane; gives it back when the queue is full or the lane could not start.
 pub(crate) fn submit(job: Job) -> Result<(), Job> {
@@ -34,6 +43,7 @@ pub(crate) fn submit(job: Job) -> Result<(), Job> {
                         // A step that panicked loses its class (the record keeps none), not the
                         // thread.
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        IN_LANE.fetch_sub(1, Ordering::Relaxed);
                     }
                 });
             match spawned {
@@ -43,12 +53,17 @@ pub(crate) fn submit(job: Job) -> Result<(), Job> {
         }
         (started > 0).then_some(tx)
     });
-    match lane {
-        Some(tx) => tx.try_send(job).map_err(|e| match e {
+    let Some(tx) = lane else {
+        return Err(job);
+    };
+    // Counted before it is sent, so a thread that runs it at once cannot count below zero.
+    IN_LANE.fetch_add(1, Ordering::Relaxed);
+    tx.try_send(job).map_err(|e| {
+        IN_LANE.fetch_sub(1, Ordering::Relaxed);
+        match e {
             mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job) => job,
-        }),
-        None => Err(job),
-    }
+        }
+    })
 }
 
 /// The lane's threads: one per two CPUs the process may use, at least one. Even in the idle
@@ -123,12 +138,21 @@ mod tests {
             assert!(submit(Box::new(move || done.send(()).unwrap())).is_ok());
         }
         assert!(submit(Box::new(|| {})).is_err(), "the queue is full");
+        assert_eq!(in_lane(), threads() + QUEUE);
         for release in releases {
             release.send(()).unwrap();
         }
         for _ in 0..QUEUE {
             done_rx.recv().unwrap();
         }
+        // The count drops just after each job returns.
+        for _ in 0..1000 {
+            if in_lane() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(in_lane(), 0);
 
         assert!(submit(Box::new(|| panic!("a step that panics"))).is_ok());
         let (after_tx, after_rx) = channel();

@@ -14,7 +14,7 @@
 //! blocking pool.
 
 mod bert;
-mod beside;
+pub mod beside;
 pub mod config;
 mod crew;
 pub mod embed;

@@ -288,6 +288,12 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
             "Requests that went without their MiniLM forward: they waited classes.semantic.max_wait_ms for it, or found the queue of forwards beside requests full (the busy class; a learned route's config order).",
             load.busy_total as f64,
         );
+        series(
+            "switchyard_minilm_beside_queued",
+            "gauge",
+            "Semantic steps queued or running beside their requests now (routes whose targets do not depend on the class): records waiting for their class.",
+            switchyard_classify::beside::in_lane() as f64,
+        );
         let split = switchyard_classify::split_counts();
         series(
             "switchyard_minilm_helped_tiles_total",

@@ -395,6 +395,7 @@ targets = [{{ provider = "local", model = "summarizer" }}]
         "switchyard_minilm_forwards_running 0\n",
         "switchyard_minilm_waiting 0\n",
         "switchyard_minilm_busy_total 0\n",
+        "switchyard_minilm_beside_queued 0\n",
         // Counts that depend on timing: only their presence.
         "switchyard_minilm_helped_tiles_total ",
         "switchyard_minilm_taken_back_tiles_total ",
