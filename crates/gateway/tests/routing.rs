@@ -469,6 +469,17 @@ targets = [{{ provider = "local", model = "coder" }}]
     .await
     .expect("a request whose class cannot change its target waited for MiniLM");
     assert_eq!(labelled, "local/general");
+    // A stream too: answered to its last event while the forward is held.
+    let mut body = msg("labelled", coding);
+    body["stream"] = json!(true);
+    let streamed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let r = gw.chat(body, &[]).await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    })
+    .await
+    .expect("a stream whose class cannot change its target waited for MiniLM");
+    assert!(streamed.trim_end().ends_with("data: [DONE]"), "{streamed}");
     let gw = std::sync::Arc::new(gw);
     let routed = tokio::spawn({
         let gw = gw.clone();
@@ -490,11 +501,8 @@ targets = [{{ provider = "local", model = "coder" }}]
     drop(held);
     assert_eq!(routed.await.unwrap(), "local/coder");
     let gw = std::sync::Arc::into_inner(gw).expect("one owner left");
-    // Both records carry the semantic class.
-    assert_eq!(
-        gw.classes().await,
-        [Some("coding".to_string()), Some("coding".to_string())]
-    );
+    // Every record carries the semantic class.
+    assert_eq!(gw.classes().await, vec![Some("coding".to_string()); 3]);
 }
 
 /// A class found by MiniLM alone still keeps a sensitive prompt on self-hosted targets: a
