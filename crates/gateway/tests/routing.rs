@@ -87,6 +87,25 @@ fn providers(url: &str) -> String {
     )
 }
 
+/// MiniLM's directory; fails, never skips, when the model is missing.
+fn require_minilm() -> std::path::PathBuf {
+    let dir = switchyard_classify::default_model_dir();
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "MiniLM is missing at {}: run scripts/fetch-models.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// Labelled examples for the semantic step's `coding` and `summarization` classes.
+const CODING_AND_SUMMARIES: &str = r#"[classes.semantic.examples]
+coding = ["Write a Rust function that parses a date", "Fix this Python stack trace: KeyError in dict lookup",
+          "Implement binary search in Java", "Why does my JavaScript promise never resolve?"]
+summarization = ["Summarize this article in three bullet points", "Give me a short summary of the meeting notes",
+                 "TL;DR of the following report", "Condense this email thread into two sentences"]
+"#;
+
 const CLASSES: &str = r#"
 [classes]
 names = ["extraction", "coding", "sensitive", "general"]
@@ -334,12 +353,7 @@ async fn replicas_are_balanced_and_a_rate_limited_one_is_avoided() {
 /// Needs all-MiniLM-L6-v2 (`scripts/fetch-models.sh`); fails, never skips, when it is missing.
 #[tokio::test]
 async fn the_semantic_classifier_routes_by_meaning() {
-    let dir = switchyard_classify::default_model_dir();
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "MiniLM is missing at {}: run scripts/fetch-models.sh",
-        dir.display()
-    );
+    require_minilm();
     let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
         .await
         .unwrap();
@@ -350,12 +364,7 @@ names = ["coding", "summarization", "general"]
 default = "general"
 [classes.semantic]
 min_similarity = 0.2
-[classes.semantic.examples]
-coding = ["Write a Rust function that parses a date", "Fix this Python stack trace: KeyError in dict lookup",
-          "Implement binary search in Java", "Why does my JavaScript promise never resolve?"]
-summarization = ["Summarize this article in three bullet points", "Give me a short summary of the meeting notes",
-                 "TL;DR of the following report", "Condense this email thread into two sentences"]
-{}
+{CODING_AND_SUMMARIES}{}
 [[routes]]
 name = "auto"
 targets = [{{ provider = "local", model = "general" }}]
@@ -421,12 +430,7 @@ targets = [{{ provider = "local", model = "summarizer" }}]
 /// request whose class picks its target waits at the gate. Needs MiniLM, as above.
 #[tokio::test]
 async fn a_class_that_cannot_change_the_target_is_found_beside_the_upstream_call() {
-    let dir = switchyard_classify::default_model_dir();
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "MiniLM is missing at {}: run scripts/fetch-models.sh",
-        dir.display()
-    );
+    require_minilm();
     let (_m, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
         .await
         .unwrap();
@@ -440,12 +444,7 @@ min_similarity = 0.2
 cache_entries = 0
 max_concurrent = 1
 max_wait_ms = 600000
-[classes.semantic.examples]
-coding = ["Write a Rust function that parses a date", "Fix this Python stack trace: KeyError in dict lookup",
-          "Implement binary search in Java", "Why does my JavaScript promise never resolve?"]
-summarization = ["Summarize this article in three bullet points", "Give me a short summary of the meeting notes",
-                 "TL;DR of the following report", "Condense this email thread into two sentences"]
-{}
+{CODING_AND_SUMMARIES}{}
 [[routes]]
 name = "labelled"
 targets = [{{ provider = "local", model = "general" }}]
@@ -510,12 +509,7 @@ targets = [{{ provider = "local", model = "coder" }}]
 /// route whose targets are all self-hosted classifies beside the call. Needs MiniLM, as above.
 #[tokio::test]
 async fn a_semantically_sensitive_prompt_is_classified_before_an_external_target_is_picked() {
-    let dir = switchyard_classify::default_model_dir();
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "MiniLM is missing at {}: run scripts/fetch-models.sh",
-        dir.display()
-    );
+    require_minilm();
     let (mock, up) = MockOpenAi::start(Reply::Answer(Answer::default()))
         .await
         .unwrap();
@@ -565,12 +559,7 @@ targets = [{{ provider = "local", model = "general" }}]
 /// above): held-out hard prompts go to the strong model, easy ones to the cheap one.
 #[tokio::test]
 async fn the_learned_policy_sends_hard_prompts_to_the_strong_model() {
-    let dir = switchyard_classify::default_model_dir();
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "MiniLM is missing at {}: run scripts/fetch-models.sh",
-        dir.display()
-    );
+    let dir = require_minilm();
     let hard = [
         "Prove that there are infinitely many prime numbers.",
         "Compute the eigenvalues of the matrix [[2,1,0],[1,3,1],[0,1,4]].",
