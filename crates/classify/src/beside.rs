@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Steps waiting for the lane at most (beyond the one running).
+/// Steps waiting for the lane at most (beyond those its threads are running).
 pub(crate) const QUEUE: usize = 64;
 
 /// Steps queued or running on the lane now.
@@ -40,8 +40,8 @@ pub(crate) fn submit(job: Job) -> Result<(), Job> {
                             Ok(job) => job,
                             Err(_) => return,
                         };
-                        // A step that panicked loses its class (the record keeps none), not the
-                        // thread.
+                        // A step that panicked costs its request the forward (its sender is
+                        // dropped, so `run_beside` gives the default class), not the thread.
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                         IN_LANE.fetch_sub(1, Ordering::Relaxed);
                     }
