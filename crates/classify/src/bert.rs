@@ -482,6 +482,11 @@ impl BertEncoder {
     /// pooling; with one unpadded text every token counts), L2-normalised. With `share` false
     /// (a forward beside requests, on a low-priority thread) the forward never takes the helper,
     /// even when `split` is on, and is not counted as running: it yields the CPU to a shared one.
+    /// It also offers the CPU back to the scheduler (`sched_yield`) before each attention and
+    /// each feed-forward block: in the idle class a thread that got the CPU while a request
+    /// thread sat preempted on the same run queue kept it for a whole slice (3.1 ms seen under
+    /// `perf sched`; docs/routing-classes.md, "Classes that only label"), and a yield every
+    /// block bounds that wait to one block.
     pub(crate) fn embed(&self, ids: &[u32], type_ids: &[u32], share: bool) -> Result<Vec<f32>> {
         let _counted = share.then(crate::crew::forward_started);
         // Only int8 products are shared: candle's run on its own pool, where a polling helper
@@ -498,19 +503,19 @@ impl BertEncoder {
             if fma && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
                 // SAFETY: this CPU has the features `embed_avx512` is compiled for (checked above).
                 #[allow(unsafe_code)]
-                return unsafe { self.embed_avx512(ids, type_ids, crew) };
+                return unsafe { self.embed_avx512(ids, type_ids, crew, !share) };
             }
             if fma {
                 // SAFETY: this CPU has the features `embed_avx2` is compiled for (checked above).
                 #[allow(unsafe_code)]
-                return unsafe { self.embed_avx2(ids, type_ids, crew) };
+                return unsafe { self.embed_avx2(ids, type_ids, crew, !share) };
             }
         }
         // aarch64 always has fused multiply-adds (NEON); other targets are not assumed to.
         if cfg!(target_arch = "aarch64") {
-            self.embed_with::<true>(ids, type_ids, crew)
+            self.embed_with::<true>(ids, type_ids, crew, !share)
         } else {
-            self.embed_with::<false>(ids, type_ids, crew)
+            self.embed_with::<false>(ids, type_ids, crew, !share)
         }
     }
 
@@ -525,8 +530,9 @@ impl BertEncoder {
         ids: &[u32],
         type_ids: &[u32],
         crew: Option<&CrewGuard>,
+        yield_cpu: bool,
     ) -> Result<Vec<f32>> {
-        self.embed_with::<true>(ids, type_ids, crew)
+        self.embed_with::<true>(ids, type_ids, crew, yield_cpu)
     }
 
     /// The same, 16 floats wide where the CPU has AVX-512 (where the int8 product runs).
@@ -537,8 +543,9 @@ impl BertEncoder {
         ids: &[u32],
         type_ids: &[u32],
         crew: Option<&CrewGuard>,
+        yield_cpu: bool,
     ) -> Result<Vec<f32>> {
-        self.embed_with::<true>(ids, type_ids, crew)
+        self.embed_with::<true>(ids, type_ids, crew, yield_cpu)
     }
 
     #[inline(always)]
@@ -547,6 +554,7 @@ impl BertEncoder {
         ids: &[u32],
         type_ids: &[u32],
         crew: Option<&CrewGuard>,
+        yield_cpu: bool,
     ) -> Result<Vec<f32>> {
         let len = ids.len();
         let h = self.hidden;
@@ -574,7 +582,10 @@ impl BertEncoder {
             self.embed_norm.apply(row, self.eps);
         }
         for layer in &self.layers {
-            x = self.layer_forward::<FMA>(layer, &x, len, crew)?;
+            if yield_cpu {
+                std::thread::yield_now();
+            }
+            x = self.layer_forward::<FMA>(layer, &x, len, crew, yield_cpu)?;
         }
         let mut mean = vec![0f32; h];
         for row in x.chunks_exact(h) {
@@ -601,6 +612,7 @@ impl BertEncoder {
         x: &[f32],
         len: usize,
         crew: Option<&CrewGuard>,
+        yield_cpu: bool,
     ) -> Result<Vec<f32>> {
         let h = self.hidden;
         let (mut qkv, biased) = layer
@@ -623,6 +635,9 @@ impl BertEncoder {
             add(row, &layer.attn_out.bias);
             add(row, residual);
             layer.attn_norm.apply(row, self.eps);
+        }
+        if yield_cpu {
+            std::thread::yield_now();
         }
         let (mut up, activated) = layer
             .up
@@ -1026,7 +1041,7 @@ mod tests {
             .collect();
         let types = vec![0; ids.len()];
         let plain = encoder
-            .embed_with::<false>(&ids, &types, None)
+            .embed_with::<false>(&ids, &types, None, false)
             .unwrap_or_else(|e| panic!("{e}"));
         let mut copies = vec![("dispatched", encoder.embed(&ids, &types, true))];
         #[cfg(target_arch = "x86_64")]
@@ -1034,7 +1049,9 @@ mod tests {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 // SAFETY: the features were checked on the line above.
                 #[allow(unsafe_code)]
-                copies.push(("avx2", unsafe { encoder.embed_avx2(&ids, &types, None) }));
+                copies.push(("avx2", unsafe {
+                    encoder.embed_avx2(&ids, &types, None, false)
+                }));
             } else {
                 eprintln!("this CPU lacks AVX2+FMA: that copy is not compared here");
             }
@@ -1042,7 +1059,7 @@ mod tests {
                 // SAFETY: as above.
                 #[allow(unsafe_code)]
                 copies.push(("avx512", unsafe {
-                    encoder.embed_avx512(&ids, &types, None)
+                    encoder.embed_avx512(&ids, &types, None, false)
                 }));
             } else {
                 eprintln!("this CPU lacks AVX-512: that copy is not compared here");
