@@ -1,8 +1,9 @@
 //! The lane for semantic steps that run beside their requests (the class only labels the
 //! record): threads for half the CPUs in the lowest scheduling class, `SCHED_IDLE` on Linux, so
-//! any of a request's own threads takes the CPU from them at once. Run at normal priority, such a
+//! a request's thread that wakes takes the CPU from them at once. Run at normal priority, such a
 //! forward held the CPU a woken request thread needed for milliseconds; the lane gets what is
-//! left. Its queue is bounded: under overload a step gives way (the busy class) rather than
+//! left. A request thread already runnable beside a lane thread the scheduler picked is not
+//! helped by the class, so the forward also yields between blocks (`BertEncoder::embed`). Its queue is bounded: under overload a step gives way (the busy class) rather than
 //! piling up records that wait for their class.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
