@@ -313,7 +313,13 @@ fn mmlu(args: &Args) -> Result<(), String> {
     );
     print_metrics("learned (held-out, pooled)", &cv.pooled);
     for (i, m) in cv.per_fold.iter().enumerate() {
-        print_metrics(&format!("learned fold {i}"), m);
+        match m {
+            Some(m) => print_metrics(&format!("learned fold {i}"), m),
+            None => println!(
+                "{:<28} the strong model is not better on this fold: PGR undefined",
+                format!("learned fold {i}")
+            ),
+        }
     }
     let outcomes: Vec<(bool, bool)> = items.iter().map(|o| (o.weak, o.strong)).collect();
     let random = evaluate_scores(

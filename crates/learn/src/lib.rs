@@ -373,8 +373,10 @@ pub struct CrossValidation {
     pub scores: Vec<f32>,
     /// Metrics over all rows, each scored by a router that never saw its subject.
     pub pooled: Metrics,
-    /// Metrics per fold.
-    pub per_fold: Vec<Metrics>,
+    /// Metrics per fold; `None` where the strong model is not better than the weak one on that
+    /// fold's rows (PGR is undefined there; the pooled figure still is). With many small folds,
+    /// e.g. one subject each, some subjects are like that.
+    pub per_fold: Vec<Option<Metrics>>,
 }
 
 /// The subjects in `folds` groups, round-robin over the sorted names.
@@ -421,11 +423,15 @@ where
         for (&i, &s) in test_idx.iter().zip(&fold_scores) {
             scores[i] = s;
         }
-        per_fold.push(evaluate_scores(
-            &fold_scores,
-            &fold_outcomes,
-            weak_cost_ratio,
-        )?);
+        per_fold.push(if strong_better(&fold_outcomes) {
+            Some(evaluate_scores(
+                &fold_scores,
+                &fold_outcomes,
+                weak_cost_ratio,
+            )?)
+        } else {
+            None
+        });
     }
     let outcomes: Vec<(bool, bool)> = items.iter().map(|o| (o.weak, o.strong)).collect();
     let pooled = evaluate_scores(&scores, &outcomes, weak_cost_ratio)?;
@@ -435,6 +441,11 @@ where
         pooled,
         per_fold,
     })
+}
+
+/// Whether the strong model answers more rows right than the weak one (so PGR is defined).
+fn strong_better(outcomes: &[(bool, bool)]) -> bool {
+    outcomes.iter().filter(|o| o.1).count() > outcomes.iter().filter(|o| o.0).count()
 }
 
 /// Splits the subjects into `folds` groups (round-robin over the sorted names), trains on all
@@ -479,4 +490,55 @@ pub fn knn_scores(reference: &[&[f32]], labels: &[f32], queries: &[&[f32]], k: u
             num / den
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(subject: &str, weak: bool, strong: bool) -> Outcome {
+        Outcome {
+            subject: subject.into(),
+            prompt: format!("{subject} {weak} {strong}"),
+            weak,
+            strong,
+        }
+    }
+
+    #[test]
+    fn a_fold_where_the_strong_model_is_not_better_has_no_metrics_and_the_pool_still_does() {
+        // Subjects a and b: the strong model wins some rows; subject c: the weak one is as good.
+        let mut items = Vec::new();
+        for s in ["a", "b"] {
+            items.extend([
+                row(s, false, true),
+                row(s, true, true),
+                row(s, false, false),
+            ]);
+        }
+        items.extend([
+            row("c", true, true),
+            row("c", true, false),
+            row("c", false, true),
+        ]);
+        // Score = "strong needed" for the rows where it is, so the router is an oracle.
+        let cv = cross_validate_with(&items, 3, 0.01, |_, test| {
+            Ok(test
+                .iter()
+                .map(|&i| (items[i].strong && !items[i].weak) as u8 as f32)
+                .collect())
+        })
+        .unwrap();
+        assert_eq!(cv.folds, vec![vec!["a"], vec!["b"], vec!["c"]]);
+        assert!(cv.per_fold[0].is_some() && cv.per_fold[1].is_some());
+        assert!(
+            cv.per_fold[2].is_none(),
+            "subject c: weak 2 right, strong 2 right"
+        );
+        assert!(
+            cv.pooled.apgr > 0.9,
+            "an oracle's pooled APGR: {}",
+            cv.pooled.apgr
+        );
+    }
 }
