@@ -13,7 +13,9 @@ use serde::Deserialize;
 use switchyard_balance::BalanceConfig;
 use switchyard_classify::ClassesConfig;
 use switchyard_meter::TargetMeterConfig;
-use switchyard_providers::{anthropic::AnthropicConfig, openai::OpenAiConfig};
+use switchyard_providers::{
+    anthropic::AnthropicConfig, gemini::GeminiConfig, openai::OpenAiConfig,
+};
 use switchyard_router::{BreakerConfig, ChoicePolicy, RetryPolicy, TargetTimeouts};
 
 /// The whole config file.
@@ -207,6 +209,7 @@ pub struct TargetDefaults {
 pub enum ProviderConfig {
     Openai(OpenAiConfig),
     Anthropic(AnthropicConfig),
+    Gemini(GeminiConfig),
     #[cfg(feature = "local")]
     Local(switchyard_local::LocalConfig),
     /// Read so that the error says what is missing, rather than "unknown variant".
@@ -219,6 +222,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Openai(c) => c.validate(),
             ProviderConfig::Anthropic(c) => c.validate(),
+            ProviderConfig::Gemini(c) => c.validate(),
             #[cfg(feature = "local")]
             ProviderConfig::Local(c) => c.validate(),
             #[cfg(not(feature = "local"))]
@@ -233,6 +237,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Openai(c) => is_local_url(&c.base_url),
             ProviderConfig::Anthropic(_) => false,
+            ProviderConfig::Gemini(c) => is_local_url(&c.base_url),
             ProviderConfig::Local(_) => true,
         }
     }
@@ -685,6 +690,46 @@ targets = [{ provider = "local", model = "m" }]
         let dup = format!("{MIN}\n[[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"local\", model = \"m\" }}]\n");
         let e = Config::from_toml(&dup).unwrap().validate().unwrap_err();
         assert_eq!(e.key, "routes[1].name");
+    }
+
+    #[test]
+    fn gemini_provider_is_read_validated_and_remote_unless_local() {
+        let gemini = MIN.replace(
+            "kind = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1\"",
+            "kind = \"gemini\"\napi_key_env = \"GEMINI_API_KEY\"",
+        );
+        let c = Config::from_toml(&gemini).unwrap();
+        c.validate().unwrap();
+        let ProviderConfig::Gemini(g) = &c.providers["local"] else {
+            panic!("{:?}", c.providers["local"])
+        };
+        assert_eq!(
+            g.base_url,
+            "https://generativelanguage.googleapis.com/v1beta"
+        );
+        assert!(!c.providers["local"].is_self_hosted());
+        let local = gemini.replace(
+            "api_key_env = \"GEMINI_API_KEY\"",
+            "base_url = \"http://127.0.0.1:9/v1beta\"",
+        );
+        assert!(Config::from_toml(&local).unwrap().providers["local"].is_self_hosted());
+        let bad = gemini.replace("GEMINI_API_KEY", "");
+        let e = Config::from_toml(&bad).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "providers.local");
+        assert!(e.message.contains("api_key_env"), "{e}");
+        // The example's commented block, uncommented, is a valid provider.
+        let block: String = EXAMPLE
+            .lines()
+            .skip_while(|l| *l != "# [providers.gemini]")
+            .take(3)
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        assert!(
+            block.starts_with("[providers.gemini]\nkind = \"gemini\""),
+            "{block}"
+        );
+        let with_block = format!("{block}{}", MIN);
+        Config::from_toml(&with_block).unwrap().validate().unwrap();
     }
 
     #[test]

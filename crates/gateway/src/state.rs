@@ -4,7 +4,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use switchyard_classify::Classifier;
 use switchyard_meter::Meter;
-use switchyard_providers::{anthropic::Anthropic, openai::OpenAi, DynProvider};
+use switchyard_providers::{anthropic::Anthropic, gemini::Gemini, openai::OpenAi, DynProvider};
 use switchyard_router::{Candidate, Choice, ChoicePolicy, CircuitBreaker, Route, Target};
 use tokio_util::task::TaskTracker;
 
@@ -126,6 +126,7 @@ pub fn build_provider(
     Ok(match cfg {
         ProviderConfig::Openai(c) => Arc::new(OpenAi::build(name, c, client)?),
         ProviderConfig::Anthropic(c) => Arc::new(Anthropic::build(name, c, client)?),
+        ProviderConfig::Gemini(c) => Arc::new(Gemini::build(name, c, client)?),
         #[cfg(feature = "local")]
         ProviderConfig::Local(c) => Arc::new(switchyard_local::Local::build(name, c)?),
         #[cfg(not(feature = "local"))]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchyard_gateway::{Config, Running};
+use switchyard_testkit::gemini::{self, MockGemini};
 use switchyard_testkit::openai::{Answer, MockOpenAi, Reply};
 
 // The binary's allocator, so the heap gauges on /metrics read this process.
@@ -915,4 +916,168 @@ async fn requests_the_connection_refuses_get_errors_in_their_api_shape() {
         rows.is_empty(),
         "nothing reached the request phases: {rows:?}"
     );
+}
+
+// ---- A route to a Gemini target (crates/testkit/src/gemini.rs as upstream): clients get OpenAI
+// shapes; the ledger gets Google's exact counts (cached and thinking tokens) and the catalog's
+// `gemini` price.
+
+const GEMINI_KEY_VAR: &str = "SWITCHYARD_TEST_GATEWAY_GEMINI_KEY";
+
+#[tokio::test]
+async fn a_gemini_route_answers_in_openai_shapes_and_meters_googles_counts() {
+    std::env::set_var(GEMINI_KEY_VAR, "AIzaGatewayTestKey");
+    let (mock, up) = MockGemini::start(gemini::Reply::Answer(gemini::Answer {
+        tokens: 5,
+        thought: Some("A greeting is due.".into()),
+        thoughts_tokens: 40,
+        cached_tokens: 1000,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    mock.require_key("AIzaGatewayTestKey");
+    let h = Harness::start(&format!(
+        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
+         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"g\", model = \"gemini-2.5-flash\" }}]\n",
+        gemini::base_url(&up)
+    ))
+    .await;
+
+    // Plain.
+    let resp = h.post("/v1/chat/completions", chat("chat", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-target"], "g/gemini-2.5-flash");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3 tok4"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        body["usage"]["prompt_tokens"], 1002,
+        "2 words + 1000 cached"
+    );
+    assert_eq!(body["usage"]["completion_tokens"], 45, "5 + 40 thinking");
+    assert_eq!(
+        body["usage"]["prompt_tokens_details"]["cached_tokens"],
+        1000
+    );
+    assert_eq!(
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        40
+    );
+
+    // Streamed, without and with a usage chunk.
+    let data = sse_data(h.post("/v1/chat/completions", chat("chat", true)).await).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        "no usage chunk unasked"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 tok3 tok4");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    let mut asked = chat("chat", true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(h.post("/v1/chat/completions", asked).await).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(
+        (
+            &usage["usage"]["prompt_tokens"],
+            &usage["usage"]["completion_tokens"],
+            &usage["usage"]["total_tokens"]
+        ),
+        (&json!(1002), &json!(45), &json!(1047))
+    );
+
+    let r = &mock.received()[1];
+    assert_eq!(
+        (r.method.as_str(), r.query.as_deref()),
+        ("streamGenerateContent", Some("alt=sse"))
+    );
+    let rows = h.finish().await;
+    assert_eq!(rows.len(), 3);
+    // Catalog price for gemini-2.5-flash: $0.30 input, $0.03 cached input, $2.50 output per Mtok.
+    let expected_cost = (2.0 * 0.30 + 1000.0 * 0.03 + 45.0 * 2.50) / 1e6;
+    for (r, stream) in rows.iter().zip([0, 1, 1]) {
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["stream"], stream);
+        assert_eq!(r["provider"], "g");
+        assert_eq!(r["provider_kind"], "gemini");
+        assert_eq!(r["target"], "g/gemini-2.5-flash");
+        assert_eq!(r["response_model"], "gemini-2.5-flash");
+        assert_eq!(
+            (
+                &r["input_tokens"],
+                &r["output_tokens"],
+                &r["cached_input_tokens"],
+                &r["reasoning_tokens"],
+                &r["cache_creation_input_tokens"],
+                &r["tokens_estimated"]
+            ),
+            (
+                &json!(1002),
+                &json!(45),
+                &json!(1000),
+                &json!(40),
+                &json!(0),
+                &json!(0)
+            ),
+            "{r}"
+        );
+        let cost = r["cost_usd"]
+            .as_f64()
+            .expect("priced from the catalog's gemini entry");
+        assert!(
+            (cost - expected_cost).abs() < 1e-12,
+            "{cost} vs {expected_cost}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_gemini_rate_limit_with_retry_info_moves_on_to_the_next_target() {
+    std::env::set_var(GEMINI_KEY_VAR, "AIzaGatewayTestKey");
+    let (mock, up) = MockGemini::start(gemini::Reply::Answer(gemini::Answer {
+        tokens: 2,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    // `err-429` makes the test server answer 429 RESOURCE_EXHAUSTED with a RetryInfo of 1 s and
+    // no Retry-After header. A delay above backoff_max_ms sends the request on to the next
+    // target at once; were the delay not read, the same target would be retried first.
+    let h = Harness::start(&format!(
+        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
+         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"g\", model = \"err-429\", retry = {{ retries = 1, backoff_max_ms = 500 }} }}, {{ provider = \"g\", model = \"gemini-2.5-flash\" }}]\n",
+        gemini::base_url(&up)
+    ))
+    .await;
+    let resp = h.post("/v1/chat/completions", chat("chat", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-target"], "g/gemini-2.5-flash");
+    let models: Vec<String> = mock.received().iter().map(|r| r.model.clone()).collect();
+    assert_eq!(models, ["err-429", "gemini-2.5-flash"]);
+    let rows = h.finish().await;
+    assert_eq!(rows[0]["fallbacks"], 1);
+    assert_eq!(rows[0]["output_tokens"], 2);
 }

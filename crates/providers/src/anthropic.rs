@@ -21,10 +21,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_api::{
     anthropic::{
@@ -34,13 +34,14 @@ use switchyard_api::{
         ToolResultContent, Usage,
     },
     openai::{
-        ChatCompletion, ChatRequest, Choice, Content, ContentPart, FunctionCall, JsonStr,
-        KnownPart, Message, ResponseMessage, ToolCall, Usage as OpenAiUsage,
+        ChatCompletion, ChatRequest, Choice, Content, ContentPart, FunctionCall, KnownPart,
+        Message, ResponseMessage, ToolCall, Usage as OpenAiUsage,
     },
     sse::SseDecoder,
 };
 
 use crate::{
+    chunk::{data_item, unix_now, ChunkWriter, DeltaOut, FunctionDeltaOut, TextOut, ToolDeltaOut},
     client::{body_stream, parse_uri, read_body, read_limited},
     error::retry_after,
     openai::error_message,
@@ -163,15 +164,11 @@ impl Anthropic {
         client: impl Into<HttpClients>,
     ) -> Result<Anthropic, String> {
         cfg.validate()?;
-        let credential = match &cfg.api_key_env {
-            Some(var) => {
-                let key = crate::secret_from_env(var)?;
-                let v = HeaderValue::from_str(&key)
-                    .map_err(|_| format!("{var} holds characters not allowed in a header"))?;
-                Some((HeaderName::from_static("x-api-key"), v))
-            }
-            None => None,
-        };
+        let credential = crate::credential_from_env(
+            cfg.api_key_env.as_deref(),
+            HeaderName::from_static("x-api-key"),
+            str::to_string,
+        )?;
         let mut headers = crate::static_headers(credential, &cfg.headers);
         // Set after the extra headers: validation refuses them there, and ours must win.
         let version = HeaderValue::from_str(&cfg.version)
@@ -547,13 +544,6 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Anthropic `message` → OpenAI `chat.completion` body and usage.
 pub fn completion_from_response(body: &[u8]) -> Result<Completion, ProviderError> {
     let r: MessagesResponse = serde_json::from_slice(body).map_err(|e| {
@@ -695,75 +685,12 @@ enum Block {
 /// Stream translation state: what `message_start` and `message_delta` said, and which
 /// Anthropic block index is which OpenAI tool call.
 struct Translator {
-    id: String,
-    model: String,
-    created: u64,
+    writer: ChunkWriter,
     usage: Usage,
     stop_reason: Option<String>,
     blocks: Vec<Block>,
     tools: u32,
     output_text: String,
-    /// Every chunk's JSON is written here and split off: once the relay has dropped the chunks
-    /// before it, the buffer takes its memory back instead of allocating (`BytesMut::reserve`).
-    buf: BytesMut,
-}
-
-/// The borrowed chunk we write: `chat.completion.chunk`.
-#[derive(Serialize)]
-struct ChunkOut<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: &'a [ChoiceOut<'a>],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<&'a OpenAiUsage>,
-}
-
-#[derive(Serialize)]
-struct ChoiceOut<'a> {
-    index: u32,
-    delta: DeltaOut<'a>,
-    finish_reason: Option<&'a str>,
-}
-
-#[derive(Serialize, Default)]
-struct DeltaOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<TextOut<'a>>,
-    /// The reasoning field DeepSeek and vLLM use; OpenAI has none for chat completions.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<TextOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolDeltaOut<'a>; 1]>,
-}
-
-#[derive(Serialize)]
-struct ToolDeltaOut<'a> {
-    index: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    function: FunctionDeltaOut<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionDeltaOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: TextOut<'a>,
-}
-
-/// A string for the chunk: one of ours, or a delta's own as it stood in Anthropic's event
-/// (written through unchanged, escapes included: no decoding and re-escaping per token).
-#[derive(Serialize, Clone, Copy)]
-#[serde(untagged)]
-enum TextOut<'a> {
-    Str(&'a str),
-    Json(JsonStr<'a>),
 }
 
 #[derive(Deserialize)]
@@ -780,15 +707,12 @@ struct TypeView<'a> {
 impl Translator {
     fn new() -> Self {
         Translator {
-            id: String::new(),
-            model: String::new(),
-            created: unix_now(),
+            writer: ChunkWriter::new(String::new()),
             usage: Usage::default(),
             stop_reason: None,
             blocks: Vec::new(),
             tools: 0,
             output_text: String::new(),
-            buf: BytesMut::with_capacity(4096),
         }
     }
 
@@ -812,15 +736,15 @@ impl Translator {
             "message_start" => {
                 let v: MessageStartView =
                     serde_json::from_str(data).map_err(|e| bad_event(kind, e))?;
-                self.id = v.message.id;
-                self.model = v.message.model;
+                self.writer.id = v.message.id;
+                self.writer.model = v.message.model;
                 self.usage = v.message.usage;
                 let delta = DeltaOut {
                     role: Some("assistant"),
                     content: Some(TextOut::Str("")),
                     ..Default::default()
                 };
-                let bytes = self.chunk(delta, None)?;
+                let bytes = self.writer.chunk(delta, None)?;
                 out.push_back(data_item(bytes, false, false));
             }
             "content_block_start" => {
@@ -847,7 +771,7 @@ impl Translator {
                                 content: Some(TextOut::Str(t)),
                                 ..Default::default()
                             };
-                            let bytes = self.chunk(delta, None)?;
+                            let bytes = self.writer.chunk(delta, None)?;
                             out.push_back(data_item(bytes, true, false));
                         }
                     }
@@ -864,7 +788,7 @@ impl Translator {
                             }]),
                             ..Default::default()
                         };
-                        let bytes = self.chunk(delta, None)?;
+                        let bytes = self.writer.chunk(delta, None)?;
                         out.push_back(data_item(bytes, true, false));
                     }
                     Block::Other => {}
@@ -920,7 +844,7 @@ impl Translator {
                     // signature_delta, deltas of blocks we do not translate, new delta types.
                     _ => return Ok(false),
                 };
-                let bytes = self.chunk(delta, None)?;
+                let bytes = self.writer.chunk(delta, None)?;
                 out.push_back(data_item(bytes, true, false));
             }
             "message_delta" => {
@@ -945,15 +869,16 @@ impl Translator {
             }
             "message_stop" => {
                 let finish = finish_reason(self.stop_reason.as_deref());
-                let bytes = self.chunk(DeltaOut::default(), Some(finish))?;
+                let bytes = self.writer.chunk(DeltaOut::default(), Some(finish))?;
                 out.push_back(data_item(bytes, false, false));
                 let usage = self.usage.to_token_usage();
                 let openai_usage = OpenAiUsage::from_token_usage(&usage);
-                let bytes = self.usage_chunk(&openai_usage)?;
+                let bytes = self.writer.usage_chunk(&openai_usage)?;
                 out.push_back(data_item(bytes, false, true));
                 out.push_back(StreamItem::End(StreamSummary {
                     usage: Some(usage),
-                    response_model: (!self.model.is_empty()).then(|| self.model.clone()),
+                    response_model: (!self.writer.model.is_empty())
+                        .then(|| self.writer.model.clone()),
                     finish_reason: Some(finish.to_string()),
                     output_text: std::mem::take(&mut self.output_text),
                     energy: None,
@@ -977,65 +902,6 @@ impl Translator {
             _ => {}
         }
         Ok(false)
-    }
-
-    fn chunk(&mut self, delta: DeltaOut<'_>, finish: Option<&str>) -> Result<Bytes, ProviderError> {
-        let choices = [ChoiceOut {
-            index: 0,
-            delta,
-            finish_reason: finish,
-        }];
-        let chunk = ChunkOut {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: &choices,
-            usage: None,
-        };
-        encode(&mut self.buf, &chunk)
-    }
-
-    fn usage_chunk(&mut self, usage: &OpenAiUsage) -> Result<Bytes, ProviderError> {
-        let chunk = ChunkOut {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: &[],
-            usage: Some(usage),
-        };
-        encode(&mut self.buf, &chunk)
-    }
-}
-
-/// `data: {json}\n\n`, built in the shared buffer and split off it. The server drops each
-/// chunk once written, so the buffer's memory comes back before the next; when a chunk is still
-/// held, the ones after it go to a fresh 4 KiB buffer: one allocation per few dozen chunks, not
-/// one per chunk.
-fn encode(buf: &mut BytesMut, chunk: &ChunkOut<'_>) -> Result<Bytes, ProviderError> {
-    use bytes::BufMut as _;
-    // Room for a typical chunk; reclaims the buffer's own memory when nothing holds it.
-    buf.reserve(512);
-    buf.extend_from_slice(b"data: ");
-    let mut writer = buf.writer();
-    let written = serde_json::to_writer(&mut writer, chunk);
-    let buf = writer.into_inner();
-    if let Err(e) = written {
-        buf.clear();
-        return Err(ProviderError::protocol(format!(
-            "could not encode a chunk: {e}"
-        )));
-    }
-    buf.extend_from_slice(b"\n\n");
-    Ok(buf.split().freeze())
-}
-
-fn data_item(bytes: Bytes, content: bool, usage_only: bool) -> StreamItem {
-    StreamItem::Data {
-        bytes,
-        content,
-        usage_only,
     }
 }
 

@@ -9,8 +9,10 @@
 //! an adapter makes one attempt.
 
 pub mod anthropic;
+mod chunk;
 pub mod client;
 mod error;
+pub mod gemini;
 mod h1;
 pub mod openai;
 mod pool;
@@ -213,6 +215,22 @@ pub(crate) fn static_headers(
         http::HeaderValue::from_static("application/json"),
     );
     headers
+}
+
+/// The credential header a provider sends: `name`, valued `value(key)` with the key read from
+/// the environment variable `api_key_env` names; none when the config names no variable.
+pub(crate) fn credential_from_env(
+    api_key_env: Option<&str>,
+    name: http::HeaderName,
+    value: impl FnOnce(&str) -> String,
+) -> Result<Option<(http::HeaderName, http::HeaderValue)>, String> {
+    let Some(var) = api_key_env else {
+        return Ok(None);
+    };
+    let key = secret_from_env(var)?;
+    let v = http::HeaderValue::from_str(&value(&key))
+        .map_err(|_| format!("{var} holds characters not allowed in a header"))?;
+    Ok(Some((name, v)))
 }
 
 /// Reads a secret from the environment variable the config names. The value is never logged.

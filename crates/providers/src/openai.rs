@@ -78,15 +78,11 @@ impl OpenAi {
         client: impl Into<HttpClients>,
     ) -> Result<Self, String> {
         cfg.validate()?;
-        let credential = match &cfg.api_key_env {
-            Some(var) => {
-                let key = crate::secret_from_env(var)?;
-                let v = HeaderValue::from_str(&format!("Bearer {key}"))
-                    .map_err(|_| format!("{var} holds characters not allowed in a header"))?;
-                Some((http::header::AUTHORIZATION, v))
-            }
-            None => None,
-        };
+        let credential = crate::credential_from_env(
+            cfg.api_key_env.as_deref(),
+            http::header::AUTHORIZATION,
+            |key| format!("Bearer {key}"),
+        )?;
         let mut headers = crate::static_headers(credential, &cfg.headers);
         let base = cfg.base_url.trim_end_matches('/');
         let url =

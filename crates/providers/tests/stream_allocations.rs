@@ -14,7 +14,8 @@ use std::{
 use bytes::Bytes;
 use futures_util::Stream;
 use switchyard_providers::{
-    anthropic::anthropic_sse_stream, openai::openai_sse_stream, ProviderError, StreamItem,
+    anthropic::anthropic_sse_stream, gemini::gemini_sse_stream, openai::openai_sse_stream,
+    ProviderError, StreamItem,
 };
 
 /// Counts allocations (and reallocations) made by the thread that armed it.
@@ -240,4 +241,84 @@ fn translating_an_anthropic_token_allocates_nothing() {
         }
     }
     panic!("the stream did not end after its finish and usage chunks");
+}
+
+/// A Gemini stream as "Generating content" documents it (https://ai.google.dev/api/generate-content,
+/// `streamGenerateContent?alt=sse`): each event a whole `GenerateContentResponse` with the usage
+/// so far, framed with `\r\n\r\n`; the last carries `finishReason`. The translation into
+/// OpenAI chunks must not allocate per token either.
+#[test]
+fn translating_a_gemini_token_allocates_nothing() {
+    const EVENTS: usize = 2_000;
+    let event = |text: &str, finish: &str, done: usize| {
+        Ok(Bytes::from(format!(
+            "data: {{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"{text}\"}}],\"role\": \"model\"}}{finish},\"index\": 0}}],\"usageMetadata\": {{\"promptTokenCount\": 9,\"candidatesTokenCount\": {done},\"totalTokenCount\": {}}},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"mKdAaeCBA5Dqz7IPhbDO6Ak\"}}\r\n\r\n",
+            9 + done
+        )))
+    };
+    let mut pieces: Vec<Result<Bytes, ProviderError>> =
+        (0..EVENTS).map(|i| event(&token(i).1, "", i + 1)).collect();
+    pieces.push(event("", ",\"finishReason\": \"STOP\"", EVENTS));
+    let mut stream = pin!(gemini_sse_stream(
+        futures_util::stream::iter(pieces),
+        "gemini-2.5-flash".to_string()
+    ));
+    let mut next = || next_ready(stream.as_mut());
+
+    // The role chunk and the first token (which set the stream up), then every token after.
+    let mut first = None;
+    while first.is_none() {
+        if let StreamItem::Data {
+            bytes,
+            content: true,
+            ..
+        } = next()
+        {
+            first = Some(bytes);
+        }
+    }
+    let (last, allocations) = counted(|| {
+        let mut last = None;
+        for i in 1..EVENTS {
+            match next() {
+                StreamItem::Data {
+                    bytes,
+                    content: true,
+                    ..
+                } => {
+                    if i == EVENTS - 1 {
+                        last = Some(bytes);
+                    }
+                }
+                other => panic!("expected a token's chunk, got {other:?}"),
+            }
+        }
+        last
+    });
+    println!(
+        "{allocations} allocations over {} translated chunks",
+        EVENTS - 1
+    );
+    assert!(
+        allocations <= 16,
+        "{allocations} allocations over {} translated chunks",
+        EVENTS - 1
+    );
+    let content = |chunk: &Bytes| {
+        let v: serde_json::Value =
+            serde_json::from_slice(chunk.strip_prefix(b"data: ").unwrap()).unwrap();
+        v["choices"][0]["delta"]["content"].clone()
+    };
+    assert_eq!(content(&first.unwrap()), token(0).0);
+    assert_eq!(content(&last.unwrap()), token(EVENTS - 1).0);
+    for _ in 0..4 {
+        if let StreamItem::End(summary) = next() {
+            let usage = summary.usage.unwrap();
+            assert_eq!((usage.input_tokens, usage.output_tokens), (9, 2_000));
+            let expected: String = (0..EVENTS).map(|i| token(i).0).collect();
+            assert_eq!(summary.output_text, expected);
+            return;
+        }
+    }
+    panic!("the stream did not end after its finish chunk");
 }

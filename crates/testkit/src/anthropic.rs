@@ -15,9 +15,8 @@
 //! `content_block_delta`s, `content_block_stop` → `message_delta` (stop reason, cumulative
 //! `output_tokens`) → `message_stop`.
 
-use crate::{async_stream, lock, DropGuard};
+use crate::{async_stream, lock, DropGuard, Script};
 use std::{
-    collections::VecDeque,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -115,8 +114,7 @@ impl Answer {
 
 /// Shared state: a script of replies (then the default), and what was received.
 pub struct MockAnthropic {
-    script: Mutex<VecDeque<Reply>>,
-    default: Mutex<Reply>,
+    script: Script<Reply>,
     received: Mutex<Vec<Value>>,
     received_headers: Mutex<Vec<HeaderMap>>,
     /// The key `x-api-key` must equal; `None` accepts any non-empty key.
@@ -129,8 +127,7 @@ pub struct MockAnthropic {
 impl MockAnthropic {
     pub fn new(default: Reply) -> Arc<Self> {
         Arc::new(MockAnthropic {
-            script: Mutex::new(VecDeque::new()),
-            default: Mutex::new(default),
+            script: Script::new(default),
             received: Mutex::new(Vec::new()),
             received_headers: Mutex::new(Vec::new()),
             api_key: Mutex::new(None),
@@ -141,11 +138,11 @@ impl MockAnthropic {
 
     /// Queues replies for the next requests, in order.
     pub fn push(&self, reply: Reply) {
-        lock(&self.script).push_back(reply);
+        self.script.push(reply);
     }
 
     pub fn set_default(&self, reply: Reply) {
-        *lock(&self.default) = reply;
+        self.script.set_default(reply);
     }
 
     /// Accept only this key (anything else gets 401 `invalid x-api-key`).
@@ -163,9 +160,7 @@ impl MockAnthropic {
     }
 
     fn next_reply(&self) -> Reply {
-        lock(&self.script)
-            .pop_front()
-            .unwrap_or_else(|| lock(&self.default).clone())
+        self.script.next()
     }
 
     pub fn router(self: &Arc<Self>) -> Router {

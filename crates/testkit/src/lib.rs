@@ -6,6 +6,7 @@
 //! `mock-upstream` (src/bin) runs the OpenAI one as a standalone, fast upstream for benchmarks.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use std::{
@@ -46,6 +47,37 @@ pub async fn serve(app: axum::Router) -> anyhow::Result<Running> {
         addr,
         _shutdown: tx,
     })
+}
+
+/// A test server's replies: a queue scripted by the test, then a default for every request after.
+pub(crate) struct Script<R> {
+    queue: Mutex<std::collections::VecDeque<R>>,
+    default: Mutex<R>,
+}
+
+impl<R: Clone> Script<R> {
+    pub(crate) fn new(default: R) -> Self {
+        Script {
+            queue: Mutex::new(std::collections::VecDeque::new()),
+            default: Mutex::new(default),
+        }
+    }
+
+    /// Queues a reply for the next request not yet answered.
+    pub(crate) fn push(&self, reply: R) {
+        lock(&self.queue).push_back(reply);
+    }
+
+    pub(crate) fn set_default(&self, reply: R) {
+        *lock(&self.default) = reply;
+    }
+
+    /// The next scripted reply, else the default.
+    pub(crate) fn next(&self) -> R {
+        lock(&self.queue)
+            .pop_front()
+            .unwrap_or_else(|| lock(&self.default).clone())
+    }
 }
 
 /// A poisoned lock in a test server is still usable: the data is plain counters and records.

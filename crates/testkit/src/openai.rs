@@ -9,9 +9,8 @@
 //! `choices: []` and `usage`; every chunk carries `"usage": null` in that case. Ends with
 //! `data: [DONE]`.
 
-use crate::{async_stream, lock, DropGuard};
+use crate::{async_stream, lock, DropGuard, Script};
 use std::{
-    collections::VecDeque,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -108,8 +107,7 @@ impl Answer {
 
 /// Shared state: a script of replies (then the default), and what was received.
 pub struct MockOpenAi {
-    script: Mutex<VecDeque<Reply>>,
-    default: Mutex<Reply>,
+    script: Script<Reply>,
     received: Mutex<Vec<Value>>,
     received_raw: Mutex<Vec<Bytes>>,
     received_headers: Mutex<Vec<HeaderMap>>,
@@ -123,8 +121,7 @@ pub struct MockOpenAi {
 impl MockOpenAi {
     pub fn new(default: Reply) -> Arc<Self> {
         Arc::new(MockOpenAi {
-            script: Mutex::new(VecDeque::new()),
-            default: Mutex::new(default),
+            script: Script::new(default),
             received: Mutex::new(Vec::new()),
             received_raw: Mutex::new(Vec::new()),
             received_headers: Mutex::new(Vec::new()),
@@ -145,11 +142,11 @@ impl MockOpenAi {
 
     /// Queues replies for the next requests, in order.
     pub fn push(&self, reply: Reply) {
-        lock(&self.script).push_back(reply);
+        self.script.push(reply);
     }
 
     pub fn set_default(&self, reply: Reply) {
-        *lock(&self.default) = reply;
+        self.script.set_default(reply);
     }
 
     /// Bodies received so far.
@@ -167,9 +164,7 @@ impl MockOpenAi {
     }
 
     fn next_reply(&self) -> Reply {
-        lock(&self.script)
-            .pop_front()
-            .unwrap_or_else(|| lock(&self.default).clone())
+        self.script.next()
     }
 
     pub fn router(self: &Arc<Self>) -> Router {

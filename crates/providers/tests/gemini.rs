@@ -1,0 +1,761 @@
+//! Conformance of the Gemini adapter against a local server that speaks Google's documented
+//! Gemini API (crates/testkit/src/gemini.rs): the translated answers must be valid OpenAI shapes
+//! and the usage exactly what Google reported.
+
+// Helpers outside `#[test]` functions are test code too; clippy.toml's test allowances do not
+// reach them in an integration test crate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use switchyard_api::openai::{ChatChunk, ChatCompletion, ChatRequest};
+use switchyard_providers::{
+    gemini::{Gemini, GeminiConfig},
+    ChatCall, ChatOutput, Provider, ProviderErrorKind, StreamItem, StreamSummary,
+};
+use switchyard_testkit::gemini::{base_url, Answer, MockGemini, Reply};
+
+const KEY_VAR: &str = "SWITCHYARD_TEST_GEMINI_KEY";
+const KEY: &str = "AIzaTestSecret-4242-gemini";
+
+fn test_client() -> switchyard_providers::HttpClient {
+    switchyard_providers::HttpClient::new(Duration::from_secs(5)).unwrap()
+}
+
+fn provider(srv: &switchyard_testkit::Running) -> Gemini {
+    std::env::set_var(KEY_VAR, KEY);
+    provider_with(base_url(srv), Some(KEY_VAR))
+}
+
+fn provider_with(base_url: String, key_env: Option<&str>) -> Gemini {
+    let cfg = GeminiConfig {
+        base_url,
+        api_key_env: key_env.map(str::to_string),
+        ..Default::default()
+    };
+    Gemini::build("gem", &cfg, test_client()).unwrap()
+}
+
+fn call_with(body: Value) -> ChatCall {
+    let request: ChatRequest = serde_json::from_value(body).unwrap();
+    ChatCall {
+        request: Arc::new(request),
+        model: "gemini-2.5-flash".into(),
+        original: None,
+    }
+}
+
+fn call(stream: bool, extra: Value) -> ChatCall {
+    let mut body = json!({
+        "model": "public-name",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello world"}],
+        "stream": stream,
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    call_with(body)
+}
+
+async fn whole(p: &Gemini, c: ChatCall) -> (ChatCompletion, switchyard_providers::Completion) {
+    let ChatOutput::Complete(c) = p.chat(c).await.unwrap() else {
+        panic!("expected a whole answer")
+    };
+    (serde_json::from_slice(&c.body).unwrap(), c)
+}
+
+/// Collects a translated stream: OpenAI chunks (also as JSON values), their (content,
+/// usage_only) flags, the summary.
+async fn collect(
+    out: ChatOutput,
+) -> (Vec<ChatChunk>, Vec<Value>, Vec<(bool, bool)>, StreamSummary) {
+    let ChatOutput::Stream(mut s) = out else {
+        panic!("expected a stream")
+    };
+    let (mut chunks, mut raw, mut flags) = (vec![], vec![], vec![]);
+    while let Some(item) = s.next().await {
+        match item.unwrap() {
+            StreamItem::Data {
+                bytes,
+                content,
+                usage_only,
+            } => {
+                let text = std::str::from_utf8(&bytes).unwrap();
+                assert!(
+                    text.starts_with("data: ") && text.ends_with("\n\n"),
+                    "OpenAI SSE framing: {text:?}"
+                );
+                assert!(!text.contains("[DONE]"), "the gateway writes [DONE]");
+                chunks.push(serde_json::from_str(&text[6..]).unwrap());
+                raw.push(serde_json::from_str(&text[6..]).unwrap());
+                flags.push((content, usage_only));
+            }
+            StreamItem::End(summary) => {
+                assert!(s.next().await.is_none(), "nothing after End");
+                return (chunks, raw, flags, summary);
+            }
+        }
+    }
+    panic!("stream ended without End");
+}
+
+fn text_of(chunks: &[ChatChunk]) -> String {
+    chunks
+        .iter()
+        .flat_map(|c| c.choices.iter().filter_map(|ch| ch.delta.content.clone()))
+        .collect()
+}
+
+/// An answer that thinks, hits the cache and used a tool: every usage field is non-zero.
+fn rich_answer() -> Answer {
+    Answer {
+        tokens: 5,
+        thought: Some("The user wants a greeting.".into()),
+        thoughts_tokens: 40,
+        cached_tokens: 1000,
+        tool_use_prompt_tokens: 3,
+        model_version: Some("gemini-2.5-flash-001".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn plain_answer_is_an_openai_completion_with_exact_usage() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(rich_answer()))
+        .await
+        .unwrap();
+    let p = provider(&srv);
+    assert_eq!(p.kind(), "gemini");
+    let (body, c) = whole(&p, call(false, json!({}))).await;
+    assert_eq!(body.object, "chat.completion");
+    assert_eq!(body.id, "mockResp01");
+    let ch = &body.choices[0];
+    assert_eq!(ch.message.role, "assistant");
+    assert_eq!(
+        ch.message.content.as_deref(),
+        Some("tok0 tok1 tok2 tok3 tok4"),
+        "the thought is not in the answer"
+    );
+    assert_eq!(ch.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(body.model, "gemini-2.5-flash-001", "from modelVersion");
+    assert_eq!(c.response_model.as_deref(), Some("gemini-2.5-flash-001"));
+    // The mock: 5 prompt words (system + user) + 1000 cached = promptTokenCount 1005.
+    let u = c.usage.unwrap();
+    assert_eq!(
+        (
+            u.input_tokens,
+            u.cached_input_tokens,
+            u.output_tokens,
+            u.reasoning_tokens,
+            u.cache_creation_input_tokens
+        ),
+        (1008, 1000, 45, 40, 0)
+    );
+    assert_eq!(u.uncached_input_tokens(), 8);
+    let ou = body.usage.unwrap();
+    assert_eq!(
+        (ou.prompt_tokens, ou.completion_tokens, ou.total_tokens),
+        (1008, 45, 1053),
+        "total = Google's totalTokenCount"
+    );
+    assert_eq!(ou.prompt_tokens_details.unwrap().cached_tokens, Some(1000));
+    assert_eq!(
+        ou.completion_tokens_details.unwrap().reasoning_tokens,
+        Some(40)
+    );
+
+    let r = &mock.received()[0];
+    assert_eq!(
+        (r.model.as_str(), r.method.as_str()),
+        ("gemini-2.5-flash", "generateContent")
+    );
+    assert_eq!(r.query, None);
+    assert_eq!(r.headers["x-goog-api-key"], KEY);
+    let authority = srv.base_url().parse::<http::Uri>().unwrap();
+    let hosts: Vec<_> = r.headers.get_all(http::header::HOST).iter().collect();
+    assert_eq!(hosts, [authority.authority().unwrap().as_str()]);
+}
+
+#[tokio::test]
+async fn stream_translates_to_openai_chunks_with_the_last_usage() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(rich_answer()))
+        .await
+        .unwrap();
+    let p = provider(&srv);
+    let (chunks, raw, flags, summary) = collect(
+        p.chat(call(
+            true,
+            json!({"stream_options": {"include_usage": true}}),
+        ))
+        .await
+        .unwrap(),
+    )
+    .await;
+    let r = &mock.received()[0];
+    assert_eq!(r.method, "streamGenerateContent");
+    assert_eq!(r.query.as_deref(), Some("alt=sse"));
+    assert!(chunks.iter().all(|c| c.object == "chat.completion.chunk"
+        && c.id == "mockResp01"
+        && c.model == "gemini-2.5-flash-001"));
+    assert_eq!(
+        chunks[0].choices[0].delta.role.as_deref(),
+        Some("assistant")
+    );
+    assert_eq!(
+        flags[0],
+        (false, false),
+        "the role chunk carries no content"
+    );
+    assert_eq!(
+        raw[1]["choices"][0]["delta"]["reasoning_content"], "The user wants a greeting.",
+        "the thought comes as reasoning, not content"
+    );
+    assert!(raw[1]["choices"][0]["delta"].get("content").is_none());
+    // Content deltas one per Gemini event, in order.
+    let deltas: Vec<String> = chunks
+        .iter()
+        .flat_map(|c| c.choices.iter().filter_map(|ch| ch.delta.content.clone()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(deltas, ["tok0", " tok1", " tok2", " tok3", " tok4"]);
+    let n = chunks.len();
+    assert_eq!(n, 1 + 1 + 5 + 2, "role, thought, 5 pieces, finish, usage");
+    assert_eq!(
+        chunks[n - 2].choices[0].finish_reason.as_deref(),
+        Some("stop")
+    );
+    assert!(chunks[n - 1].choices.is_empty());
+    assert_eq!(flags[n - 1], (false, true), "the last chunk is usage only");
+    let u = chunks[n - 1].usage.as_ref().unwrap();
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (1008, 45, 1053),
+        "the last usageMetadata (every event carried one): not a sum"
+    );
+    assert_eq!(
+        u.prompt_tokens_details.as_ref().unwrap().cached_tokens,
+        Some(1000)
+    );
+    let su = summary.usage.unwrap();
+    assert_eq!(
+        (
+            su.input_tokens,
+            su.output_tokens,
+            su.cached_input_tokens,
+            su.reasoning_tokens
+        ),
+        (1008, 45, 1000, 40)
+    );
+    assert_eq!(summary.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(
+        summary.response_model.as_deref(),
+        Some("gemini-2.5-flash-001")
+    );
+    assert_eq!(text_of(&chunks), "tok0 tok1 tok2 tok3 tok4");
+}
+
+#[tokio::test]
+async fn max_tokens_reaches_gemini_and_length_is_reported() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer {
+        tokens: 10,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let p = provider(&srv);
+    let (body, _) = whole(&p, call(false, json!({"max_tokens": 3}))).await;
+    assert_eq!(mock.bodies()[0]["generationConfig"]["maxOutputTokens"], 3);
+    assert_eq!(
+        body.choices[0].message.content.as_deref(),
+        Some("tok0 tok1 tok2")
+    );
+    assert_eq!(body.choices[0].finish_reason.as_deref(), Some("length"));
+    let (_, _, _, summary) =
+        collect(p.chat(call(true, json!({"max_tokens": 3}))).await.unwrap()).await;
+    assert_eq!(summary.finish_reason.as_deref(), Some("length"));
+}
+
+fn tools() -> Value {
+    json!({"tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+        "tool_choice": "required"})
+}
+
+#[tokio::test]
+async fn the_request_is_gemini_shaped() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer {
+        text: Some("It is 21C.".into()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let p = provider(&srv);
+    let mut body = json!({
+        "model": "public-name",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "user", "content": "in celsius"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_a", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "21C"},
+            {"role": "developer", "content": "answer in one line"}
+        ],
+        "temperature": 0.3, "top_p": 0.8, "stop": "STOP", "seed": 11, "max_completion_tokens": 50,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w",
+            "schema": {"type": "object", "properties": {"temp": {"type": "number"}}}}},
+        "logprobs": true,
+    });
+    for (k, v) in tools().as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (out, _) = whole(&p, call_with(body)).await;
+    assert_eq!(
+        out.choices[0].message.content.as_deref(),
+        Some("It is 21C.")
+    );
+    let sent = &mock.bodies()[0];
+    assert_eq!(
+        sent["systemInstruction"],
+        json!({"parts": [{"text": "be brief"}, {"text": "answer in one line"}]})
+    );
+    assert_eq!(
+        sent["contents"],
+        json!([
+            {"role": "user", "parts": [{"text": "weather in Paris?"}, {"text": "in celsius"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"output": "21C"}}}]}
+        ])
+    );
+    assert_eq!(
+        sent["tools"],
+        json!([{"functionDeclarations": [{"name": "get_weather", "description": "Weather by city",
+            "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}])
+    );
+    assert_eq!(
+        sent["toolConfig"],
+        json!({"functionCallingConfig": {"mode": "ANY"}})
+    );
+    assert_eq!(
+        sent["generationConfig"],
+        json!({"temperature": 0.3, "topP": 0.8, "maxOutputTokens": 50, "stopSequences": ["STOP"],
+            "seed": 11, "responseMimeType": "application/json",
+            "responseJsonSchema": {"type": "object", "properties": {"temp": {"type": "number"}}}})
+    );
+    let keys: Vec<&String> = sent.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys.len(),
+        5,
+        "only Gemini fields are sent (no model, messages, logprobs...): {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn function_calls_come_back_plain_and_streamed() {
+    let reply = Reply::FunctionCall {
+        text: Some("Checking.".into()),
+        name: "get_weather".into(),
+        args: json!({"city": "Paris", "unit": "°C"}),
+    };
+    let (_mock, srv) = MockGemini::start(reply).await.unwrap();
+    let p = provider(&srv);
+    let (body, c) = whole(&p, call(false, tools())).await;
+    let ch = &body.choices[0];
+    assert_eq!(ch.finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(ch.message.content.as_deref(), Some("Checking."));
+    let tc = &ch.message.tool_calls.as_ref().unwrap()[0];
+    assert_eq!(
+        (tc.id.as_str(), tc.kind.as_str(), tc.function.name.as_str()),
+        ("call_mockResp01_0", "function", "get_weather")
+    );
+    let args: Value = serde_json::from_str(&tc.function.arguments).unwrap();
+    assert_eq!(args, json!({"city": "Paris", "unit": "°C"}));
+    assert_eq!(c.usage.unwrap().output_tokens, 8);
+
+    let (chunks, _, flags, summary) = collect(p.chat(call(true, tools())).await.unwrap()).await;
+    assert_eq!(text_of(&chunks), "Checking.");
+    let deltas: Vec<_> = chunks
+        .iter()
+        .flat_map(|c| c.choices.iter())
+        .flat_map(|ch| ch.delta.tool_calls.iter().flatten())
+        .collect();
+    assert_eq!(deltas.len(), 1, "Gemini sends a call whole: one delta");
+    let d = deltas[0];
+    assert_eq!(
+        (d.index, d.id.as_deref(), d.kind.as_deref()),
+        (0, Some("call_mockResp01_0"), Some("function"))
+    );
+    let f = d.function.as_ref().unwrap();
+    assert_eq!(f.name.as_deref(), Some("get_weather"));
+    assert_eq!(
+        serde_json::from_str::<Value>(f.arguments.as_deref().unwrap()).unwrap(),
+        json!({"city": "Paris", "unit": "°C"})
+    );
+    assert_eq!(
+        flags.iter().filter(|f| f.0).count(),
+        2,
+        "text and call count as content"
+    );
+    assert_eq!(summary.finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(summary.usage.unwrap().output_tokens, 8);
+}
+
+#[tokio::test]
+async fn a_blocked_prompt_is_a_content_filter_answer() {
+    let (_mock, srv) = MockGemini::start(Reply::Blocked {
+        reason: "SAFETY".into(),
+    })
+    .await
+    .unwrap();
+    let p = provider(&srv);
+    let (body, c) = whole(&p, call(false, json!({}))).await;
+    assert_eq!(
+        body.choices[0].finish_reason.as_deref(),
+        Some("content_filter")
+    );
+    assert!(body.choices[0]
+        .message
+        .refusal
+        .as_deref()
+        .unwrap()
+        .contains("SAFETY"));
+    assert_eq!(c.usage.unwrap().input_tokens, 5);
+    let (chunks, _, _, summary) = collect(p.chat(call(true, json!({}))).await.unwrap()).await;
+    assert_eq!(summary.finish_reason.as_deref(), Some("content_filter"));
+    assert_eq!(text_of(&chunks), "");
+}
+
+#[tokio::test]
+async fn rate_limit_takes_its_delay_from_retry_info_or_the_header() {
+    let (_mock, srv) = MockGemini::start(Reply::Error {
+        code: 429,
+        status: "RESOURCE_EXHAUSTED".into(),
+        message: "You exceeded your current quota, please check your plan and billing details."
+            .into(),
+        retry_delay: Some("30s".into()),
+        retry_after: None,
+    })
+    .await
+    .unwrap();
+    let p = provider(&srv);
+    for stream in [false, true] {
+        let e = p.chat(call(stream, json!({}))).await.unwrap_err();
+        assert_eq!(e.kind, ProviderErrorKind::Status(429));
+        assert_eq!(
+            e.retry_after,
+            Some(Duration::from_secs(30)),
+            "RetryInfo.retryDelay"
+        );
+        assert!(
+            e.message
+                .contains("RESOURCE_EXHAUSTED: You exceeded your current quota"),
+            "{}",
+            e.message
+        );
+        assert!(e.is_retryable());
+        assert_eq!(e.to_api_error().retry_after_secs, Some(30));
+    }
+    let (_mock, srv) = MockGemini::start(Reply::Error {
+        code: 429,
+        status: "RESOURCE_EXHAUSTED".into(),
+        message: "Resource has been exhausted (e.g. check quota).".into(),
+        retry_delay: Some("30s".into()),
+        retry_after: Some("4".into()),
+    })
+    .await
+    .unwrap();
+    let e = provider(&srv)
+        .chat(call(false, json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.retry_after,
+        Some(Duration::from_secs(4)),
+        "the header wins"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_map_to_status_and_message() {
+    for (code, status, message) in [
+        (500, "INTERNAL", "An internal error has occurred."),
+        (
+            503,
+            "UNAVAILABLE",
+            "The model is overloaded. Please try again later.",
+        ),
+        (
+            400,
+            "INVALID_ARGUMENT",
+            "Request contains an invalid argument.",
+        ),
+    ] {
+        let (_mock, srv) = MockGemini::start(Reply::Error {
+            code,
+            status: status.into(),
+            message: message.into(),
+            retry_delay: None,
+            retry_after: None,
+        })
+        .await
+        .unwrap();
+        let p = provider(&srv);
+        for stream in [false, true] {
+            let e = p.chat(call(stream, json!({}))).await.unwrap_err();
+            assert_eq!(e.kind, ProviderErrorKind::Status(code));
+            assert!(
+                e.message.contains(&format!("{status}: {message}")),
+                "{}",
+                e.message
+            );
+            assert_eq!(e.is_retryable(), code >= 500, "{code}");
+            assert_eq!(e.retry_after, None);
+            let body: Value = serde_json::from_slice(e.body.as_ref().unwrap()).unwrap();
+            assert_eq!(
+                body["error"]["status"], status,
+                "the body is kept as received"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stall_before_the_first_chunk_yields_nothing() {
+    let (_mock, srv) = MockGemini::start(Reply::Stall { after: 0 }).await.unwrap();
+    let p = provider(&srv);
+    let ChatOutput::Stream(mut s) = p.chat(call(true, json!({}))).await.unwrap() else {
+        panic!()
+    };
+    let next = tokio::time::timeout(Duration::from_millis(300), s.next()).await;
+    assert!(
+        next.is_err(),
+        "no chunk, not even the role chunk, while the server stalls"
+    );
+
+    let (_mock, srv) = MockGemini::start(Reply::Stall { after: 2 }).await.unwrap();
+    let p = provider(&srv);
+    let ChatOutput::Stream(mut s) = p.chat(call(true, json!({}))).await.unwrap() else {
+        panic!()
+    };
+    for _ in 0..3 {
+        assert!(matches!(s.next().await, Some(Ok(StreamItem::Data { .. }))));
+    }
+    let next = tokio::time::timeout(Duration::from_millis(300), s.next()).await;
+    assert!(
+        next.is_err(),
+        "nothing more arrives while the server stalls"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_connection_is_an_error_not_an_end() {
+    let (_mock, srv) = MockGemini::start(Reply::Cut { after: 2 }).await.unwrap();
+    let p = provider(&srv);
+    let ChatOutput::Stream(mut s) = p.chat(call(true, json!({}))).await.unwrap() else {
+        panic!()
+    };
+    let mut text = String::new();
+    let mut errors = 0;
+    while let Some(item) = s.next().await {
+        match item {
+            Ok(StreamItem::End(_)) => panic!("a cut stream must not look finished"),
+            Ok(StreamItem::Data { bytes, .. }) => {
+                let c: ChatChunk = serde_json::from_slice(&bytes[6..]).unwrap();
+                text.extend(c.choices.iter().filter_map(|ch| ch.delta.content.clone()));
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                errors += 1;
+            }
+        }
+    }
+    assert_eq!(errors, 1);
+    assert_eq!(text, "tok0 tok1", "what came before the cut was forwarded");
+}
+
+#[tokio::test]
+async fn requests_gemini_cannot_take_are_refused_before_sending() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let p = provider(&srv);
+    for (extra, names) in [
+        (json!({"n": 3}), "n"),
+        (
+            json!({"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}),
+            "image_url",
+        ),
+        (
+            json!({"messages": [{"role": "tool", "tool_call_id": "call_x", "content": "21C"}]}),
+            "tool_call_id",
+        ),
+    ] {
+        let e = p.chat(call(false, extra)).await.unwrap_err();
+        assert_eq!(e.kind, ProviderErrorKind::InvalidRequest);
+        assert!(e.message.contains(names), "{}", e.message);
+        assert!(!e.is_retryable());
+    }
+    let mut bad_model = call(false, json!({}));
+    bad_model.model = "gemini/../../files".into();
+    assert_eq!(
+        p.chat(bad_model).await.unwrap_err().kind,
+        ProviderErrorKind::InvalidRequest
+    );
+    assert_eq!(mock.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn the_api_key_is_sent_and_never_in_errors() {
+    std::env::set_var("SWITCHYARD_TEST_GEMINI_WRONG_KEY", "AIzaWrongSecret-777");
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    mock.require_key(KEY);
+    let wrong = provider_with(base_url(&srv), Some("SWITCHYARD_TEST_GEMINI_WRONG_KEY"));
+    let mut messages = vec![format!("{wrong:?}")];
+    let e = wrong.chat(call(false, json!({}))).await.unwrap_err();
+    assert_eq!(
+        e.kind,
+        ProviderErrorKind::Status(401),
+        "Google's 400 API_KEY_INVALID is the gateway's fault, reported as 401"
+    );
+    assert!(e.message.contains("API key not valid"), "{}", e.message);
+    assert_eq!(
+        mock.received()[0].headers["x-goog-api-key"],
+        "AIzaWrongSecret-777"
+    );
+    messages.push(format!("{e} {e:?} {}", e.to_api_error()));
+
+    // No key at all: Google's 403 PERMISSION_DENIED.
+    let none = provider_with(base_url(&srv), None);
+    let e = none.chat(call(false, json!({}))).await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Status(403));
+    assert!(e.message.contains("PERMISSION_DENIED"), "{}", e.message);
+
+    // A broken stream and a refused connection, with the right key.
+    let p = provider(&srv);
+    mock.push(Reply::Cut { after: 1 });
+    let ChatOutput::Stream(mut s) = p.chat(call(true, json!({}))).await.unwrap() else {
+        panic!()
+    };
+    while let Some(item) = s.next().await {
+        if let Err(e) = item {
+            messages.push(format!("{e} {e:?}"));
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let refused = provider_with(format!("http://{closed}/v1beta"), Some(KEY_VAR));
+    let e = refused.chat(call(false, json!({}))).await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Connect);
+    messages.push(format!("{e} {e:?} {refused:?} {p:?}"));
+
+    assert_eq!(messages.len(), 4);
+    for m in &messages {
+        assert!(!m.contains("AIza"), "a key leaked: {m}");
+    }
+    let missing = GeminiConfig {
+        api_key_env: Some("SWITCHYARD_TEST_NO_SUCH_GEMINI_VAR".into()),
+        ..Default::default()
+    };
+    let err = Gemini::build("gem", &missing, test_client()).unwrap_err();
+    assert!(err.contains("SWITCHYARD_TEST_NO_SUCH_GEMINI_VAR"), "{err}");
+}
+
+/// The test server itself, spoken to directly: it must refuse what the real API refuses, and
+/// stream as Google does.
+#[tokio::test]
+async fn the_test_server_refuses_what_the_real_api_refuses_and_streams_sse() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer {
+        tokens: 2,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let url = |method: &str| format!("{}/models/gemini-x:{method}", base_url(&srv));
+    let client = reqwest::Client::new();
+    let good = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    let cases = [
+        (
+            None,
+            "generateContent",
+            good.clone(),
+            403,
+            "PERMISSION_DENIED",
+        ),
+        (
+            Some("k"),
+            "generateContent",
+            json!({"contents": []}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            Some("k"),
+            "generateContent",
+            json!({"contents": [{"role": "system", "parts": [{"text": "hi"}]}]}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            Some("k"),
+            "generateContent",
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"temperature": 2.5}}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (Some("k"), "countTokenz", good.clone(), 404, "NOT_FOUND"),
+    ];
+    for (key, method, body, code, status) in cases {
+        let mut rb = client
+            .post(url(method))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = key {
+            rb = rb.header("x-goog-api-key", k);
+        }
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), code, "{status}");
+        let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            (v["error"]["code"].as_u64(), v["error"]["status"].as_str()),
+            (Some(code as u64), Some(status))
+        );
+    }
+    let resp = client
+        .post(format!("{}?alt=sse", url("streamGenerateContent")))
+        .header("x-goog-api-key", "k")
+        .header("content-type", "application/json")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.unwrap();
+    let events: Vec<&str> = text.split("\r\n\r\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 2, "{text:?}");
+    assert!(!text.contains("[DONE]"));
+    let last: Value = serde_json::from_str(events[1].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(last["usageMetadata"]["candidatesTokenCount"], 2);
+    // Without alt=sse: one JSON array of the same responses.
+    let arr = client
+        .post(url("streamGenerateContent"))
+        .header("x-goog-api-key", "k")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let arr: Value = serde_json::from_slice(&arr).unwrap();
+    assert_eq!(arr.as_array().unwrap().len(), 2);
+    assert_eq!(mock.requests.load(std::sync::atomic::Ordering::Relaxed), 7);
+}
