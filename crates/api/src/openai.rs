@@ -415,6 +415,10 @@ pub struct ToolCall {
     #[serde(rename = "type")]
     pub kind: String,
     pub function: FunctionCall,
+    /// Vendor data on the call, kept as the client sent it. Google's OpenAI-compatible endpoint
+    /// carries Gemini's thought signature here: `{"google": {"thought_signature": "..."}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_content: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -127,6 +127,7 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, ApiError> {
                                 name,
                                 arguments: input.to_string(),
                             },
+                            extra_content: None,
                         }),
                         _ => {}
                     }

@@ -1081,3 +1081,165 @@ async fn a_gemini_rate_limit_with_retry_info_moves_on_to_the_next_target() {
     assert_eq!(rows[0]["fallbacks"], 1);
     assert_eq!(rows[0]["output_tokens"], 2);
 }
+
+/// Gemini 3 refuses a tool loop whose function calls come back without their thought signatures
+/// (https://ai.google.dev/gemini-api/docs/thought-signatures). Through the gateway, a client that
+/// echoes the assistant messages as it got them (Google's `extra_content` included, whole or
+/// gathered from stream deltas) carries a two-step tool loop through a server as strict.
+#[tokio::test]
+async fn a_gemini_tool_loop_keeps_its_thought_signatures_through_the_gateway() {
+    const SIG_A: &str = "CiQBjz1rX+Yz/9kQ2wStepOne==";
+    const SIG_B: &str = "CiQBjz1rX+Yz/9kQ2wStepTwo==";
+    std::env::set_var(GEMINI_KEY_VAR, "AIzaGatewayTestKey");
+    let (mock, up) = MockGemini::start(gemini::Reply::Answer(gemini::Answer {
+        text: Some("Delayed; taxi booked for 10 AM.".into()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    mock.require_thought_signatures();
+    mock.push(gemini::Reply::FunctionCall {
+        text: None,
+        name: "check_flight".into(),
+        args: json!({"flight": "AA100"}),
+    });
+    mock.push(gemini::Reply::FunctionCall {
+        text: None,
+        name: "book_taxi".into(),
+        args: json!({"time": "10 AM"}),
+    });
+    let h = Harness::start(&format!(
+        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
+         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"g\", model = \"gemini-3-flash-preview\" }}]\n",
+        gemini::base_url(&up)
+    ))
+    .await;
+    let tools = json!([
+        {"type": "function", "function": {"name": "check_flight", "parameters": {"type": "object",
+            "properties": {"flight": {"type": "string"}}}}},
+        {"type": "function", "function": {"name": "book_taxi", "parameters": {"type": "object",
+            "properties": {"time": {"type": "string"}}}}}
+    ]);
+    let mut messages =
+        vec![json!({"role": "user", "content": "Check AA100 and book a taxi if delayed."})];
+    let request = |messages: &[Value], stream: bool| json!({"model": "chat", "messages": messages, "tools": tools, "stream": stream});
+
+    // Step 1, a whole answer: the call and its signature; echoed back as returned.
+    mock.sign_calls(Some(SIG_A));
+    let resp = h
+        .post("/v1/chat/completions", request(&messages, false))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    let assistant = body["choices"][0]["message"].clone();
+    let call = &assistant["tool_calls"][0];
+    assert_eq!(
+        call["extra_content"],
+        json!({"google": {"thought_signature": SIG_A}})
+    );
+    let id = call["id"].clone();
+    messages.push(assistant);
+    messages
+        .push(json!({"role": "tool", "tool_call_id": id, "content": "{\"status\": \"delayed\"}"}));
+
+    // Step 2, streamed: the client gathers the call from its delta, extra_content included.
+    mock.sign_calls(Some(SIG_B));
+    let data = sse_data(
+        h.post("/v1/chat/completions", request(&messages, true))
+            .await,
+    )
+    .await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let deltas: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+        .collect();
+    assert_eq!(deltas.len(), 1, "Gemini sends a call whole");
+    let d = &deltas[0];
+    assert_eq!(
+        d["extra_content"],
+        json!({"google": {"thought_signature": SIG_B}})
+    );
+    messages.push(json!({"role": "assistant", "content": null, "tool_calls": [{
+        "id": d["id"], "type": d["type"], "function": d["function"], "extra_content": d["extra_content"]}]}));
+    messages
+        .push(json!({"role": "tool", "tool_call_id": d["id"], "content": "{\"booked\": true}"}));
+
+    // Step 3: the strict server takes the history and answers.
+    let resp = h
+        .post("/v1/chat/completions", request(&messages, false))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Delayed; taxi booked for 10 AM."
+    );
+    let sent = mock.bodies().last().unwrap().clone();
+    let contents = sent["contents"].as_array().unwrap();
+    assert_eq!(contents.len(), 5);
+    assert_eq!(contents[1]["parts"][0]["thoughtSignature"], SIG_A);
+    assert_eq!(
+        contents[1]["parts"][0]["functionCall"]["name"],
+        "check_flight"
+    );
+    assert_eq!(contents[3]["parts"][0]["thoughtSignature"], SIG_B);
+    assert_eq!(contents[3]["parts"][0]["functionCall"]["name"], "book_taxi");
+    let rows = h.finish().await;
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["status"] == 200), "{rows:?}");
+}
+
+/// `/v1/embeddings` to a Gemini target: Google's `batchEmbedContents` answer comes back as
+/// OpenAI's list; Google reports no usage, so the ledger holds the meter's count of the input.
+#[tokio::test]
+async fn gemini_embeddings_come_back_as_an_openai_list_and_are_metered_by_estimate() {
+    std::env::set_var(GEMINI_KEY_VAR, "AIzaGatewayTestKey");
+    let (mock, up) = MockGemini::start(gemini::Reply::Answer(gemini::Answer::default()))
+        .await
+        .unwrap();
+    mock.require_key("AIzaGatewayTestKey");
+    let h = Harness::start(&format!(
+        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
+         [[routes]]\nname = \"emb\"\ntargets = [{{ provider = \"g\", model = \"gemini-embedding-001\" }}]\n",
+        gemini::base_url(&up)
+    ))
+    .await;
+    let resp = h
+        .post(
+            "/v1/embeddings",
+            json!({"model": "emb", "input": ["hello there", "general kenobi"], "dimensions": 3}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-switchyard-target"],
+        "g/gemini-embedding-001"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for (i, (d, text)) in data
+        .iter()
+        .zip(["hello there", "general kenobi"])
+        .enumerate()
+    {
+        assert_eq!(d["object"], "embedding");
+        assert_eq!(d["index"], i);
+        assert_eq!(d["embedding"], json!(gemini::embedding_of(text, 3)));
+    }
+    let r = &mock.received()[0];
+    assert_eq!(r.method, "batchEmbedContents");
+    assert_eq!(r.body["requests"][1]["outputDimensionality"], 3);
+    let rows = h.finish().await;
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["provider_kind"], "gemini");
+    assert_eq!(r["tokens_estimated"], 1, "{r}");
+    assert!(r["input_tokens"].as_i64().unwrap() > 0, "{r}");
+    assert_eq!(r["output_tokens"], 0, "{r}");
+}

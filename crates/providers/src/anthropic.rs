@@ -561,6 +561,7 @@ pub fn completion_from_response(body: &[u8]) -> Result<Completion, ProviderError
                     name: name.clone(),
                     arguments: input.to_string(),
                 },
+                extra_content: None,
             }),
             _ => {}
         }
@@ -785,6 +786,7 @@ impl Translator {
                                     name: v.content_block.name.as_deref(),
                                     arguments: TextOut::Str(""),
                                 },
+                                extra_content: None,
                             }]),
                             ..Default::default()
                         };
@@ -837,6 +839,7 @@ impl Translator {
                                     name: None,
                                     arguments: TextOut::Json(j),
                                 },
+                                extra_content: None,
                             }]),
                             ..Default::default()
                         }

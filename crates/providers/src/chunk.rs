@@ -117,6 +117,32 @@ pub(crate) struct ToolDeltaOut<'a> {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub(crate) kind: Option<&'static str>,
     pub(crate) function: FunctionDeltaOut<'a>,
+    /// Vendor data on the call (Google's `{"google": {"thought_signature": ...}}`); left out
+    /// when none, as OpenAI's own chunks have no such field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) extra_content: Option<ExtraContentOut<'a>>,
+}
+
+/// A tool call's `extra_content`, borrowed. Google's OpenAI-compatible endpoint puts Gemini's
+/// thought signature here (<https://ai.google.dev/gemini-api/docs/thought-signatures>).
+#[derive(Serialize, Clone, Copy)]
+pub(crate) struct ExtraContentOut<'a> {
+    google: GoogleExtraOut<'a>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct GoogleExtraOut<'a> {
+    thought_signature: TextOut<'a>,
+}
+
+impl<'a> ExtraContentOut<'a> {
+    pub(crate) fn google_thought_signature(signature: TextOut<'a>) -> Self {
+        ExtraContentOut {
+            google: GoogleExtraOut {
+                thought_signature: signature,
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -22,11 +22,27 @@
 //! * "Thinking" (<https://ai.google.dev/gemini-api/docs/thinking>): parts with `"thought": true`
 //!   are reasoning summaries; `usageMetadata.thoughtsTokenCount` counts the thinking, which is
 //!   billed as output and is not part of `candidatesTokenCount`.
+//! * "Thought signatures" (<https://ai.google.dev/gemini-api/docs/thought-signatures>): thinking
+//!   models put an opaque base64 `thoughtSignature` on parts of their answer, beside the
+//!   `functionCall` (for parallel calls only on the first one; Gemini 2.5 on the first part of
+//!   any kind) and sometimes on the last text part, to be sent back on the same part. Gemini 3
+//!   validates the current turn only (the model steps after the last user content that is not
+//!   a `functionResponse`): the first `functionCall` part of each step there must carry its
+//!   signature, else 400 INVALID_ARGUMENT "Function call ... is missing a `thought_signature`".
+//!   For calls the API did not produce, the FAQ gives the dummy values
+//!   `"skip_thought_signature_validator"` and `"context_engineering_is_the_way_to_go"`.
+//! * "OpenAI compatibility" (<https://ai.google.dev/gemini-api/docs/openai>), with the OpenAI
+//!   examples of the thought-signatures page: Google's own OpenAI endpoint carries the signature
+//!   on each tool call as `"extra_content": {"google": {"thought_signature": "<sig>"}}`.
 //! * `UsageMetadata` (<https://ai.google.dev/api/generate-content#UsageMetadata>):
 //!   `promptTokenCount` is the whole prompt, cached content included (`cachedContentTokenCount`
 //!   is a part of it); `toolUsePromptTokenCount` counts tool results fed back to the model as
 //!   input and is not part of `promptTokenCount`; `totalTokenCount` is the sum of prompt, tool-use
 //!   prompt, candidates and thoughts. Streams repeat the metadata on chunks: only the last counts.
+//! * "Embeddings" (<https://ai.google.dev/api/embeddings>): `POST
+//!   {base}/models/{model}:batchEmbedContents` with `requests: [{model: "models/{model}",
+//!   content: {parts: [{text}]}, outputDimensionality}]` (each request's model must be the
+//!   path's); the answer is `embeddings: [{values: [float, ...]}]` in request order, with no usage.
 //! * "Troubleshooting" (<https://ai.google.dev/gemini-api/docs/troubleshooting>) and Google's
 //!   error model (<https://cloud.google.com/apis/design/errors>): `{"error": {code, message,
 //!   status, details}}`, 429 `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo` detail whose
@@ -48,6 +64,25 @@
 //!   A `tool` message's function name comes from the earlier assistant tool call with its id.
 //! * Thought parts are not answer text: streams send them as `reasoning_content` deltas (as the
 //!   Anthropic adapter does with thinking); whole answers leave them out.
+//! * Thought signatures travel as Google's OpenAI endpoint carries them: a `functionCall`
+//!   part's signature comes back on its tool call (whole answers and stream deltas alike) as
+//!   `extra_content.google.thought_signature`, and a client's echo of it goes back, unchanged,
+//!   as `thoughtSignature` on that call's part. Signatures on text parts are dropped: OpenAI's
+//!   message has no place per part, and Google does not validate them.
+//! * A missing signature gets [`DUMMY_THOUGHT_SIGNATURE`] exactly where Gemini 3 would refuse
+//!   the request without one: the first tool call of each assistant message after the last
+//!   user message with content (each assistant message is one model step, so this covers the
+//!   first `functionCall` of every step even when consecutive ones merge into one turn). Older
+//!   turns go unsigned, as Google accepts them, since the FAQ discourages made-up calls; other
+//!   calls of a step keep only what the client echoed. The rule does not look at the model name
+//!   (which generations validate is Google's to change): histories from another model, or from
+//!   a client that dropped `extra_content`, are sent the same way to every Gemini model.
+//! * Embeddings: OpenAI's `input` (a string or an array of strings) becomes one request per
+//!   string, `dimensions` becomes `outputDimensionality`; token arrays (Gemini embeds text) and
+//!   `encoding_format: "base64"` are refused as `InvalidRequest`, `user` is dropped. The answer is
+//!   OpenAI's `list` of `embedding` objects named after the asked model, without `usage`:
+//!   Google reports none, so the adapter reports none and the meter counts the input text
+//!   (`tokens_estimated = 1`), as for any upstream that leaves usage out.
 //! * `n` > 1, images by URL (only `data:` URLs can be inlined) and content parts other than
 //!   text, image and audio are refused as `InvalidRequest`; fields Gemini lacks (`logit_bias`,
 //!   `logprobs`, `user`, `parallel_tool_calls`, ...) are dropped.
@@ -72,12 +107,15 @@ use switchyard_api::{
 };
 
 use crate::{
-    chunk::{data_item, unix_now, ChunkWriter, DeltaOut, FunctionDeltaOut, TextOut, ToolDeltaOut},
+    chunk::{
+        data_item, unix_now, ChunkWriter, DeltaOut, ExtraContentOut, FunctionDeltaOut, TextOut,
+        ToolDeltaOut,
+    },
     client::{body_stream, parse_uri, read_body, read_limited},
     error::retry_after,
     openai::error_message,
-    BoxFuture, ChatCall, ChatOutput, Completion, HttpClients, Provider, ProviderError,
-    ProviderErrorKind, StreamItem, StreamSummary,
+    BoxFuture, ChatCall, ChatOutput, Completion, EmbeddingsCall, HttpClients, Provider,
+    ProviderError, ProviderErrorKind, StreamItem, StreamSummary,
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
@@ -259,6 +297,26 @@ impl Provider for Gemini {
             ))))
         })
     }
+
+    fn embeddings(&self, call: EmbeddingsCall) -> BoxFuture<'_, Result<Completion, ProviderError>> {
+        Box::pin(async move {
+            let path = model_path(&call.model)?;
+            let req = batch_embed_request(&call.request, &path)?;
+            let uri =
+                parse_uri(&format!("{}/{path}:batchEmbedContents", self.base)).map_err(invalid)?;
+            let body = serde_json::to_vec(&req).map_err(|e| invalid(e.to_string()))?;
+            let resp = self
+                .client
+                .get()
+                .post(&uri, &self.headers, body, false)
+                .await?;
+            if !resp.status().is_success() {
+                return Err(error_from_response(&self.name, resp).await);
+            }
+            let body = read_body(resp).await?;
+            embeddings_from_response(&body, &call.model, req.requests.len())
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,14 +451,34 @@ pub struct Content {
     pub parts: Vec<Part>,
 }
 
-/// A part: exactly one of these fields.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A part: exactly one of these fields (and, beside a `functionCall`, its `thoughtSignature`).
+#[derive(Debug)]
 pub enum Part {
     Text(String),
     InlineData(Blob),
     FunctionCall(FunctionCallPart),
     FunctionResponse(FunctionResponsePart),
+}
+
+impl Serialize for Part {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let signature = match self {
+            Part::FunctionCall(f) => f.thought_signature.as_deref(),
+            _ => None,
+        };
+        let mut m = s.serialize_map(Some(1 + usize::from(signature.is_some())))?;
+        match self {
+            Part::Text(t) => m.serialize_entry("text", t)?,
+            Part::InlineData(b) => m.serialize_entry("inlineData", b)?,
+            Part::FunctionCall(f) => m.serialize_entry("functionCall", f)?,
+            Part::FunctionResponse(f) => m.serialize_entry("functionResponse", f)?,
+        }
+        if let Some(sig) = signature {
+            m.serialize_entry("thoughtSignature", sig)?;
+        }
+        m.end()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -415,7 +493,14 @@ pub struct Blob {
 pub struct FunctionCallPart {
     pub name: String,
     pub args: Value,
+    /// Written beside `functionCall`, in the part, as `thoughtSignature`.
+    #[serde(skip)]
+    pub thought_signature: Option<String>,
 }
+
+/// Google's documented stand-in for a signature the history lacks ("Thought signatures", FAQ):
+/// it tells the validator to let the function call through.
+pub const DUMMY_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
 
 #[derive(Debug, Serialize)]
 pub struct FunctionResponsePart {
@@ -509,6 +594,12 @@ pub fn generate_content_request(
     let mut contents: Vec<Content> = Vec::new();
     // Tool call id → function name, from the assistant turns seen so far.
     let mut call_names: HashMap<&str, &str> = HashMap::new();
+    // Google's current turn starts at the last user message with content of its own (tool
+    // results are not one): the function calls after it are the ones validated.
+    let turn_start = req
+        .messages
+        .iter()
+        .rposition(|m| m.role == "user" && has_content(m));
     for (i, m) in req.messages.iter().enumerate() {
         match m.role.as_str() {
             "system" | "developer" => {
@@ -526,7 +617,8 @@ pub fn generate_content_request(
                 for tc in m.tool_calls.iter().flatten() {
                     call_names.insert(tc.id.as_str(), tc.function.name.as_str());
                 }
-                push_turn(&mut contents, "model", assistant_parts(m, i)?)
+                let current_turn = turn_start.is_none_or(|t| i > t);
+                push_turn(&mut contents, "model", assistant_parts(m, i, current_turn)?)
             }
             "tool" => {
                 let part = function_response(m, i, &call_names)?;
@@ -692,7 +784,32 @@ fn inline_audio(v: &Value) -> Result<Blob, String> {
     })
 }
 
-fn assistant_parts(m: &Message, i: usize) -> Result<Vec<Part>, ProviderError> {
+/// Whether a user message holds something that becomes a part (text, image or audio).
+fn has_content(m: &Message) -> bool {
+    match &m.content {
+        None => false,
+        Some(OpenAiContent::Text(t)) => !t.is_empty(),
+        Some(OpenAiContent::Parts(parts)) => parts
+            .iter()
+            .any(|p| !matches!(p, ContentPart::Known(KnownPart::Text { text }) if text.is_empty())),
+    }
+}
+
+/// The Gemini thought signature a client echoed on a tool call, as Google's OpenAI-compatible
+/// endpoint carries it: `extra_content.google.thought_signature`.
+fn echoed_signature(tc: &ToolCall) -> Option<&str> {
+    tc.extra_content
+        .as_ref()?
+        .get("google")?
+        .get("thought_signature")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+}
+
+/// An assistant message (one model step) → `model` parts. Each call's echoed signature goes back
+/// on its own part; in the current turn the step's first call, which Gemini 3 validates, gets
+/// [`DUMMY_THOUGHT_SIGNATURE`] when the client had none to echo.
+fn assistant_parts(m: &Message, i: usize, current_turn: bool) -> Result<Vec<Part>, ProviderError> {
     let mut out = Vec::new();
     if let Some(c) = &m.content {
         let text = c.as_text();
@@ -716,9 +833,15 @@ fn assistant_parts(m: &Message, i: usize) -> Result<Vec<Part>, ProviderError> {
                 "messages[{i}].tool_calls[{j}].function.arguments: Gemini needs a JSON object"
             )));
         }
+        let thought_signature = match echoed_signature(tc) {
+            Some(sig) => Some(sig.to_string()),
+            None if j == 0 && current_turn => Some(DUMMY_THOUGHT_SIGNATURE.to_string()),
+            None => None,
+        };
         out.push(Part::FunctionCall(FunctionCallPart {
             name: tc.function.name.clone(),
             args,
+            thought_signature,
         }));
     }
     Ok(out)
@@ -827,6 +950,159 @@ fn tools_and_config(req: &ChatRequest) -> Result<ToolsAndConfig, ProviderError> 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Embeddings
+
+/// `BatchEmbedContentsRequest`, as sent.
+#[derive(Debug, Serialize)]
+pub struct BatchEmbedRequest {
+    pub requests: Vec<EmbedContentRequest>,
+}
+
+/// `EmbedContentRequest`: one text to embed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbedContentRequest {
+    /// `models/{model}`, the same as the path's (Google requires it).
+    pub model: String,
+    pub content: Content,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_dimensionality: Option<u64>,
+}
+
+/// OpenAI embeddings request → `batchEmbedContents`: one request per input string, in order;
+/// `dimensions` → `outputDimensionality`. Token arrays (Gemini takes text) and
+/// `encoding_format: "base64"` are refused; other fields (`user`) are dropped.
+pub fn batch_embed_request(
+    req: &switchyard_api::openai::EmbeddingsRequest,
+    model_path: &str,
+) -> Result<BatchEmbedRequest, ProviderError> {
+    let texts: Vec<&str> = match &req.input {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str().ok_or_else(|| {
+                    invalid(format!(
+                        "input[{i}]: Gemini embeds text; token arrays and other values cannot be sent"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(invalid(
+                "input: a string or a non-empty array of strings is needed for Gemini".into(),
+            ))
+        }
+    };
+    let output_dimensionality = match req.extra.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|&d| d > 0)
+                .ok_or_else(|| invalid("dimensions: must be a positive integer".into()))?,
+        ),
+    };
+    match req.extra.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "encoding_format: '{other}' is not supported for Gemini (only float)"
+            )))
+        }
+    }
+    Ok(BatchEmbedRequest {
+        requests: texts
+            .into_iter()
+            .map(|t| EmbedContentRequest {
+                model: model_path.to_string(),
+                content: Content {
+                    role: None,
+                    parts: vec![Part::Text(t.to_string())],
+                },
+                output_dimensionality,
+            })
+            .collect(),
+    })
+}
+
+/// `BatchEmbedContentsResponse` → OpenAI's embeddings `list`. The vectors are written through
+/// as Google sent them (no float reformatting). Google reports no usage, so none is given: the
+/// meter counts the input text instead (the gateway hands it over when usage is missing).
+pub fn embeddings_from_response(
+    body: &[u8],
+    model: &str,
+    expected: usize,
+) -> Result<Completion, ProviderError> {
+    #[derive(Deserialize)]
+    struct View<'a> {
+        #[serde(borrow, default)]
+        embeddings: Vec<EmbeddingView<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct EmbeddingView<'a> {
+        #[serde(borrow)]
+        values: &'a RawValue,
+    }
+    #[derive(Serialize)]
+    struct ListOut<'a> {
+        object: &'static str,
+        data: Vec<EmbeddingOut<'a>>,
+        model: &'a str,
+    }
+    #[derive(Serialize)]
+    struct EmbeddingOut<'a> {
+        object: &'static str,
+        index: usize,
+        embedding: &'a RawValue,
+    }
+    let v: View = serde_json::from_slice(body).map_err(|e| {
+        ProviderError::protocol(format!(
+            "upstream answer is not a Gemini BatchEmbedContentsResponse: {e}"
+        ))
+    })?;
+    if let Some(e) = v
+        .embeddings
+        .iter()
+        .find(|e| !e.values.get().starts_with('['))
+    {
+        return Err(ProviderError::protocol(format!(
+            "upstream embedding values are not an array: {}",
+            e.values.get()
+        )));
+    }
+    if v.embeddings.len() != expected {
+        return Err(ProviderError::protocol(format!(
+            "upstream answered {} embeddings for {expected} inputs",
+            v.embeddings.len()
+        )));
+    }
+    let out = ListOut {
+        object: "list",
+        data: v
+            .embeddings
+            .iter()
+            .enumerate()
+            .map(|(index, e)| EmbeddingOut {
+                object: "embedding",
+                index,
+                embedding: e.values,
+            })
+            .collect(),
+        model,
+    };
+    let body = serde_json::to_vec(&out)
+        .map_err(|e| ProviderError::protocol(format!("could not encode the embeddings: {e}")))?;
+    Ok(Completion {
+        body: Bytes::from(body),
+        usage: None,
+        response_model: Some(model.to_string()),
+        output_text: None,
+        energy: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Response
 
 /// `GenerateContentResponse`, read borrowed: text stays a slice of the received bytes.
@@ -874,6 +1150,9 @@ struct PartView<'a> {
     thought: Option<bool>,
     #[serde(borrow, default)]
     function_call: Option<FunctionCallView<'a>>,
+    /// Base64, opaque; kept as it stands in the JSON (no escapes expected, none decoded).
+    #[serde(borrow, default)]
+    thought_signature: Option<JsonStr<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1038,6 +1317,11 @@ pub fn completion_from_response(body: &[u8], model: &str) -> Result<Completion, 
             for p in c.content.iter().flat_map(|c| c.parts.iter()) {
                 if let Some(fc) = &p.function_call {
                     let n = tool_calls.len() as u32;
+                    let extra_content = p.thought_signature.filter(|s| !s.is_empty()).map(|s| {
+                        let mut sig = String::new();
+                        s.append_to(&mut sig);
+                        json!({"google": {"thought_signature": sig}})
+                    });
                     tool_calls.push(ToolCall {
                         id: tool_call_id(fc.id.as_ref(), rid, n),
                         kind: "function".into(),
@@ -1045,6 +1329,7 @@ pub fn completion_from_response(body: &[u8], model: &str) -> Result<Completion, 
                             name: fc.name.0.to_string(),
                             arguments: fc.args.map_or_else(|| "{}".into(), |a| a.get().into()),
                         },
+                        extra_content,
                     });
                 } else if let Some(t) = &p.text {
                     if p.thought != Some(true) {
@@ -1272,6 +1557,10 @@ impl Translator {
                             name: Some(&fc.name.0),
                             arguments: TextOut::Str(args),
                         },
+                        extra_content: p
+                            .thought_signature
+                            .filter(|s| !s.is_empty())
+                            .map(|s| ExtraContentOut::google_thought_signature(TextOut::Json(s))),
                     }]),
                     ..Default::default()
                 };
@@ -1595,6 +1884,53 @@ mod tests {
     }
 
     #[test]
+    fn echoed_signatures_go_back_on_their_parts_and_the_dummy_only_where_required() {
+        let sig = |s: Value| json!({"google": {"thought_signature": s}});
+        let tc = |id: &str, extra: Option<Value>| {
+            let mut v =
+                json!({"id": id, "type": "function", "function": {"name": "f", "arguments": "{}"}});
+            if let Some(e) = extra {
+                v["extra_content"] = e;
+            }
+            v
+        };
+        let v = request(json!({"model": "p", "messages": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "tool_calls": [tc("a", Some(sig(json!("old"))))]},
+            {"role": "tool", "tool_call_id": "a", "content": "1"},
+            {"role": "user", "content": [{"type": "text", "text": "second"}]},
+            {"role": "assistant", "tool_calls": [tc("b", None), tc("c", Some(sig(json!("sigC"))))]},
+            {"role": "tool", "tool_call_id": "b", "content": "2"},
+            {"role": "tool", "tool_call_id": "c", "content": "3"},
+            // Not Google's shape: ignored, as if there were none.
+            {"role": "assistant", "tool_calls": [tc("d", Some(sig(json!(7)))), tc("e", Some(json!({"other": 1})))]},
+            {"role": "tool", "tool_call_id": "d", "content": "4"},
+            {"role": "tool", "tool_call_id": "e", "content": "5"},
+            // A user message with no content does not start a turn.
+            {"role": "user", "content": ""}
+        ]}));
+        let parts = |c: usize| v["contents"][c]["parts"].as_array().unwrap().clone();
+        let sigs = |c: usize| {
+            parts(c)
+                .iter()
+                .map(|p| p.get("thoughtSignature").cloned())
+                .collect::<Vec<_>>()
+        };
+        let dummy = Some(json!(DUMMY_THOUGHT_SIGNATURE));
+        assert_eq!(
+            sigs(1),
+            [Some(json!("old"))],
+            "echoed in an earlier turn too"
+        );
+        assert_eq!(sigs(3), [dummy.clone(), Some(json!("sigC"))]);
+        assert_eq!(sigs(5), [dummy, None]);
+        assert_eq!(
+            parts(3)[1],
+            json!({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "sigC"})
+        );
+    }
+
+    #[test]
     fn usage_maps_thoughts_to_output_and_cached_and_tool_use_to_input() {
         let u: UsageMetadata = serde_json::from_value(json!({"promptTokenCount": 1000,
             "candidatesTokenCount": 50, "thoughtsTokenCount": 200, "cachedContentTokenCount": 600,
@@ -1618,8 +1954,8 @@ mod tests {
     fn a_response_converts_to_a_chat_completion() {
         let body = json!({"candidates": [{"content": {"role": "model", "parts": [
                 {"text": "I should check the weather.", "thought": true},
-                {"text": "Let me \"check\". "},
-                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
+                {"text": "Let me \"check\". ", "thoughtSignature": "dGV4dA=="},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln/QQ+="},
                 {"functionCall": {"name": "get_time", "args": {}}}]},
             "finishReason": "STOP", "index": 0}],
             "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 30, "thoughtsTokenCount": 8,
@@ -1645,6 +1981,15 @@ mod tests {
             ("call_resp9_0", "function", "get_weather")
         );
         assert_eq!(tcs[1].id, "call_resp9_1");
+        assert_eq!(
+            tcs[0].extra_content,
+            Some(json!({"google": {"thought_signature": "c2ln/QQ+="}}))
+        );
+        assert_eq!(tcs[1].extra_content, None, "a parallel call has none");
+        let raw: Value = serde_json::from_slice(&c.body).unwrap();
+        assert!(raw["choices"][0]["message"]["tool_calls"][1]
+            .get("extra_content")
+            .is_none());
         let args: Value = serde_json::from_str(&tcs[0].function.arguments).unwrap();
         assert_eq!(args, json!({"city": "Paris"}));
         let u = c.usage.unwrap();
@@ -1741,7 +2086,7 @@ mod tests {
         "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Thinking about it\",\"thought\": true}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 20,\"totalTokenCount\": 25,\"thoughtsTokenCount\": 5},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n",
         "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 20,\"candidatesTokenCount\": 1,\"totalTokenCount\": 26,\"thoughtsTokenCount\": 5},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n",
         "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo \\\"w\\\"\\n\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 20,\"candidatesTokenCount\": 3,\"totalTokenCount\": 28,\"thoughtsTokenCount\": 5},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n",
-        "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"get_weather\",\"args\": {\"city\": \"Paris\"}}}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 20,\"candidatesTokenCount\": 9,\"totalTokenCount\": 44,\"cachedContentTokenCount\": 8,\"thoughtsTokenCount\": 15},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n",
+        "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"get_weather\",\"args\": {\"city\": \"Paris\"}},\"thoughtSignature\": \"c2ln/Qg+=\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 20,\"candidatesTokenCount\": 9,\"totalTokenCount\": 44,\"cachedContentTokenCount\": 8,\"thoughtsTokenCount\": 15},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n",
     );
 
     async fn run(pieces: Vec<Bytes>) -> Vec<Result<StreamItem, ProviderError>> {
@@ -1810,6 +2155,15 @@ mod tests {
             assert_eq!(f.name.as_deref(), Some("get_weather"));
             let args: Value = serde_json::from_str(f.arguments.as_deref().unwrap()).unwrap();
             assert_eq!(args, json!({"city": "Paris"}));
+            let with_extra: Vec<&Value> = raw
+                .iter()
+                .filter(|c| c.to_string().contains("extra_content"))
+                .collect();
+            assert_eq!(with_extra.len(), 1);
+            assert_eq!(
+                with_extra[0]["choices"][0]["delta"]["tool_calls"][0]["extra_content"],
+                json!({"google": {"thought_signature": "c2ln/Qg+="}})
+            );
             let n = chunks.len();
             assert_eq!(
                 chunks[n - 2].choices[0].finish_reason.as_deref(),

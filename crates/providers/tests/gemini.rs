@@ -327,7 +327,9 @@ async fn the_request_is_gemini_shaped() {
         sent["contents"],
         json!([
             {"role": "user", "parts": [{"text": "weather in Paris?"}, {"text": "in celsius"}]},
-            {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+            // A call of the current turn that came without a signature gets Google's dummy.
+            {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                "thoughtSignature": "skip_thought_signature_validator"}]},
             {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"output": "21C"}}}]}
         ])
     );
@@ -758,4 +760,406 @@ async fn the_test_server_refuses_what_the_real_api_refuses_and_streams_sse() {
     let arr: Value = serde_json::from_slice(&arr).unwrap();
     assert_eq!(arr.as_array().unwrap().len(), 2);
     assert_eq!(mock.requests.load(std::sync::atomic::Ordering::Relaxed), 7);
+}
+
+// ---- Thought signatures ("Thought signatures", https://ai.google.dev/gemini-api/docs/thought-signatures):
+// Google's OpenAI endpoint carries them on tool calls as `extra_content.google.thought_signature`.
+
+/// Base64 as Google writes it, `+`, `/` and `=` included.
+const SIG: &str = "CiQBjz1rX+Yz/9kQ2wAbCdEf0123456789ab+cd/efGhIjKlMn==";
+
+fn signature_of(tool_call: &Value) -> &Value {
+    &tool_call["extra_content"]["google"]["thought_signature"]
+}
+
+/// The conversation so far plus the assistant message as the gateway returned it (echoed
+/// unchanged, `extra_content` and all) and the tool's result.
+fn with_tool_result(assistant: Value, stream: bool) -> Value {
+    let id = assistant["tool_calls"][0]["id"].clone();
+    let mut body = json!({
+        "model": "public-name",
+        "messages": [{"role": "user", "content": "weather in Paris?"}, assistant,
+            {"role": "tool", "tool_call_id": id, "content": "21C"}],
+        "stream": stream,
+    });
+    for (k, v) in tools().as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test]
+async fn thought_signatures_come_back_in_extra_content_and_go_back_on_their_parts() {
+    let (mock, srv) = MockGemini::start(Reply::FunctionCall {
+        text: None,
+        name: "get_weather".into(),
+        args: json!({"city": "Paris"}),
+    })
+    .await
+    .unwrap();
+    mock.sign_calls(Some(SIG));
+    mock.require_thought_signatures();
+    let p = provider(&srv);
+
+    // A whole answer: the signature rides on the tool call, and survives OpenAI's own type.
+    let ChatOutput::Complete(c) = p.chat(call(false, tools())).await.unwrap() else {
+        panic!("expected a whole answer")
+    };
+    let raw: Value = serde_json::from_slice(&c.body).unwrap();
+    let assistant = raw["choices"][0]["message"].clone();
+    assert_eq!(signature_of(&assistant["tool_calls"][0]), SIG);
+    let typed: ChatCompletion = serde_json::from_slice(&c.body).unwrap();
+    assert_eq!(
+        typed.choices[0].message.tool_calls.as_ref().unwrap()[0].extra_content,
+        Some(json!({"google": {"thought_signature": SIG}}))
+    );
+
+    // A stream: the same on the call's delta, and on nothing else.
+    let (_, raw_chunks, _, _) = collect(p.chat(call(true, tools())).await.unwrap()).await;
+    let deltas: Vec<&Value> = raw_chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(deltas.len(), 1);
+    assert_eq!(signature_of(deltas[0]), SIG);
+    assert_eq!(
+        raw_chunks
+            .iter()
+            .filter(|c| c.to_string().contains("extra_content"))
+            .count(),
+        1
+    );
+
+    // The next step, the assistant message echoed as returned: the strict server accepts it,
+    // and got the signature on the very part it was given on.
+    mock.set_default(Reply::Answer(Answer {
+        text: Some("It is 21C.".into()),
+        ..Default::default()
+    }));
+    for stream in [false, true] {
+        let out = p
+            .chat(call_with(with_tool_result(assistant.clone(), stream)))
+            .await
+            .unwrap();
+        if stream {
+            let (chunks, ..) = collect(out).await;
+            assert_eq!(text_of(&chunks), "It is 21C.");
+        } else {
+            let ChatOutput::Complete(c) = out else {
+                panic!("expected a whole answer")
+            };
+            let body: ChatCompletion = serde_json::from_slice(&c.body).unwrap();
+            assert_eq!(
+                body.choices[0].message.content.as_deref(),
+                Some("It is 21C.")
+            );
+        }
+        let sent = mock.bodies().last().unwrap().clone();
+        assert_eq!(
+            sent["contents"][1],
+            json!({"role": "model", "parts": [{"functionCall": {"name": "get_weather",
+                "args": {"city": "Paris"}}, "thoughtSignature": SIG}]})
+        );
+    }
+    assert_eq!(mock.received().len(), 4);
+}
+
+#[tokio::test]
+async fn a_history_without_signatures_gets_the_dummy_where_gemini_3_requires_one() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer {
+        text: Some("Done.".into()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    mock.require_thought_signatures();
+    let p = provider(&srv);
+    let tc = |id: &str, name: &str| json!({"id": id, "type": "function", "function": {"name": name, "arguments": "{}"}});
+    let mut body = json!({
+        "model": "public-name",
+        "messages": [
+            {"role": "user", "content": "earlier question"},
+            {"role": "assistant", "content": null, "tool_calls": [tc("c0", "get_time")]},
+            {"role": "tool", "tool_call_id": "c0", "content": "12:00"},
+            {"role": "assistant", "content": "It is noon."},
+            {"role": "user", "content": "weather in Paris and Rome, then book a taxi?"},
+            {"role": "assistant", "content": "Checking.", "tool_calls": [tc("c1", "get_weather"), tc("c2", "get_weather")]},
+            {"role": "tool", "tool_call_id": "c1", "content": "21C"},
+            {"role": "tool", "tool_call_id": "c2", "content": "25C"},
+            {"role": "assistant", "content": null, "tool_calls": [tc("c3", "book_taxi")]},
+            {"role": "tool", "tool_call_id": "c3", "content": "booked"}
+        ],
+    });
+    for (k, v) in tools().as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (out, _) = whole(&p, call_with(body)).await;
+    assert_eq!(out.choices[0].message.content.as_deref(), Some("Done."));
+    let sent = &mock.bodies()[0];
+    let contents = sent["contents"].as_array().unwrap();
+    let sig = |c: usize, p: usize| contents[c]["parts"][p].get("thoughtSignature").cloned();
+    // An earlier turn is not validated: left as the client sent it.
+    assert!(contents[1]["parts"][0].get("functionCall").is_some());
+    assert_eq!(sig(1, 0), None);
+    // The current turn: the first call of each step gets the dummy; a parallel call does not.
+    assert_eq!(contents[5]["role"], "model");
+    assert_eq!(contents[5]["parts"][0]["text"], "Checking.");
+    assert_eq!(sig(5, 0), None, "a text part needs none");
+    assert_eq!(sig(5, 1), Some(json!("skip_thought_signature_validator")));
+    assert_eq!(sig(5, 2), None);
+    assert_eq!(sig(7, 0), Some(json!("skip_thought_signature_validator")));
+    assert_eq!(contents.len(), 9);
+}
+
+/// The strict test server itself: it must refuse, as Gemini 3 does, a current-turn call without
+/// a signature or with one it never issued, and let an earlier turn go unsigned.
+#[tokio::test]
+async fn the_strict_test_server_refuses_missing_and_unknown_signatures() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    mock.require_thought_signatures();
+    let client = reqwest::Client::new();
+    let call = |sig: Option<&str>| {
+        let mut part = json!({"functionCall": {"name": "get_weather", "args": {}}});
+        if let Some(s) = sig {
+            part["thoughtSignature"] = json!(s);
+        }
+        part
+    };
+    let history = |sig: Option<&str>, then_user_text: bool| {
+        let mut contents = vec![
+            json!({"role": "user", "parts": [{"text": "weather?"}]}),
+            json!({"role": "model", "parts": [call(sig)]}),
+            json!({"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"output": "21C"}}}]}),
+        ];
+        if then_user_text {
+            contents.push(json!({"role": "model", "parts": [{"text": "21C."}]}));
+            contents.push(json!({"role": "user", "parts": [{"text": "thanks"}]}));
+        }
+        json!({ "contents": contents })
+    };
+    let cases = [
+        (
+            history(None, false),
+            400,
+            "in the `1.` content block is missing a `thought_signature`",
+        ),
+        (
+            history(Some("made-up"), false),
+            400,
+            "Thought signature is not valid",
+        ),
+        (
+            history(Some("skip_thought_signature_validator"), false),
+            200,
+            "",
+        ),
+        (
+            history(Some("context_engineering_is_the_way_to_go"), false),
+            200,
+            "",
+        ),
+        (history(None, true), 200, ""),
+    ];
+    for (body, code, message) in cases {
+        let resp = client
+            .post(format!(
+                "{}/models/gemini-3-flash-preview:generateContent",
+                base_url(&srv)
+            ))
+            .header("x-goog-api-key", "k")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), code, "{body}");
+        let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        if code == 400 {
+            assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(message),
+                "{v}"
+            );
+        }
+    }
+}
+
+// ---- Embeddings ("Embeddings", https://ai.google.dev/api/embeddings): `batchEmbedContents`.
+
+fn embeddings_call(body: Value, model: &str) -> switchyard_providers::EmbeddingsCall {
+    switchyard_providers::EmbeddingsCall {
+        request: Arc::new(serde_json::from_value(body).unwrap()),
+        model: model.into(),
+    }
+}
+
+#[tokio::test]
+async fn embeddings_go_as_batch_embed_contents_and_come_back_as_an_openai_list() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    mock.require_key(KEY);
+    let p = provider(&srv);
+
+    // An array of strings, with dimensions.
+    let c = p
+        .embeddings(embeddings_call(
+            json!({"model": "pub", "input": ["first text", "second"], "dimensions": 4, "user": "u-1",
+                "encoding_format": "float"}),
+            "gemini-embedding-001",
+        ))
+        .await
+        .unwrap();
+    let r = &mock.received()[0];
+    assert_eq!(
+        (r.model.as_str(), r.method.as_str()),
+        ("gemini-embedding-001", "batchEmbedContents")
+    );
+    assert_eq!(
+        r.body,
+        json!({"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "first text"}]}, "outputDimensionality": 4},
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "second"}]}, "outputDimensionality": 4}
+        ]})
+    );
+    let v: Value = serde_json::from_slice(&c.body).unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "gemini-embedding-001");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for (i, (d, text)) in data.iter().zip(["first text", "second"]).enumerate() {
+        assert_eq!(
+            (d["object"].as_str(), d["index"].as_u64()),
+            (Some("embedding"), Some(i as u64))
+        );
+        assert_eq!(
+            d["embedding"],
+            json!(switchyard_testkit::gemini::embedding_of(text, 4)),
+            "Google's values, in order"
+        );
+    }
+    assert!(v.get("usage").is_none(), "Google reports none");
+    assert!(c.usage.is_none(), "left to the meter's estimate");
+    assert_eq!(c.response_model.as_deref(), Some("gemini-embedding-001"));
+
+    // One string, no dimensions: one request, Google's default length.
+    let c = p
+        .embeddings(embeddings_call(
+            json!({"model": "pub", "input": "just one"}),
+            "models/text-embedding-004",
+        ))
+        .await
+        .unwrap();
+    let r = &mock.received()[1];
+    assert_eq!(r.model, "text-embedding-004");
+    assert_eq!(
+        r.body,
+        json!({"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": "just one"}]}}]})
+    );
+    let v: Value = serde_json::from_slice(&c.body).unwrap();
+    assert_eq!(
+        v["data"][0]["embedding"].as_array().unwrap().len(),
+        switchyard_testkit::gemini::DEFAULT_EMBEDDING_DIMENSIONS
+    );
+}
+
+#[tokio::test]
+async fn embeddings_gemini_cannot_take_are_refused_and_errors_map_as_for_chat() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let p = provider(&srv);
+    let cases = [
+        (json!({"model": "p", "input": [[1, 2, 3]]}), "input[0]"),
+        (json!({"model": "p", "input": ["a", 7]}), "input[1]"),
+        (json!({"model": "p", "input": []}), "input"),
+        (
+            json!({"model": "p", "input": "a", "dimensions": 0}),
+            "dimensions",
+        ),
+        (
+            json!({"model": "p", "input": "a", "encoding_format": "base64"}),
+            "encoding_format",
+        ),
+    ];
+    for (body, names) in cases {
+        let e = p
+            .embeddings(embeddings_call(body, "gemini-embedding-001"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ProviderErrorKind::InvalidRequest, "{names}");
+        assert!(e.message.starts_with(names), "{names}: {}", e.message);
+    }
+    let e = p
+        .embeddings(embeddings_call(
+            json!({"model": "p", "input": "a"}),
+            "bad/name",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::InvalidRequest);
+    assert_eq!(
+        mock.requests.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing sent"
+    );
+
+    // Google's errors map as for chat: a 503 keeps its status, a refused key reads as 401.
+    let e = p
+        .embeddings(embeddings_call(
+            json!({"model": "p", "input": "a"}),
+            "err-503",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Status(503));
+    assert!(e.message.contains("UNAVAILABLE"), "{}", e.message);
+    mock.require_key("another-key");
+    let e = p
+        .embeddings(embeddings_call(
+            json!({"model": "p", "input": "a"}),
+            "gemini-embedding-001",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Status(401));
+}
+
+/// The test server's `batchEmbedContents`, spoken to directly: it refuses what Google documents
+/// as wrong (no key, no requests, a request naming another model than the path's).
+#[tokio::test]
+async fn the_test_server_checks_batch_embed_contents_as_google_does() {
+    let (_mock, srv) = MockGemini::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/models/gemini-embedding-001:batchEmbedContents",
+        base_url(&srv)
+    );
+    let one = |model: &str| json!({"requests": [{"model": model, "content": {"parts": [{"text": "hi"}]}}]});
+    let cases = [
+        (None, one("models/gemini-embedding-001"), 403),
+        (Some("k"), json!({"requests": []}), 400),
+        (Some("k"), one("models/text-embedding-004"), 400),
+        (Some("k"), one("models/gemini-embedding-001"), 200),
+    ];
+    for (key, body, code) in cases {
+        let mut rb = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = key {
+            rb = rb.header("x-goog-api-key", k);
+        }
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), code, "{body}");
+        let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        if code == 200 {
+            assert_eq!(v["embeddings"].as_array().unwrap().len(), 1);
+        } else {
+            assert_eq!(v["error"]["code"], code);
+        }
+    }
 }

@@ -245,14 +245,15 @@ fn translating_an_anthropic_token_allocates_nothing() {
 
 /// A Gemini stream as "Generating content" documents it (https://ai.google.dev/api/generate-content,
 /// `streamGenerateContent?alt=sse`): each event a whole `GenerateContentResponse` with the usage
-/// so far, framed with `\r\n\r\n`; the last carries `finishReason`. The translation into
-/// OpenAI chunks must not allocate per token either.
+/// so far, framed with `\r\n\r\n`; the last carries `finishReason`; every part a
+/// `thoughtSignature` ("Thought signatures", https://ai.google.dev/gemini-api/docs/thought-signatures),
+/// read borrowed. The translation into OpenAI chunks must not allocate per token either.
 #[test]
 fn translating_a_gemini_token_allocates_nothing() {
     const EVENTS: usize = 2_000;
     let event = |text: &str, finish: &str, done: usize| {
         Ok(Bytes::from(format!(
-            "data: {{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"{text}\"}}],\"role\": \"model\"}}{finish},\"index\": 0}}],\"usageMetadata\": {{\"promptTokenCount\": 9,\"candidatesTokenCount\": {done},\"totalTokenCount\": {}}},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"mKdAaeCBA5Dqz7IPhbDO6Ak\"}}\r\n\r\n",
+            "data: {{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"{text}\",\"thoughtSignature\": \"CiQBjz1rX+Yz/9kQ2w==\"}}],\"role\": \"model\"}}{finish},\"index\": 0}}],\"usageMetadata\": {{\"promptTokenCount\": 9,\"candidatesTokenCount\": {done},\"totalTokenCount\": {}}},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"mKdAaeCBA5Dqz7IPhbDO6Ak\"}}\r\n\r\n",
             9 + done
         )))
     };

@@ -4,9 +4,14 @@
 //! `PromptFeedback`), "Content" (<https://ai.google.dev/api/caching#Content>), "API keys"
 //! (<https://ai.google.dev/gemini-api/docs/api-key>), "Function calling"
 //! (<https://ai.google.dev/gemini-api/docs/function-calling>), "Thinking"
-//! (<https://ai.google.dev/gemini-api/docs/thinking>), and "Troubleshooting"
+//! (<https://ai.google.dev/gemini-api/docs/thinking>), "Thought signatures"
+//! (<https://ai.google.dev/gemini-api/docs/thought-signatures>), and "Troubleshooting"
 //! (<https://ai.google.dev/gemini-api/docs/troubleshooting>) with Google's error model
 //! (<https://cloud.google.com/apis/design/errors>).
+//!
+//! `POST /v1beta/models/{model}:batchEmbedContents` ("Embeddings",
+//! <https://ai.google.dev/api/embeddings>) answers `{embeddings: [{values}]}` from
+//! [`embedding_of`], after checking the key and that every request names the path's model.
 //!
 //! `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (`?alt=sse` for
 //! Server-Sent Events; without it, as the API does, one JSON array of the responses). Checked
@@ -15,6 +20,14 @@
 //! a JSON body whose `contents` is non-empty with roles `user`/`model` and non-empty `parts`,
 //! and `generationConfig.temperature` in 0..2 (400 `INVALID_ARGUMENT`). An unknown method is
 //! 404 `NOT_FOUND`. Error bodies are `{"error": {code, message, status, details}}`.
+//!
+//! Thought signatures, when asked for: [`MockGemini::sign_calls`] puts a `thoughtSignature` beside
+//! each `functionCall` the server answers with, and [`MockGemini::require_thought_signatures`]
+//! validates as Gemini 3 does: in the current turn (the model contents after the last user
+//! content holding something other than a `functionResponse`) the first `functionCall` part of
+//! each model content must carry a signature this server issued or one of the documented dummy
+//! values, else 400 `INVALID_ARGUMENT` (missing: "Function call `f` in the `1.` content block is
+//! missing a `thought_signature`."; unknown: "Thought signature is not valid.").
 //!
 //! Streams write `data: {GenerateContentResponse}\r\n\r\n` as Google's server does: a thought
 //! part first when the answer has one, then the text a piece per event, then any function call;
@@ -144,6 +157,12 @@ pub struct MockGemini {
     received: Mutex<Vec<Received>>,
     /// The key `x-goog-api-key` must equal; `None` accepts any non-empty key.
     api_key: Mutex<Option<String>>,
+    /// The `thoughtSignature` put beside the function calls answered from now on.
+    call_signature: Mutex<Option<String>>,
+    /// Every signature handed out so far: the ones a strict server accepts back.
+    issued_signatures: Mutex<Vec<String>>,
+    /// Validate thought signatures in the history as Gemini 3 does.
+    require_signatures: std::sync::atomic::AtomicBool,
     pub requests: AtomicU64,
     /// Streams the client abandoned before the end.
     pub cancelled: Arc<AtomicU64>,
@@ -155,6 +174,9 @@ impl MockGemini {
             script: Script::new(default),
             received: Mutex::new(Vec::new()),
             api_key: Mutex::new(None),
+            call_signature: Mutex::new(None),
+            issued_signatures: Mutex::new(Vec::new()),
+            require_signatures: std::sync::atomic::AtomicBool::new(false),
             requests: AtomicU64::new(0),
             cancelled: Arc::new(AtomicU64::new(0)),
         })
@@ -172,6 +194,18 @@ impl MockGemini {
     /// Accept only this key (another gets 400 `API_KEY_INVALID`).
     pub fn require_key(&self, key: &str) {
         *lock(&self.api_key) = Some(key.to_string());
+    }
+
+    /// Put `signature` as `thoughtSignature` on the function calls of the answers from now on
+    /// (`None`: no signature, as models that do not think send).
+    pub fn sign_calls(&self, signature: Option<&str>) {
+        *lock(&self.call_signature) = signature.map(str::to_string);
+    }
+
+    /// Refuse, as Gemini 3 does, a history whose current-turn function calls lack a signature
+    /// (or carry one this server never issued and that is not a documented dummy).
+    pub fn require_thought_signatures(&self) {
+        self.require_signatures.store(true, Ordering::Relaxed);
     }
 
     /// Requests received so far (also those refused).
@@ -288,31 +322,7 @@ fn check(
     body: &[u8],
     required_key: Option<&str>,
 ) -> Result<Value, Box<Response>> {
-    let key = headers
-        .get("x-goog-api-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if key.is_empty() {
-        return refuse(error_response(
-            403,
-            "PERMISSION_DENIED",
-            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
-            vec![],
-            None,
-        ));
-    }
-    if required_key.is_some_and(|k| k != key) {
-        return refuse(error_response(
-            400,
-            "INVALID_ARGUMENT",
-            "API key not valid. Please pass a valid API key.",
-            vec![
-                json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}),
-            ],
-            None,
-        ));
-    }
+    check_key(headers, required_key)?;
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return refuse(invalid_argument(
             "Invalid JSON payload received. Unexpected token.",
@@ -345,6 +355,166 @@ fn check(
     Ok(req)
 }
 
+/// The `x-goog-api-key` check every method starts with.
+fn check_key(headers: &HeaderMap, required_key: Option<&str>) -> Result<(), Box<Response>> {
+    let key = headers
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if key.is_empty() {
+        return Err(Box::new(error_response(
+            403,
+            "PERMISSION_DENIED",
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+            vec![],
+            None,
+        )));
+    }
+    if required_key.is_some_and(|k| k != key) {
+        return Err(Box::new(error_response(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            vec![
+                json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}),
+            ],
+            None,
+        )));
+    }
+    Ok(())
+}
+
+/// The vector length when a request names no `outputDimensionality` (Google's models give
+/// 768 to 3072; kept short here).
+pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 8;
+
+/// The test server's embedding of `text`: `dims` values in [-1, 1) from an FNV-1a hash of the
+/// text and the position, so equal texts embed equally and different ones (almost surely) not.
+pub fn embedding_of(text: &str, dims: usize) -> Vec<f64> {
+    (0..dims)
+        .map(|k| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in text.bytes().chain((k as u32).to_le_bytes()) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            (h % 2000) as f64 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+/// `models.batchEmbedContents`: key, then `requests` (non-empty, each naming the path's model
+/// and holding text parts), then one `{values}` per request, in order. No usage, as Google
+/// sends none. `err-<code>` models answer that error, as for chat.
+fn batch_embed(
+    model: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    required_key: Option<&str>,
+) -> Response {
+    if let Err(resp) = check_key(headers, required_key) {
+        return *resp;
+    }
+    if let Some(Reply::Error {
+        code,
+        status,
+        message,
+        ..
+    }) = reply_for_model(model)
+    {
+        return error_response(code, &status, &message, vec![], None);
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return invalid_argument("Invalid JSON payload received. Unexpected token.");
+    };
+    let Some(requests) = req["requests"].as_array().filter(|r| !r.is_empty()) else {
+        return invalid_argument(
+            "* BatchEmbedContentsRequest.requests: requests is not specified\n",
+        );
+    };
+    let mut embeddings = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        if r["model"].as_str() != Some(&format!("models/{model}")) {
+            return invalid_argument(&format!(
+                "* BatchEmbedContentsRequest.requests[{i}].model: the model of each request must be models/{model}, the batch's\n"
+            ));
+        }
+        let texts: Option<Vec<&str>> = r["content"]["parts"]
+            .as_array()
+            .filter(|p| !p.is_empty())
+            .map(|p| p.iter().filter_map(|p| p["text"].as_str()).collect());
+        let Some(texts) = texts.filter(|t| !t.is_empty()) else {
+            return invalid_argument(&format!(
+                "* BatchEmbedContentsRequest.requests[{i}].content.parts: must hold text\n"
+            ));
+        };
+        let dims = match r.get("outputDimensionality") {
+            None => DEFAULT_EMBEDDING_DIMENSIONS,
+            Some(d) => match d.as_u64().filter(|d| (1..=3072).contains(d)) {
+                Some(d) => d as usize,
+                None => {
+                    return invalid_argument(&format!(
+                        "* BatchEmbedContentsRequest.requests[{i}].output_dimensionality: must be in [1, 3072]\n"
+                    ))
+                }
+            },
+        };
+        embeddings.push(json!({"values": embedding_of(&texts.concat(), dims)}));
+    }
+    Json(json!({ "embeddings": embeddings })).into_response()
+}
+
+/// The dummy signatures "Thought signatures" (FAQ) documents for calls the API did not produce.
+const DUMMY_SIGNATURES: [&str; 2] = [
+    "skip_thought_signature_validator",
+    "context_engineering_is_the_way_to_go",
+];
+
+/// Gemini 3's check: the first `functionCall` part of each model step in the current turn must
+/// carry a valid `thoughtSignature`; earlier turns are not checked.
+fn check_thought_signatures(req: &Value, issued: &[String]) -> Result<(), Box<Response>> {
+    let contents = req["contents"].as_array().map_or(&[][..], Vec::as_slice);
+    let parts = |c: &Value| {
+        c["parts"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .to_vec()
+    };
+    let turn_start = contents
+        .iter()
+        .rposition(|c| {
+            c["role"].as_str() != Some("model")
+                && parts(c).iter().any(|p| p.get("functionResponse").is_none())
+        })
+        .map_or(0, |i| i + 1);
+    for (i, c) in contents.iter().enumerate().skip(turn_start) {
+        if c["role"].as_str() != Some("model") {
+            continue;
+        }
+        let Some(first) = parts(c)
+            .into_iter()
+            .find(|p| p.get("functionCall").is_some())
+        else {
+            continue;
+        };
+        let name = first["functionCall"]["name"].as_str().unwrap_or("");
+        match first.get("thoughtSignature").and_then(Value::as_str) {
+            None | Some("") => {
+                return Err(Box::new(invalid_argument(&format!(
+                    "Function call `{name}` in the `{i}.` content block is missing a `thought_signature`. Learn more: https://ai.google.dev/gemini-api/docs/thought-signatures"
+                ))))
+            }
+            Some(sig) if DUMMY_SIGNATURES.contains(&sig) || issued.iter().any(|s| s == sig) => {}
+            Some(_) => {
+                return Err(Box::new(invalid_argument(
+                    "Unable to submit request because Thought signature is not valid.",
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn models(
     State(mock): State<Arc<MockGemini>>,
     Path(action): Path<String>,
@@ -367,6 +537,10 @@ async fn models(
     let stream = match method.as_str() {
         "generateContent" => false,
         "streamGenerateContent" => true,
+        "batchEmbedContents" => {
+            let required_key = lock(&mock.api_key).clone();
+            return batch_embed(&model, &headers, &body, required_key.as_deref());
+        }
         _ => {
             return error_response(
                 404,
@@ -385,6 +559,13 @@ async fn models(
         Ok(r) => r,
         Err(resp) => return *resp,
     };
+    if mock.require_signatures.load(Ordering::Relaxed) {
+        let issued = lock(&mock.issued_signatures).clone();
+        if let Err(resp) = check_thought_signatures(&req, &issued) {
+            return *resp;
+        }
+    }
+    let call_signature = lock(&mock.call_signature).clone();
     let mut reply = reply_for_model(&model).unwrap_or_else(|| mock.next_reply());
     while let Reply::Delay(d, inner) = reply {
         tokio::time::sleep(d).await;
@@ -422,11 +603,16 @@ async fn models(
             let delay = (a.first_token_delay, a.inter_token_delay);
             (ctx.answer_events(&a), End::Finish, delay)
         }
-        Reply::FunctionCall { text, name, args } => (
-            ctx.call_events(text, name, args),
-            End::Finish,
-            Default::default(),
-        ),
+        Reply::FunctionCall { text, name, args } => {
+            if let Some(sig) = &call_signature {
+                lock(&mock.issued_signatures).push(sig.clone());
+            }
+            (
+                ctx.call_events(text, name, args, call_signature),
+                End::Finish,
+                Default::default(),
+            )
+        }
         Reply::Blocked { reason } => (
             vec![json!({"promptFeedback": {"blockReason": reason},
                 "usageMetadata": {"promptTokenCount": ctx.prompt_tokens, "totalTokenCount": ctx.prompt_tokens},
@@ -611,7 +797,13 @@ impl Ctx {
         events
     }
 
-    fn call_events(&self, text: Option<String>, name: String, args: Value) -> Vec<Value> {
+    fn call_events(
+        &self,
+        text: Option<String>,
+        name: String,
+        args: Value,
+        signature: Option<String>,
+    ) -> Vec<Value> {
         let a = Answer::default();
         let mut events = vec![];
         let mut out = 0;
@@ -622,12 +814,11 @@ impl Ctx {
         }
         out += 7;
         let usage = self.usage(&a, out, 0);
-        events.push(self.response(
-            &a,
-            json!([{"functionCall": {"name": name, "args": args}}]),
-            Some("STOP"),
-            usage,
-        ));
+        let mut part = json!({"functionCall": {"name": name, "args": args}});
+        if let Some(sig) = signature {
+            part["thoughtSignature"] = json!(sig);
+        }
+        events.push(self.response(&a, json!([part]), Some("STOP"), usage));
         events
     }
 }
