@@ -984,6 +984,21 @@ async fn the_strict_test_server_refuses_missing_and_unknown_signatures() {
             );
         }
     }
+
+    // Issued signatures only (the end-to-end test's server): a dummy no longer passes.
+    mock.require_issued_signatures();
+    let resp = client
+        .post(format!(
+            "{}/models/gemini-3-flash-preview:generateContent",
+            base_url(&srv)
+        ))
+        .header("x-goog-api-key", "k")
+        .header("content-type", "application/json")
+        .body(history(Some("skip_thought_signature_validator"), false).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
 }
 
 // ---- Embeddings ("Embeddings", https://ai.google.dev/api/embeddings): `batchEmbedContents`.

@@ -163,6 +163,9 @@ pub struct MockGemini {
     issued_signatures: Mutex<Vec<String>>,
     /// Validate thought signatures in the history as Gemini 3 does.
     require_signatures: std::sync::atomic::AtomicBool,
+    /// With `require_signatures`, accept only signatures this server issued, not Google's
+    /// documented dummies: proves that an echoed signature made it back.
+    issued_only: std::sync::atomic::AtomicBool,
     pub requests: AtomicU64,
     /// Streams the client abandoned before the end.
     pub cancelled: Arc<AtomicU64>,
@@ -177,6 +180,7 @@ impl MockGemini {
             call_signature: Mutex::new(None),
             issued_signatures: Mutex::new(Vec::new()),
             require_signatures: std::sync::atomic::AtomicBool::new(false),
+            issued_only: std::sync::atomic::AtomicBool::new(false),
             requests: AtomicU64::new(0),
             cancelled: Arc::new(AtomicU64::new(0)),
         })
@@ -206,6 +210,13 @@ impl MockGemini {
     /// (or carry one this server never issued and that is not a documented dummy).
     pub fn require_thought_signatures(&self) {
         self.require_signatures.store(true, Ordering::Relaxed);
+    }
+
+    /// Stricter than Gemini 3: require signatures, and accept only ones this server issued (a
+    /// documented dummy is refused), so a request that passes carried an echo back.
+    pub fn require_issued_signatures(&self) {
+        self.require_signatures.store(true, Ordering::Relaxed);
+        self.issued_only.store(true, Ordering::Relaxed);
     }
 
     /// Requests received so far (also those refused).
@@ -472,7 +483,11 @@ const DUMMY_SIGNATURES: [&str; 2] = [
 
 /// Gemini 3's check: the first `functionCall` part of each model step in the current turn must
 /// carry a valid `thoughtSignature`; earlier turns are not checked.
-fn check_thought_signatures(req: &Value, issued: &[String]) -> Result<(), Box<Response>> {
+fn check_thought_signatures(
+    req: &Value,
+    issued: &[String],
+    accept_dummies: bool,
+) -> Result<(), Box<Response>> {
     let contents = req["contents"].as_array().map_or(&[][..], Vec::as_slice);
     let parts = |c: &Value| {
         c["parts"]
@@ -504,7 +519,9 @@ fn check_thought_signatures(req: &Value, issued: &[String]) -> Result<(), Box<Re
                     "Function call `{name}` in the `{i}.` content block is missing a `thought_signature`. Learn more: https://ai.google.dev/gemini-api/docs/thought-signatures"
                 ))))
             }
-            Some(sig) if DUMMY_SIGNATURES.contains(&sig) || issued.iter().any(|s| s == sig) => {}
+            Some(sig)
+                if (accept_dummies && DUMMY_SIGNATURES.contains(&sig))
+                    || issued.iter().any(|s| s == sig) => {}
             Some(_) => {
                 return Err(Box::new(invalid_argument(
                     "Unable to submit request because Thought signature is not valid.",
@@ -561,7 +578,8 @@ async fn models(
     };
     if mock.require_signatures.load(Ordering::Relaxed) {
         let issued = lock(&mock.issued_signatures).clone();
-        if let Err(resp) = check_thought_signatures(&req, &issued) {
+        let accept_dummies = !mock.issued_only.load(Ordering::Relaxed);
+        if let Err(resp) = check_thought_signatures(&req, &issued, accept_dummies) {
             return *resp;
         }
     }
