@@ -20,8 +20,13 @@
 //!   (`responseSchema` takes only Google's OpenAPI subset); tools likewise get
 //!   `parametersJsonSchema`, so OpenAI's JSON Schemas go through unchanged.
 //! * "Thinking" (<https://ai.google.dev/gemini-api/docs/thinking>): parts with `"thought": true`
-//!   are reasoning summaries; `usageMetadata.thoughtsTokenCount` counts the thinking, which is
-//!   billed as output and is not part of `candidatesTokenCount`.
+//!   are reasoning summaries, sent only when `generationConfig.thinkingConfig.includeThoughts`
+//!   is true; `usageMetadata.thoughtsTokenCount` counts the thinking, which is billed as output
+//!   and is not part of `candidatesTokenCount`. Depth: `thinkingBudget` for Gemini 2.5 (tokens;
+//!   0 turns thinking off where the model allows it, not on 2.5 Pro; -1 is dynamic) and
+//!   `thinkingLevel` for Gemini 3 (`minimal`, `low`, `medium`, `high`, which levels a model takes
+//!   varying: Pro models have no `minimal`; Gemini 3 cannot turn thinking off). Gemini 3 still
+//!   takes a budget for backward compatibility; 2.5 takes no level; both in one request is a 400.
 //! * "Thought signatures" (<https://ai.google.dev/gemini-api/docs/thought-signatures>): thinking
 //!   models put an opaque base64 `thoughtSignature` on parts of their answer, beside the
 //!   `functionCall` (for parallel calls only on the first one; Gemini 2.5 on the first part of
@@ -33,7 +38,15 @@
 //!   `"skip_thought_signature_validator"` and `"context_engineering_is_the_way_to_go"`.
 //! * "OpenAI compatibility" (<https://ai.google.dev/gemini-api/docs/openai>), with the OpenAI
 //!   examples of the thought-signatures page: Google's own OpenAI endpoint carries the signature
-//!   on each tool call as `"extra_content": {"google": {"thought_signature": "<sig>"}}`.
+//!   on each tool call as `"extra_content": {"google": {"thought_signature": "<sig>"}}`. Its
+//!   Thinking section maps `reasoning_effort` (`minimal`/`low`/`medium`/`high`) to budgets
+//!   1,024 / 1,024 / 8,192 / 24,576 on Gemini 2.5 (`none`: 0, off) and to levels on Gemini 3,
+//!   per model (3.x Flash and Flash-Lite: the same name; 3.1 Pro: `minimal` → `low`; the first
+//!   3 Pro, in the table's earlier version: `minimal`/`low` → `low`, `medium`/`high` → `high`),
+//!   and takes Google's own config as `"extra_body": {"google": {"thinking_config":
+//!   {"thinking_budget" | "thinking_level", "include_thoughts"}}}` in the JSON body (an OpenAI
+//!   SDK's `extra_body={"google": ...}` sends it as a top-level `google` instead); Google's
+//!   endpoint refuses `reasoning_effort` beside an explicit budget or level.
 //! * `UsageMetadata` (<https://ai.google.dev/api/generate-content#UsageMetadata>):
 //!   `promptTokenCount` is the whole prompt, cached content included (`cachedContentTokenCount`
 //!   is a part of it); `toolUsePromptTokenCount` counts tool results fed back to the model as
@@ -83,6 +96,22 @@
 //!   OpenAI's `list` of `embedding` objects named after the asked model, without `usage`:
 //!   Google reports none, so the adapter reports none and the meter counts the input text
 //!   (`tokens_estimated = 1`), as for any upstream that leaves usage out.
+//! * Thinking. `reasoning_effort` (`none`, `minimal`, `low`, `medium`, `high`; anything else is
+//!   refused as `InvalidRequest`) follows Google's table above, chosen by the upstream model's
+//!   name: names starting `gemini-3` (after an optional `models/`) get `thinkingLevel`, Pro ones
+//!   (`-pro` in the name) `low` for `minimal` and `none`, `gemini-3-pro*` also `high` for
+//!   `medium`; others `minimal` for `none`, since Gemini 3 has no off. Every other name, unknown
+//!   ones included (2.0, tuned models, whatever comes after 3), gets the 2.5 budgets: a budget is
+//!   the one form every thinking generation takes, where a level would be refused by 2.5. `none`
+//!   on 2.5 Pro is sent as 0 and Gemini's refusal passed on, not turned into another budget.
+//!   The client's `google.thinking_config` (either place above; both at once is refused) is
+//!   checked (snake_case keys only, budget an integer >= -1, level one of the four, not both)
+//!   and wins over `reasoning_effort` as a whole for the depth: when it gives a budget or a
+//!   level, `reasoning_effort` adds nothing (a budget from one beside a level from the other
+//!   would be a 400); `include_thoughts` comes from it alone. Unlike Google's endpoint, the two
+//!   together are not an error, so `reasoning_effort` plus `include_thoughts` asks for a depth
+//!   and the summaries. Other keys under `google` are refused rather than dropped. None of these
+//!   fields is sent in any other shape: only `generationConfig.thinkingConfig`.
 //! * `n` > 1, images by URL (only `data:` URLs can be inlined) and content parts other than
 //!   text, image and audio are refused as `InvalidRequest`; fields Gemini lacks (`logit_bias`,
 //!   `logprobs`, `user`, `parallel_tool_calls`, ...) are dropped.
@@ -272,7 +301,7 @@ impl Provider for Gemini {
     fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatOutput, ProviderError>> {
         Box::pin(async move {
             let stream = call.request.is_stream();
-            let req = generate_content_request(&call.request)?;
+            let req = generate_content_request(&call.request, &call.model)?;
             let uri = self.uri(&call.model, stream)?;
             let body = serde_json::to_vec(&req).map_err(|e| invalid(e.to_string()))?;
             let resp = self
@@ -533,6 +562,21 @@ pub struct GenerationConfig {
     pub response_mime_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_json_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_config: Option<ThinkingConfig>,
+}
+
+/// `generationConfig.thinkingConfig` ("Thinking"): a budget (Gemini 2.5) or a level (Gemini 3),
+/// never both, and whether thought summaries come back.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThinkingConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_budget: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_thoughts: Option<bool>,
 }
 
 impl GenerationConfig {
@@ -548,6 +592,7 @@ impl GenerationConfig {
             && self.frequency_penalty.is_none()
             && self.response_mime_type.is_none()
             && self.response_json_schema.is_none()
+            && self.thinking_config.is_none()
     }
 }
 
@@ -587,8 +632,11 @@ pub struct FunctionCallingConfig {
 /// `system`/`developer` messages become `systemInstruction` (wherever they stand); assistant
 /// turns are role `model`; `tool` messages become `functionResponse` parts in a user turn, named
 /// after the assistant tool call they answer; consecutive turns of one role are merged.
+/// `model` is the upstream model name: it picks a thinking budget or level for
+/// `reasoning_effort` (see `thinking_config` and the module comment).
 pub fn generate_content_request(
     req: &ChatRequest,
+    model: &str,
 ) -> Result<GenerateContentRequest, ProviderError> {
     let mut system: Vec<Part> = Vec::new();
     let mut contents: Vec<Content> = Vec::new();
@@ -654,6 +702,7 @@ pub fn generate_content_request(
         frequency_penalty: req.extra.get("frequency_penalty").and_then(Value::as_f64),
         response_mime_type: None,
         response_json_schema: None,
+        thinking_config: thinking_config(req, model)?,
     };
     if let Some(rf) = &req.response_format {
         match rf.get("type").and_then(Value::as_str) {
@@ -687,6 +736,177 @@ pub fn generate_content_request(
         tools,
         tool_config,
         generation_config: gc,
+    })
+}
+
+/// The `reasoning_effort` values accepted, as Google's OpenAI endpoint documents them.
+const REASONING_EFFORTS: &str = "none, minimal, low, medium, high";
+
+/// Thinking levels Gemini 3 takes (`ThinkingLevel`, written lowercase as Google's examples do).
+const THINKING_LEVELS: [&str; 4] = ["minimal", "low", "medium", "high"];
+
+/// Whether `model` takes `thinkingLevel`: Gemini 3 models, by name (`gemini-3...`, after an
+/// optional `models/`). Every other name gets a `thinkingBudget` (see the module comment).
+fn takes_thinking_level(model: &str) -> bool {
+    model
+        .strip_prefix("models/")
+        .unwrap_or(model)
+        .starts_with("gemini-3")
+}
+
+/// `reasoning_effort` → the depth part of `thinkingConfig`, after the table of "OpenAI
+/// compatibility" (Thinking): budgets 1,024 / 1,024 / 8,192 / 24,576 (0 for `none`) for
+/// Gemini 2.5 and unknown names, levels for Gemini 3 with the Pro adjustments of that table.
+fn effort_thinking(effort: &str, model: &str) -> Option<ThinkingConfig> {
+    if !takes_thinking_level(model) {
+        let budget = match effort {
+            "none" => 0,
+            "minimal" | "low" => 1024,
+            "medium" => 8192,
+            "high" => 24576,
+            _ => return None,
+        };
+        return Some(ThinkingConfig {
+            thinking_budget: Some(budget),
+            ..Default::default()
+        });
+    }
+    let id = model.strip_prefix("models/").unwrap_or(model);
+    // Gemini 3 Pro models have no `minimal`; the first one (gemini-3-pro) no `medium` either.
+    let pro = id.contains("-pro");
+    let level = match effort {
+        // Gemini 3 cannot turn thinking off: `none` asks for the least the model has.
+        "none" | "minimal" if pro => "low",
+        "none" | "minimal" => "minimal",
+        "low" => "low",
+        "medium" if id.starts_with("gemini-3-pro") => "high",
+        "medium" => "medium",
+        "high" => "high",
+        _ => return None,
+    };
+    Some(ThinkingConfig {
+        thinking_level: Some(level),
+        ..Default::default()
+    })
+}
+
+/// The client's Google thinking config as Google's OpenAI endpoint takes it: `extra_body.google.
+/// thinking_config` (the body Google's REST example sends) or `google.thinking_config` (what an
+/// OpenAI SDK's `extra_body={"google": ...}` sends), snake_case keys `thinking_budget`,
+/// `thinking_level`, `include_thoughts`. `None` when the request has neither.
+fn google_thinking_config(req: &ChatRequest) -> Result<Option<ThinkingConfig>, ProviderError> {
+    let nested = req.extra.get("extra_body").and_then(|e| e.get("google"));
+    let top = req.extra.get("google").filter(|g| !g.is_null());
+    let (field, google) = match (nested.filter(|g| !g.is_null()), top) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "google, extra_body.google: give Google's settings in one of them, not both".into(),
+            ))
+        }
+        (Some(g), None) => ("extra_body.google", g),
+        (None, Some(g)) => ("google", g),
+        (None, None) => return Ok(None),
+    };
+    let Some(google) = google.as_object() else {
+        return Err(invalid(format!("{field}: must be an object")));
+    };
+    if let Some(k) = google.keys().find(|k| *k != "thinking_config") {
+        return Err(invalid(format!(
+            "{field}.{k}: not supported by the Gemini adapter (only thinking_config)"
+        )));
+    }
+    let Some(tc) = google.get("thinking_config").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let field = format!("{field}.thinking_config");
+    let Some(tc) = tc.as_object() else {
+        return Err(invalid(format!("{field}: must be an object")));
+    };
+    let mut out = ThinkingConfig::default();
+    for (k, v) in tc {
+        if v.is_null() {
+            continue;
+        }
+        match k.as_str() {
+            "thinking_budget" => {
+                out.thinking_budget = Some(v.as_i64().filter(|&b| b >= -1).ok_or_else(|| {
+                    invalid(format!(
+                        "{field}.thinking_budget: must be an integer: a token budget, 0 (off) or -1 (dynamic)"
+                    ))
+                })?)
+            }
+            "thinking_level" => {
+                let level = v.as_str().map(str::to_ascii_lowercase);
+                out.thinking_level = Some(
+                    THINKING_LEVELS
+                        .into_iter()
+                        .find(|l| level.as_deref() == Some(*l))
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "{field}.thinking_level: must be one of minimal, low, medium, high"
+                            ))
+                        })?,
+                )
+            }
+            "include_thoughts" => {
+                out.include_thoughts = Some(v.as_bool().ok_or_else(|| {
+                    invalid(format!("{field}.include_thoughts: must be true or false"))
+                })?)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "{field}.{other}: unknown (thinking_budget, thinking_level, include_thoughts)"
+                )))
+            }
+        }
+    }
+    if out.thinking_budget.is_some() && out.thinking_level.is_some() {
+        return Err(invalid(format!(
+            "{field}: thinking_budget and thinking_level cannot be used together (Gemini refuses both)"
+        )));
+    }
+    Ok(Some(out))
+}
+
+/// `generationConfig.thinkingConfig` from `reasoning_effort` and the client's Google thinking
+/// config: the explicit config's budget or level, when it gives one, replaces what
+/// `reasoning_effort` maps to (as a whole: never a budget from one and a level from the other);
+/// `include_thoughts` comes only from the explicit config. A `reasoning_effort` outside
+/// [`REASONING_EFFORTS`] is refused even when overridden.
+fn thinking_config(
+    req: &ChatRequest,
+    model: &str,
+) -> Result<Option<ThinkingConfig>, ProviderError> {
+    let from_effort = match req.extra.get("reasoning_effort") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let effort = v.as_str().unwrap_or_default();
+            Some(effort_thinking(effort, model).ok_or_else(|| {
+                invalid(format!(
+                    "reasoning_effort: {v} is not supported for Gemini (one of {REASONING_EFFORTS})"
+                ))
+            })?)
+        }
+    };
+    let explicit = google_thinking_config(req)?;
+    Ok(match (from_effort, explicit) {
+        (effort, None) => effort,
+        (effort, Some(ex)) => {
+            let depth_given = ex.thinking_budget.is_some() || ex.thinking_level.is_some();
+            let base = match effort {
+                Some(e) if !depth_given => e,
+                _ => ThinkingConfig {
+                    thinking_budget: ex.thinking_budget,
+                    thinking_level: ex.thinking_level,
+                    include_thoughts: None,
+                },
+            };
+            let merged = ThinkingConfig {
+                include_thoughts: ex.include_thoughts,
+                ..base
+            };
+            (merged != ThinkingConfig::default()).then_some(merged)
+        }
     })
 }
 
@@ -1650,7 +1870,8 @@ mod tests {
     }
 
     fn request(body: Value) -> Value {
-        serde_json::to_value(generate_content_request(&chat(body)).unwrap()).unwrap()
+        serde_json::to_value(generate_content_request(&chat(body), "gemini-2.5-flash").unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -1833,9 +2054,198 @@ mod tests {
         );
     }
 
+    /// `generationConfig.thinkingConfig` for a request with `extra` fields, sent to `model`.
+    fn thinking(model: &str, extra: Value) -> Result<Value, ProviderError> {
+        let mut body = json!({"model": "p", "messages": [{"role": "user", "content": "x"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = generate_content_request(&chat(body), model)?;
+        Ok(serde_json::to_value(r).unwrap()["generationConfig"]["thinkingConfig"].clone())
+    }
+
+    #[test]
+    fn reasoning_effort_follows_googles_table_by_model_name() {
+        let effort =
+            |model: &str, e: &str| thinking(model, json!({"reasoning_effort": e})).unwrap();
+        // Gemini 2.5, and names the adapter does not know: a budget.
+        for model in [
+            "gemini-2.5-flash",
+            "models/gemini-2.5-pro",
+            "gemini-2.0-flash",
+            "tunedModels/x",
+        ] {
+            for (e, budget) in [
+                ("none", 0),
+                ("minimal", 1024),
+                ("low", 1024),
+                ("medium", 8192),
+                ("high", 24576),
+            ] {
+                assert_eq!(
+                    effort(model, e),
+                    json!({"thinkingBudget": budget}),
+                    "{model} {e}"
+                );
+            }
+        }
+        // Gemini 3: a level, never a budget.
+        for (model, want) in [
+            (
+                "gemini-3-flash-preview",
+                ["minimal", "minimal", "low", "medium", "high"],
+            ),
+            (
+                "models/gemini-3.1-flash-lite-preview",
+                ["minimal", "minimal", "low", "medium", "high"],
+            ),
+            // Pro has no `minimal` (and cannot turn thinking off): the least it has is `low`.
+            (
+                "gemini-3.1-pro-preview",
+                ["low", "low", "low", "medium", "high"],
+            ),
+            // The first Gemini 3 Pro has only `low` and `high`.
+            (
+                "gemini-3-pro-preview",
+                ["low", "low", "low", "high", "high"],
+            ),
+        ] {
+            for (e, level) in ["none", "minimal", "low", "medium", "high"]
+                .into_iter()
+                .zip(want)
+            {
+                assert_eq!(
+                    effort(model, e),
+                    json!({"thinkingLevel": level}),
+                    "{model} {e}"
+                );
+            }
+        }
+        // No reasoning_effort (or null): no thinkingConfig, the model's default.
+        assert_eq!(
+            thinking("gemini-3-flash-preview", json!({})).unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            thinking("gemini-2.5-flash", json!({"reasoning_effort": null})).unwrap(),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn the_google_thinking_config_wins_over_reasoning_effort() {
+        let tc = |model: &str, extra: Value| thinking(model, extra).unwrap();
+        // Both places Google's OpenAI endpoint is given it.
+        for wrap in [
+            |tc: Value| json!({"extra_body": {"google": {"thinking_config": tc}}}),
+            |tc: Value| json!({"google": {"thinking_config": tc}}),
+        ] {
+            assert_eq!(
+                tc(
+                    "gemini-2.5-flash",
+                    wrap(json!({"thinking_budget": -1, "include_thoughts": true}))
+                ),
+                json!({"thinkingBudget": -1, "includeThoughts": true})
+            );
+            // An explicit depth replaces reasoning_effort's whole: no level beside a budget.
+            let mut both = wrap(json!({"thinking_budget": 512}));
+            both["reasoning_effort"] = json!("high");
+            assert_eq!(
+                tc("gemini-3-flash-preview", both),
+                json!({"thinkingBudget": 512})
+            );
+            let mut both = wrap(json!({"thinking_level": "LOW"}));
+            both["reasoning_effort"] = json!("high");
+            assert_eq!(
+                tc("gemini-2.5-flash", both),
+                json!({"thinkingLevel": "low"})
+            );
+            // Without a depth, reasoning_effort keeps its say and the summaries are added.
+            let mut summaries = wrap(json!({"include_thoughts": true}));
+            summaries["reasoning_effort"] = json!("medium");
+            assert_eq!(
+                tc("gemini-3-flash-preview", summaries),
+                json!({"thinkingLevel": "medium", "includeThoughts": true})
+            );
+        }
+        assert_eq!(
+            tc(
+                "gemini-2.5-flash",
+                json!({"google": {"thinking_config": {"include_thoughts": false}}})
+            ),
+            json!({"includeThoughts": false})
+        );
+        assert_eq!(
+            tc(
+                "gemini-2.5-flash",
+                json!({"google": {"thinking_config": {}}})
+            ),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn thinking_settings_gemini_cannot_take_are_refused_naming_the_field() {
+        let err = |extra: Value| thinking("gemini-2.5-flash", extra).unwrap_err();
+        for (extra, names) in [
+            (
+                json!({"reasoning_effort": "xhigh"}),
+                "reasoning_effort: \"xhigh\"",
+            ),
+            (
+                json!({"reasoning_effort": "HIGH"}),
+                "none, minimal, low, medium, high",
+            ),
+            (json!({"reasoning_effort": 3}), "reasoning_effort: 3"),
+            // Refused even where the Google config would win.
+            (
+                json!({"reasoning_effort": "max", "google": {"thinking_config": {"thinking_budget": 1}}}),
+                "reasoning_effort",
+            ),
+            (
+                json!({"google": {"thinking_config": {"thinking_budget": 1024, "thinking_level": "low"}}}),
+                "google.thinking_config: thinking_budget and thinking_level",
+            ),
+            (
+                json!({"extra_body": {"google": {"thinking_config": {"thinking_budget": "low"}}}}),
+                "extra_body.google.thinking_config.thinking_budget",
+            ),
+            (
+                json!({"google": {"thinking_config": {"thinking_budget": -2}}}),
+                "thinking_budget",
+            ),
+            (
+                json!({"google": {"thinking_config": {"thinking_level": "max"}}}),
+                "google.thinking_config.thinking_level",
+            ),
+            (
+                json!({"google": {"thinking_config": {"include_thoughts": "yes"}}}),
+                "include_thoughts",
+            ),
+            (
+                json!({"google": {"thinking_config": {"thinkingBudget": 10}}}),
+                "google.thinking_config.thinkingBudget",
+            ),
+            (
+                json!({"google": {"cached_content": "c"}}),
+                "google.cached_content",
+            ),
+            (json!({"google": "x"}), "google: must be an object"),
+            (
+                json!({"google": {"thinking_config": {}}, "extra_body": {"google": {"thinking_config": {}}}}),
+                "not both",
+            ),
+        ] {
+            let e = err(extra.clone());
+            assert_eq!(e.kind, ProviderErrorKind::InvalidRequest, "{extra}");
+            assert!(e.message.contains(names), "{extra}: {}", e.message);
+        }
+    }
+
     #[test]
     fn requests_gemini_cannot_take_are_refused_naming_the_field() {
-        let err = |body: Value| generate_content_request(&chat(body)).unwrap_err();
+        let err =
+            |body: Value| generate_content_request(&chat(body), "gemini-2.5-flash").unwrap_err();
         let cases = [
             (
                 json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "n": 2}),

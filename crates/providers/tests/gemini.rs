@@ -596,6 +596,14 @@ async fn requests_gemini_cannot_take_are_refused_before_sending() {
             json!({"messages": [{"role": "tool", "tool_call_id": "call_x", "content": "21C"}]}),
             "tool_call_id",
         ),
+        (
+            json!({"reasoning_effort": "extreme"}),
+            "reasoning_effort: \"extreme\" is not supported for Gemini (one of none, minimal, low, medium, high)",
+        ),
+        (
+            json!({"extra_body": {"google": {"thinking_config": {"thinking_budget": 1024, "thinking_level": "high"}}}}),
+            "extra_body.google.thinking_config: thinking_budget and thinking_level",
+        ),
     ] {
         let e = p.chat(call(false, extra)).await.unwrap_err();
         assert_eq!(e.kind, ProviderErrorKind::InvalidRequest);
@@ -609,6 +617,165 @@ async fn requests_gemini_cannot_take_are_refused_before_sending() {
         ProviderErrorKind::InvalidRequest
     );
     assert_eq!(mock.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+// ---- Thinking ("Thinking", https://ai.google.dev/gemini-api/docs/thinking, and "OpenAI
+// compatibility", https://ai.google.dev/gemini-api/docs/openai): `reasoning_effort` and Google's
+// `thinking_config` become `generationConfig.thinkingConfig`.
+
+/// The request's fields named anywhere in the body sent to Gemini.
+fn leaked(body: &Value) -> Vec<&'static str> {
+    let text = body.to_string();
+    [
+        "reasoning_effort",
+        "extra_body",
+        "\"google\"",
+        "thinking_config",
+        "thinking_budget",
+        "include_thoughts",
+    ]
+    .into_iter()
+    .filter(|k| text.contains(k))
+    .collect()
+}
+
+#[tokio::test]
+async fn reasoning_effort_reaches_gemini_as_its_thinking_config_and_nothing_else() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(Answer::default()))
+        .await
+        .unwrap();
+    let p = provider(&srv);
+    let cases = [
+        ("gemini-2.5-flash", "low", json!({"thinkingBudget": 1024})),
+        (
+            "gemini-2.5-flash",
+            "medium",
+            json!({"thinkingBudget": 8192}),
+        ),
+        (
+            "gemini-2.5-flash-lite",
+            "none",
+            json!({"thinkingBudget": 0}),
+        ),
+        ("gemini-2.5-pro", "high", json!({"thinkingBudget": 24576})),
+        (
+            "gemini-3-flash-preview",
+            "minimal",
+            json!({"thinkingLevel": "minimal"}),
+        ),
+        (
+            "gemini-3-flash-preview",
+            "none",
+            json!({"thinkingLevel": "minimal"}),
+        ),
+        (
+            "gemini-3-flash-preview",
+            "medium",
+            json!({"thinkingLevel": "medium"}),
+        ),
+        (
+            "gemini-3.1-pro-preview",
+            "minimal",
+            json!({"thinkingLevel": "low"}),
+        ),
+        (
+            "gemini-3.1-pro-preview",
+            "high",
+            json!({"thinkingLevel": "high"}),
+        ),
+    ];
+    for (i, (model, effort, want)) in cases.iter().enumerate() {
+        let mut c = call(i % 2 == 1, json!({"reasoning_effort": effort}));
+        c.model = (*model).into();
+        match p.chat(c).await.unwrap() {
+            ChatOutput::Complete(_) => {}
+            out => drop(collect(out).await),
+        }
+        let r = &mock.received()[i];
+        assert_eq!(r.model, *model);
+        assert_eq!(
+            r.body["generationConfig"]["thinkingConfig"], *want,
+            "{model} {effort}"
+        );
+        assert_eq!(leaked(&r.body), Vec::<&str>::new(), "{model} {effort}");
+    }
+    // No reasoning_effort: no thinkingConfig, the model thinks as it would by default.
+    whole(&p, call(false, json!({}))).await;
+    let last = mock.bodies().pop().unwrap();
+    assert!(
+        last["generationConfig"].get("thinkingConfig").is_none(),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn the_google_thinking_config_wins_and_thought_summaries_stream_as_reasoning_content() {
+    let (mock, srv) = MockGemini::start(Reply::Answer(rich_answer()))
+        .await
+        .unwrap();
+    // As Gemini: the thought summary comes back only when includeThoughts asks for it.
+    mock.thoughts_only_when_asked();
+    let p = provider(&srv);
+    let reasoning = |raw: &[Value]| -> String {
+        raw.iter()
+            .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
+            .collect()
+    };
+    // Google's REST form (`extra_body` in the body) and the OpenAI SDK's (`google` at the top).
+    let google = json!({"thinking_config": {"thinking_budget": 2048, "include_thoughts": true}});
+    for extra in [
+        json!({"reasoning_effort": "high", "extra_body": {"google": google}}),
+        json!({"reasoning_effort": "high", "google": google}),
+    ] {
+        let (chunks, raw, _, summary) = collect(p.chat(call(true, extra)).await.unwrap()).await;
+        let sent = mock.bodies().pop().unwrap();
+        assert_eq!(
+            sent["generationConfig"]["thinkingConfig"],
+            json!({"thinkingBudget": 2048, "includeThoughts": true}),
+            "the explicit budget replaces reasoning_effort's"
+        );
+        assert_eq!(leaked(&sent), Vec::<&str>::new());
+        assert_eq!(reasoning(&raw), "The user wants a greeting.");
+        assert_eq!(
+            text_of(&chunks),
+            "tok0 tok1 tok2 tok3 tok4",
+            "not answer text"
+        );
+        assert_eq!(summary.usage.unwrap().reasoning_tokens, 40);
+    }
+    // Summaries asked for beside reasoning_effort, on a Gemini 3 model: a level and the summaries.
+    let mut c = call(
+        true,
+        json!({"reasoning_effort": "low", "google": {"thinking_config": {"include_thoughts": true}}}),
+    );
+    c.model = "gemini-3-flash-preview".into();
+    let (_, raw, _, _) = collect(p.chat(c).await.unwrap()).await;
+    assert_eq!(
+        mock.bodies().pop().unwrap()["generationConfig"]["thinkingConfig"],
+        json!({"thinkingLevel": "low", "includeThoughts": true})
+    );
+    assert_eq!(reasoning(&raw), "The user wants a greeting.");
+    // Not asked for: no summary.
+    let (_, raw, _, _) = collect(
+        p.chat(call(true, json!({"reasoning_effort": "high"})))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reasoning(&raw), "");
+    // A whole answer keeps the summary out of the content.
+    let (body, _) = whole(
+        &p,
+        call(
+            false,
+            json!({"google": {"thinking_config": {"include_thoughts": true}}}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        body.choices[0].message.content.as_deref(),
+        Some("tok0 tok1 tok2 tok3 tok4")
+    );
 }
 
 #[tokio::test]
@@ -712,6 +879,14 @@ async fn the_test_server_refuses_what_the_real_api_refuses_and_streams_sse() {
             400,
             "INVALID_ARGUMENT",
         ),
+        (
+            Some("k"),
+            "generateContent",
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                "generationConfig": {"thinkingConfig": {"thinkingBudget": 1024, "thinkingLevel": "low"}}}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
         (Some("k"), "countTokenz", good.clone(), 404, "NOT_FOUND"),
     ];
     for (key, method, body, code, status) in cases {
@@ -759,7 +934,7 @@ async fn the_test_server_refuses_what_the_real_api_refuses_and_streams_sse() {
         .unwrap();
     let arr: Value = serde_json::from_slice(&arr).unwrap();
     assert_eq!(arr.as_array().unwrap().len(), 2);
-    assert_eq!(mock.requests.load(std::sync::atomic::Ordering::Relaxed), 7);
+    assert_eq!(mock.requests.load(std::sync::atomic::Ordering::Relaxed), 8);
 }
 
 // ---- Thought signatures ("Thought signatures", https://ai.google.dev/gemini-api/docs/thought-signatures):

@@ -18,7 +18,9 @@
 //! first, as the real API does: the `x-goog-api-key` header (missing: 403 `PERMISSION_DENIED`;
 //! not the required key: 400 `INVALID_ARGUMENT` with an `ErrorInfo` reason `API_KEY_INVALID`),
 //! a JSON body whose `contents` is non-empty with roles `user`/`model` and non-empty `parts`,
-//! and `generationConfig.temperature` in 0..2 (400 `INVALID_ARGUMENT`). An unknown method is
+//! `generationConfig.temperature` in 0..2, and a `generationConfig.thinkingConfig` that does not
+//! set both `thinkingBudget` and `thinkingLevel` ("Thinking": the two together are a 400; the
+//! message is this server's own wording) (400 `INVALID_ARGUMENT`). An unknown method is
 //! 404 `NOT_FOUND`. Error bodies are `{"error": {code, message, status, details}}`.
 //!
 //! Thought signatures, when asked for: [`MockGemini::sign_calls`] puts a `thoughtSignature` beside
@@ -28,6 +30,10 @@
 //! each model content must carry a signature this server issued or one of the documented dummy
 //! values, else 400 `INVALID_ARGUMENT` (missing: "Function call `f` in the `1.` content block is
 //! missing a `thought_signature`."; unknown: "Thought signature is not valid.").
+//!
+//! Thought summaries: an [`Answer::thought`] is sent as a `"thought": true` part; after
+//! [`MockGemini::thoughts_only_when_asked`] only when the request sets
+//! `generationConfig.thinkingConfig.includeThoughts: true`, as Gemini does.
 //!
 //! Streams write `data: {GenerateContentResponse}\r\n\r\n` as Google's server does: a thought
 //! part first when the answer has one, then the text a piece per event, then any function call;
@@ -166,6 +172,8 @@ pub struct MockGemini {
     /// With `require_signatures`, accept only signatures this server issued, not Google's
     /// documented dummies: proves that an echoed signature made it back.
     issued_only: std::sync::atomic::AtomicBool,
+    /// Send an answer's thought only when the request asks for thought summaries.
+    thoughts_when_asked: std::sync::atomic::AtomicBool,
     pub requests: AtomicU64,
     /// Streams the client abandoned before the end.
     pub cancelled: Arc<AtomicU64>,
@@ -181,6 +189,7 @@ impl MockGemini {
             issued_signatures: Mutex::new(Vec::new()),
             require_signatures: std::sync::atomic::AtomicBool::new(false),
             issued_only: std::sync::atomic::AtomicBool::new(false),
+            thoughts_when_asked: std::sync::atomic::AtomicBool::new(false),
             requests: AtomicU64::new(0),
             cancelled: Arc::new(AtomicU64::new(0)),
         })
@@ -217,6 +226,12 @@ impl MockGemini {
     pub fn require_issued_signatures(&self) {
         self.require_signatures.store(true, Ordering::Relaxed);
         self.issued_only.store(true, Ordering::Relaxed);
+    }
+
+    /// As Gemini does: send an answer's thought summary only when the request sets
+    /// `generationConfig.thinkingConfig.includeThoughts: true` (by default it is always sent).
+    pub fn thoughts_only_when_asked(&self) {
+        self.thoughts_when_asked.store(true, Ordering::Relaxed);
     }
 
     /// Requests received so far (also those refused).
@@ -362,6 +377,12 @@ fn check(
                 "* GenerateContentRequest.generation_config.temperature: must be in [0, 2]\n",
             ));
         }
+    }
+    let thinking = &req["generationConfig"]["thinkingConfig"];
+    if thinking.get("thinkingBudget").is_some() && thinking.get("thinkingLevel").is_some() {
+        return refuse(invalid_argument(
+            "* GenerateContentRequest.generation_config.thinking_config: thinking_budget and thinking_level cannot be set together\n",
+        ));
     }
     Ok(req)
 }
@@ -617,7 +638,11 @@ async fn models(
                 .unwrap_or_default();
             return error_response(code, &status, &message, details, retry_after.as_deref());
         }
-        Reply::Answer(a) => {
+        Reply::Answer(mut a) => {
+            let asked = req["generationConfig"]["thinkingConfig"]["includeThoughts"] == json!(true);
+            if mock.thoughts_when_asked.load(Ordering::Relaxed) && !asked {
+                a.thought = None;
+            }
             let delay = (a.first_token_delay, a.inter_token_delay);
             (ctx.answer_events(&a), End::Finish, delay)
         }
