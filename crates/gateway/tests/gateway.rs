@@ -924,6 +924,16 @@ async fn requests_the_connection_refuses_get_errors_in_their_api_shape() {
 
 const GEMINI_KEY_VAR: &str = "SWITCHYARD_TEST_GATEWAY_GEMINI_KEY";
 
+/// Provider `g` of kind `gemini` at the test server `up` (key from `GEMINI_KEY_VAR`) and one
+/// route `route` with `targets` (TOML inline tables, comma-separated).
+fn gemini_route(up: &switchyard_testkit::Running, route: &str, targets: &str) -> String {
+    format!(
+        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
+         [[routes]]\nname = \"{route}\"\ntargets = [{targets}]\n",
+        gemini::base_url(up)
+    )
+}
+
 #[tokio::test]
 async fn a_gemini_route_answers_in_openai_shapes_and_meters_googles_counts() {
     std::env::set_var(GEMINI_KEY_VAR, "AIzaGatewayTestKey");
@@ -937,10 +947,10 @@ async fn a_gemini_route_answers_in_openai_shapes_and_meters_googles_counts() {
     .await
     .unwrap();
     mock.require_key("AIzaGatewayTestKey");
-    let h = Harness::start(&format!(
-        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
-         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"g\", model = \"gemini-2.5-flash\" }}]\n",
-        gemini::base_url(&up)
+    let h = Harness::start(&gemini_route(
+        &up,
+        "chat",
+        r#"{ provider = "g", model = "gemini-2.5-flash" }"#,
     ))
     .await;
 
@@ -1066,12 +1076,7 @@ async fn a_gemini_rate_limit_with_retry_info_moves_on_to_the_next_target() {
     // `err-429` makes the test server answer 429 RESOURCE_EXHAUSTED with a RetryInfo of 1 s and
     // no Retry-After header. A delay above backoff_max_ms sends the request on to the next
     // target at once; were the delay not read, the same target would be retried first.
-    let h = Harness::start(&format!(
-        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
-         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"g\", model = \"err-429\", retry = {{ retries = 1, backoff_max_ms = 500 }} }}, {{ provider = \"g\", model = \"gemini-2.5-flash\" }}]\n",
-        gemini::base_url(&up)
-    ))
-    .await;
+    let h = Harness::start(&gemini_route(&up, "chat", r#"{ provider = "g", model = "err-429", retry = { retries = 1, backoff_max_ms = 500 } }, { provider = "g", model = "gemini-2.5-flash" }"#)).await;
     let resp = h.post("/v1/chat/completions", chat("chat", false)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-target"], "g/gemini-2.5-flash");
@@ -1108,10 +1113,10 @@ async fn a_gemini_tool_loop_keeps_its_thought_signatures_through_the_gateway() {
         name: "book_taxi".into(),
         args: json!({"time": "10 AM"}),
     });
-    let h = Harness::start(&format!(
-        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
-         [[routes]]\nname = \"chat\"\ntargets = [{{ provider = \"g\", model = \"gemini-3-flash-preview\" }}]\n",
-        gemini::base_url(&up)
+    let h = Harness::start(&gemini_route(
+        &up,
+        "chat",
+        r#"{ provider = "g", model = "gemini-3-flash-preview" }"#,
     ))
     .await;
     let tools = json!([
@@ -1201,10 +1206,10 @@ async fn gemini_embeddings_come_back_as_an_openai_list_and_are_metered_by_estima
         .await
         .unwrap();
     mock.require_key("AIzaGatewayTestKey");
-    let h = Harness::start(&format!(
-        "[providers.g]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"{GEMINI_KEY_VAR}\"\n\
-         [[routes]]\nname = \"emb\"\ntargets = [{{ provider = \"g\", model = \"gemini-embedding-001\" }}]\n",
-        gemini::base_url(&up)
+    let h = Harness::start(&gemini_route(
+        &up,
+        "emb",
+        r#"{ provider = "g", model = "gemini-embedding-001" }"#,
     ))
     .await;
     let resp = h

@@ -169,18 +169,15 @@ impl Anthropic {
             HeaderName::from_static("x-api-key"),
             str::to_string,
         )?;
-        let mut headers = crate::static_headers(credential, &cfg.headers);
-        // Set after the extra headers: validation refuses them there, and ours must win.
-        let version = HeaderValue::from_str(&cfg.version)
-            .map_err(|_| format!("version: '{}' is not a valid header value", cfg.version))?;
-        headers.insert("anthropic-version", version);
         let base = cfg.base_url.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base);
         let messages_url =
             parse_uri(&format!("{base}/v1/messages")).map_err(|e| format!("base_url: {e}"))?;
-        if let Some(host) = crate::client::plain_http_host(&messages_url) {
-            headers.entry(http::header::HOST).or_insert(host);
-        }
+        let mut headers = crate::static_headers(credential, &cfg.headers, &messages_url);
+        // Set after the extra headers: validation refuses them there, and ours must win.
+        let version = HeaderValue::from_str(&cfg.version)
+            .map_err(|_| format!("version: '{}' is not a valid header value", cfg.version))?;
+        headers.insert("anthropic-version", version);
         Ok(Anthropic {
             name: name.to_string(),
             messages_url,

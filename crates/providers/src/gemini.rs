@@ -242,13 +242,11 @@ impl Gemini {
             HeaderName::from_static("x-goog-api-key"),
             str::to_string,
         )?;
-        let mut headers = crate::static_headers(credential, &cfg.headers);
         let base = cfg.base_url.trim_end_matches('/').to_string();
+        // Every call's URL starts with `base`: one of them checks it and gives the Host.
         let probe = parse_uri(&format!("{base}/models/m:generateContent"))
             .map_err(|e| format!("base_url: {e}"))?;
-        if let Some(host) = crate::client::plain_http_host(&probe) {
-            headers.entry(http::header::HOST).or_insert(host);
-        }
+        let headers = crate::static_headers(credential, &cfg.headers, &probe);
         Ok(Gemini {
             name: name.to_string(),
             base,

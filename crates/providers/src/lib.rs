@@ -192,10 +192,12 @@ impl From<HttpClient> for HttpClients {
 }
 
 /// The headers every call of a provider carries: its credential (marked sensitive, so it never
-/// shows in `Debug` output), the config's extra headers, and the JSON content type.
+/// shows in `Debug` output), the config's extra headers, the JSON content type, and for a
+/// plain-http `upstream` its `Host` (unless the extra headers set one).
 pub(crate) fn static_headers(
     credential: Option<(http::HeaderName, http::HeaderValue)>,
     extra: &std::collections::BTreeMap<String, String>,
+    upstream: &http::Uri,
 ) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
     if let Some((name, mut value)) = credential {
@@ -214,6 +216,9 @@ pub(crate) fn static_headers(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    if let Some(host) = client::plain_http_host(upstream) {
+        headers.entry(http::header::HOST).or_insert(host);
+    }
     headers
 }
 

@@ -21,7 +21,7 @@ use switchyard_api::{
 };
 
 use crate::{
-    client::{body_stream, parse_uri, plain_http_host, read_body, read_limited},
+    client::{body_stream, parse_uri, read_body, read_limited},
     error::retry_after,
     BoxFuture, ChatCall, ChatOutput, Completion, EmbeddingsCall, HttpClients, Provider,
     ProviderError, ProviderErrorKind, StreamItem, StreamSummary,
@@ -83,14 +83,11 @@ impl OpenAi {
             http::header::AUTHORIZATION,
             |key| format!("Bearer {key}"),
         )?;
-        let mut headers = crate::static_headers(credential, &cfg.headers);
         let base = cfg.base_url.trim_end_matches('/');
         let url =
             |path: &str| parse_uri(&format!("{base}/{path}")).map_err(|e| format!("base_url: {e}"));
         let chat_url = url("chat/completions")?;
-        if let Some(host) = plain_http_host(&chat_url) {
-            headers.entry(http::header::HOST).or_insert(host);
-        }
+        let headers = crate::static_headers(credential, &cfg.headers, &chat_url);
         Ok(OpenAi {
             name: name.to_string(),
             chat_url,
